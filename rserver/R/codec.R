@@ -1,0 +1,4 @@
+# The msgpack codec, exposed for tests and tools (not exported).
+mp_encode <- function(x) .Call(C_mp_encode, x)
+mp_decode <- function(bytes, resolve = FALSE) .Call(C_mp_decode, bytes, resolve)
+handle_count <- function() .Call(C_handle_count)

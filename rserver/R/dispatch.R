@@ -1,0 +1,140 @@
+# Request dispatch: the serve loop and one function per op.
+# See protocol/SPEC.md ("Ops").
+
+new_loop_state <- function() {
+  state <- new.env(parent = emptyenv())
+  state$ctx <- NULL          # request in progress
+  state$warnings <- list()   # its warnings
+  state$trace <- NULL        # calls at its last error
+  state$stop <- FALSE
+  state
+}
+
+# Serves requests until a shutdown. Condition handlers are set up once per run
+# of requests rather than once per request, because tryCatch() costs more than
+# a whole small call; an error unwinds to here and is answered to the request
+# in progress, and serving resumes.
+serve_loop <- function(state) {
+  while (!state$stop) {
+    tryCatch(
+      withCallingHandlers(
+        serve_requests(state),
+        warning = function(w) {
+          if (is.null(state$ctx)) return()   # idle: R's default handling
+          state$warnings[[length(state$warnings) + 1L]] <- describe_warning(w)
+          invokeRestart("muffleWarning")
+        },
+        error = function(e) state$trace <- sys.calls()
+      ),
+      error = function(e) reply_failure(state, e),
+      interrupt = function(i) reply_failure(state, NULL)
+    )
+  }
+}
+
+serve_requests <- function(state) {
+  repeat {
+    ctx <- .Call(C_server_next, 1000L)
+    if (is.null(ctx)) next
+    state$ctx <- ctx
+    state$warnings <- list()
+    state$trace <- NULL
+    out <- run_op(ctx, .Call(C_request_decode, ctx))
+    .Call(C_reply_value, ctx, out$value, state$warnings, out$as_handle)
+    state$ctx <- NULL
+    if (out$stop) {
+      state$stop <- TRUE
+      return(invisible())
+    }
+  }
+}
+
+# Answers the request in progress with an error (condition NULL: interrupted).
+reply_failure <- function(state, condition) {
+  ctx <- state$ctx
+  state$ctx <- NULL
+  if (is.null(ctx)) {
+    if (!is.null(condition)) message("rserver: error while idle: ", conditionMessage(condition))
+    return(invisible())
+  }
+  if (is.null(condition)) condition <- interrupt_condition(ctx)
+  info <- describe_error(condition, state$trace)
+  sent <- tryCatch({
+    .Call(C_reply_error, ctx, info, state$warnings)
+    TRUE
+  }, error = function(e) e)
+  if (!isTRUE(sent))   # e.g. the result could not be encoded
+    .Call(C_reply_error, ctx, list(c("rbridge_error", "error", "condition"),
+                                   conditionMessage(sent), NULL, character()), list())
+}
+
+run_op <- function(ctx, msg) {
+  as_handle <- identical(msg$mode, "handle")
+  switch(msg$op,
+    call = result(call_function(msg$fn, msg$args, msg$kwargs), as_handle),
+    eval = result(eval_code(msg$code, target_env(msg$env)), as_handle),
+    get = result(get(msg$name, envir = target_env(msg$env)), as_handle),
+    assign = {
+      assign(msg$name, msg$value, envir = target_env(msg$env))
+      result(NULL, FALSE)
+    },
+    release = {
+      counts <- .Call(C_request_release, ctx)
+      result(list(released = counts[[1L]], live = counts[[2L]]), FALSE)
+    },
+    shutdown = list(value = NULL, as_handle = FALSE, stop = TRUE),
+    stop("unknown op '", msg$op, "'")
+  )
+}
+
+result <- function(value, as_handle) list(value = value, as_handle = as_handle, stop = FALSE)
+
+target_env <- function(env) {
+  if (is.null(env)) return(globalenv())
+  if (!is.environment(env)) stop("'env' must be a handle to an environment")
+  env
+}
+
+# User code runs inside this marker frame, so tracebacks can start below it.
+rbridge_eval <- function(expr, envir) eval(expr, envir)
+
+eval_code <- function(code, envir) {
+  if (!is.character(code) || length(code) != 1L || is.na(code)) stop("'code' must be a single string")
+  value <- NULL
+  for (expr in parse(text = code, keep.source = FALSE)) value <- rbridge_eval(expr, envir)
+  value
+}
+
+call_function <- function(fn, args, kwargs) {
+  call <- .Call(C_make_call, fn, args, kwargs, FALSE)
+  if (is.null(call)) {   # pkg::name, or underscores that may stand for dots
+    target <- function_expr(fn)
+    if (length(kwargs)) names(kwargs) <- translate_arg_names(names(kwargs), target)
+    call <- .Call(C_make_call, target, args, kwargs, TRUE)
+  }
+  rbridge_eval(call, globalenv())
+}
+
+# The function position of the call: a symbol, pkg::name, or a function object.
+function_expr <- function(fn) {
+  if (!is.character(fn)) return(fn)
+  parts <- regmatches(fn, regexec("^([^:]+)(:::?)([^:]+)$", fn))[[1L]]
+  if (length(parts)) return(call(parts[[3L]], as.name(parts[[2L]]), as.name(parts[[4L]])))
+  if (grepl("_", fn, fixed = TRUE) && !exists(fn, envir = globalenv(), mode = "function")) {
+    dotted <- chartr("_", ".", fn)
+    if (exists(dotted, envir = globalenv(), mode = "function")) fn <- dotted
+  }
+  as.name(fn)
+}
+
+# na_rm -> na.rm, where the function has the dotted argument but not the other.
+translate_arg_names <- function(nms, target) {
+  if (!any(grepl("_", nms, fixed = TRUE))) return(nms)
+  f <- if (is.function(target)) target else tryCatch(eval(target, globalenv()), error = function(e) NULL)
+  if (!is.function(f)) return(nms)
+  formal <- names(formals(if (is.primitive(f)) args(f) else f))
+  dotted <- chartr("_", ".", nms)
+  swap <- !(nms %in% formal) & dotted %in% formal
+  nms[swap] <- dotted[swap]
+  nms
+}

@@ -1,0 +1,47 @@
+#' Serve rbridge clients from this R process.
+#'
+#' Binds a ZeroMQ ROUTER socket on `endpoint` and serves requests until a
+#' client sends `shutdown` (or the parent process dies, when `parent_pid` is
+#' given). A C thread owns the socket, so pings are answered while R computes.
+#'
+#' @param endpoint a ZeroMQ endpoint such as `"tcp://127.0.0.1:5555"`,
+#'   `"tcp://127.0.0.1:*"` (any free port) or `"ipc:///path/to/socket"`.
+#' @param max_envelope largest accepted envelope frame, in bytes.
+#' @param max_frame largest frame libzmq accepts at all; larger frames drop
+#'   the connection.
+#' @param parent_pid stop when this process is no longer our parent (used by
+#'   private workers); `0` disables the watch.
+#' @param quiet if `FALSE`, print the bound endpoint on stderr.
+#' @return the bound endpoint, invisibly, once the server has stopped.
+serve <- function(endpoint = Sys.getenv("RBRIDGE_ENDPOINT", "tcp://127.0.0.1:5555"),
+                  max_envelope = env_number("RBRIDGE_MAX_ENVELOPE", 256 * 2^20),
+                  max_frame = env_number("RBRIDGE_MAX_FRAME", 2^31 - 1),
+                  parent_pid = env_number("RBRIDGE_PARENT_PID", 0),
+                  quiet = FALSE) {
+  stopifnot(is.character(endpoint), length(endpoint) == 1L)
+  info <- .Call(C_mp_encode, worker_info(endpoint, max_envelope))
+  bound <- .Call(C_server_start, endpoint, as.numeric(max_envelope),
+                 as.numeric(max_frame), as.numeric(parent_pid), info)
+  on.exit(.Call(C_server_stop), add = TRUE)
+  if (!quiet) message("rserver: listening on ", bound)
+  serve_loop(new_loop_state())
+  invisible(bound)
+}
+
+env_number <- function(name, default) {
+  v <- Sys.getenv(name, "")
+  if (nzchar(v)) as.numeric(v) else default
+}
+
+worker_info <- function(endpoint, max_envelope) {
+  list(
+    r_version = paste(R.version$major, R.version$minor, sep = "."),
+    rserver_version = as.character(utils::packageVersion("rserver")),
+    pid = Sys.getpid(),
+    platform = R.version$platform,
+    endpoint = endpoint,
+    capabilities = as.list(c("eval", "call", "get", "assign", "release",
+                             "ping", "interrupt", "shutdown", "output")),
+    max_envelope = as.numeric(max_envelope)
+  )
+}

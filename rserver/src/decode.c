@@ -1,0 +1,153 @@
+/* msgpack -> R objects, on R's main thread. The conversion rules are in
+ * protocol/SPEC.md ("Values"). Input is treated as hostile even though the
+ * I/O thread validated it: this decoder is also used directly by tests. */
+#include <string.h>
+#include <math.h>
+#define R_NO_REMAP
+#include <Rinternals.h>
+#include "rserver.h"
+#include "rserver_r.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "rserver's vector encoding assumes a little-endian host"
+#endif
+
+#define EXACT_DOUBLE_INT 9007199254740992.0   /* 2^53 */
+
+static SEXP make_string(const uint8_t *p, uint32_t n) {
+  if (n > INT32_MAX) Rf_error("rbridge: string longer than R's limit of 2^31-1 bytes");
+  if (memchr(p, 0, n)) Rf_error("rbridge: strings with embedded NUL cannot be represented in R");
+  if (!mp_utf8_valid(p, n)) Rf_error("rbridge: string is not valid UTF-8");
+  return Rf_mkCharLenCE((const char *)p, (int)n, CE_UTF8);
+}
+
+static SEXP decode_int(int64_t v) {
+  if (v > INT32_MIN && v <= INT32_MAX) return Rf_ScalarInteger((int)v);
+  if ((double)v >= -EXACT_DOUBLE_INT && (double)v <= EXACT_DOUBLE_INT) return Rf_ScalarReal((double)v);
+  Rf_error("rbridge: integer %lld is beyond 2^53 and cannot be represented exactly in R",
+           (long long)v);
+  return R_NilValue;
+}
+
+static uint32_t le32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ext 2: kind byte, u32 LE length, then little-endian data (see SPEC.md). */
+static SEXP decode_vector(const uint8_t *p, uint32_t len) {
+  if (len < 5) Rf_error("rbridge: vector payload is too short");
+  char kind = (char)p[0];
+  uint64_t n = le32(p + 1);
+  const uint8_t *data = p + 5;
+  uint64_t avail = len - 5;
+  SEXP x;
+  switch (kind) {
+  case 'l': case 'i':
+    if (avail != n * 4) Rf_error("rbridge: vector payload length does not match its count");
+    x = PROTECT(Rf_allocVector(kind == 'l' ? LGLSXP : INTSXP, (R_xlen_t)n));
+    memcpy(INTEGER(x), data, (size_t)n * 4);
+    if (kind == 'l') {
+      int *v = LOGICAL(x);
+      for (uint64_t i = 0; i < n; i++)
+        if (v[i] != NA_LOGICAL && v[i] != 0) v[i] = 1;
+    }
+    break;
+  case 'd':
+    if (avail != n * 8) Rf_error("rbridge: vector payload length does not match its count");
+    x = PROTECT(Rf_allocVector(REALSXP, (R_xlen_t)n));
+    memcpy(REAL(x), data, (size_t)n * 8);
+    break;
+  case 's': {
+    if (n > avail) Rf_error("rbridge: vector payload length does not match its count");
+    mp_reader r;
+    mp_item it;
+    mp_init(&r, data, (size_t)avail);
+    x = PROTECT(Rf_allocVector(STRSXP, (R_xlen_t)n));
+    for (uint64_t i = 0; i < n; i++) {
+      if (mp_next(&r, &it)) Rf_error("rbridge: bad string vector: %s", r.err);
+      if (it.kind == MP_NIL) SET_STRING_ELT(x, (R_xlen_t)i, NA_STRING);
+      else if (it.kind == MP_STR) SET_STRING_ELT(x, (R_xlen_t)i, make_string(it.ptr, it.len));
+      else Rf_error("rbridge: string vectors hold only strings and nil");
+    }
+    if (r.pos != r.len) Rf_error("rbridge: vector payload length does not match its count");
+    break;
+  }
+  default:
+    Rf_error("rbridge: unknown vector kind 0x%02x", (unsigned)p[0]);
+  }
+  UNPROTECT(1);
+  return x;
+}
+
+static SEXP decode_handle(const uint8_t *p, uint32_t len, int resolve) {
+  if (len != 8) Rf_error("rbridge: a handle reference must be exactly 8 bytes");
+  if (!resolve) {
+    SEXP ref = PROTECT(Rf_allocVector(RAWSXP, 8));
+    memcpy(RAW(ref), p, 8);
+    Rf_setAttrib(ref, R_ClassSymbol, Rf_mkString("rbridge_handle_ref"));
+    UNPROTECT(1);
+    return ref;
+  }
+  uint64_t id = 0;
+  for (int i = 0; i < 8; i++) id = (id << 8) | p[i];
+  return rb_handle_get(id);
+}
+
+static SEXP decode_value(mp_reader *r, int depth, int resolve) {
+  mp_item it;
+  if (mp_next(r, &it)) Rf_error("rbridge: malformed msgpack: %s", r->err);
+  switch (it.kind) {
+  case MP_NIL: return R_NilValue;
+  case MP_BOOL: return Rf_ScalarLogical(it.v.b);
+  case MP_INT: return decode_int(it.v.i);
+  case MP_UINT:
+    Rf_error("rbridge: integer %llu is beyond 2^53 and cannot be represented exactly in R",
+             (unsigned long long)it.v.u);
+  case MP_FLOAT: return Rf_ScalarReal(it.v.f);
+  case MP_STR: return Rf_ScalarString(make_string(it.ptr, it.len));
+  case MP_BIN: {
+    SEXP x = Rf_allocVector(RAWSXP, (R_xlen_t)it.len);
+    if (it.len) memcpy(RAW(x), it.ptr, it.len);
+    return x;
+  }
+  case MP_ARRAY: case MP_MAP: {
+    if (depth <= 0) Rf_error("rbridge: msgpack nesting is too deep");
+    int is_map = it.kind == MP_MAP;
+    SEXP x = PROTECT(Rf_allocVector(VECSXP, (R_xlen_t)it.len));
+    SEXP names = is_map ? Rf_allocVector(STRSXP, (R_xlen_t)it.len) : R_NilValue;
+    PROTECT(names);
+    for (uint32_t i = 0; i < it.len; i++) {
+      if (is_map) {
+        mp_item key;
+        if (mp_next(r, &key)) Rf_error("rbridge: malformed msgpack: %s", r->err);
+        if (key.kind != MP_STR) Rf_error("rbridge: map keys must be strings");
+        SET_STRING_ELT(names, i, make_string(key.ptr, key.len));
+      }
+      SET_VECTOR_ELT(x, i, decode_value(r, depth - 1, resolve));
+    }
+    if (is_map) Rf_setAttrib(x, R_NamesSymbol, names);
+    UNPROTECT(2);
+    return x;
+  }
+  case MP_EXT:
+    if (it.ext_type == RB_EXT_HANDLE) return decode_handle(it.ptr, it.len, resolve);
+    if (it.ext_type == RB_EXT_VECTOR) return decode_vector(it.ptr, it.len);
+    Rf_error("rbridge: unknown msgpack ext type %d", (int)it.ext_type);
+  }
+  return R_NilValue;
+}
+
+SEXP rb_decode(const void *buf, size_t len, int resolve) {
+  mp_reader r;
+  mp_init(&r, buf, len);
+  SEXP x = PROTECT(decode_value(&r, RB_MAX_DEPTH, resolve));
+  if (r.pos != len) Rf_error("rbridge: trailing bytes after the msgpack value");
+  UNPROTECT(1);
+  return x;
+}
+
+/* .Call entry for tests and tools: decode a raw vector. */
+SEXP C_mp_decode(SEXP raw, SEXP resolve) {
+  if (TYPEOF(raw) != RAWSXP) Rf_error("rbridge: expected a raw vector");
+  return rb_decode(RAW(raw), (size_t)XLENGTH(raw), Rf_asLogical(resolve) == TRUE);
+}

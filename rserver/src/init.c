@@ -1,0 +1,43 @@
+/* .Call registration. */
+#include <stdlib.h>
+#define R_NO_REMAP
+#include <Rinternals.h>
+#include <R_ext/Rdynload.h>
+
+SEXP C_server_start(SEXP, SEXP, SEXP, SEXP, SEXP);
+SEXP C_server_stop(void);
+SEXP C_server_next(SEXP);
+SEXP C_request_decode(SEXP);
+SEXP C_request_release(SEXP);
+SEXP C_request_timed_out(SEXP);
+SEXP C_reply_value(SEXP, SEXP, SEXP, SEXP);
+SEXP C_reply_error(SEXP, SEXP, SEXP);
+SEXP C_handle_count(void);
+SEXP C_mp_decode(SEXP, SEXP);
+SEXP C_mp_encode(SEXP);
+SEXP C_make_call(SEXP, SEXP, SEXP, SEXP);
+
+/* Through void (*)(void), which GCC lets any function type convert to. */
+#define CALLDEF(name, n) {#name, (DL_FUNC)(void (*)(void))&name, n}
+
+static const R_CallMethodDef call_methods[] = {
+  CALLDEF(C_server_start, 5),
+  CALLDEF(C_server_stop, 0),
+  CALLDEF(C_server_next, 1),
+  CALLDEF(C_request_decode, 1),
+  CALLDEF(C_request_release, 1),
+  CALLDEF(C_request_timed_out, 1),
+  CALLDEF(C_reply_value, 4),
+  CALLDEF(C_reply_error, 3),
+  CALLDEF(C_handle_count, 0),
+  CALLDEF(C_mp_decode, 2),
+  CALLDEF(C_mp_encode, 1),
+  CALLDEF(C_make_call, 4),
+  {NULL, NULL, 0}
+};
+
+void R_init_rserver(DllInfo *dll) {
+  R_registerRoutines(dll, NULL, call_methods, NULL, NULL);
+  R_useDynamicSymbols(dll, FALSE);
+  R_forceSymbols(dll, TRUE);
+}

@@ -1,0 +1,365 @@
+/* The network I/O thread. It owns the client-facing ROUTER socket and never
+ * calls the R API (this file does not include any R header).
+ *
+ *  - ping, hello and interrupt are answered here, so they work while R computes;
+ *  - malformed or oversized envelopes get an error reply here;
+ *  - everything else is forwarded to R's main thread over an inproc PAIR;
+ *  - replies from the main thread are forwarded to the client unchanged;
+ *  - request deadlines and the parent process are watched here.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+#include "rserver.h"
+
+#define MAX_FRAMES 64
+#define ORPHAN_GRACE 5.0     /* seconds an orphan may take to shut down */
+/* After forwarding a request, poll without sleeping for this long: a small
+ * call's reply usually comes sooner, and a sleeping thread's wake-up costs
+ * tens of microseconds on a VM. */
+#define REPLY_SPIN 0.0002
+
+double rb_monotonic(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+typedef struct {
+  rb_io_shared *sh;
+  void *router;
+  void *pair;
+  double orphaned_at;
+  double spin_until;
+} io_state;
+
+static void free_sbuffer_data(void *data, void *hint) {
+  (void)hint;
+  free(data);
+}
+
+/* Sends [rid, envelope] to a client; never blocks the I/O thread. */
+static void send_to_client(io_state *st, const void *rid, size_t rid_len, msgpack_sbuffer *sb) {
+  zmq_msg_t m;
+  if (zmq_send(st->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+    msgpack_sbuffer_destroy(sb);
+    return;   /* peer gone (ROUTER_MANDATORY) or queue full */
+  }
+  size_t n = sb->size;
+  void *data = msgpack_sbuffer_release(sb);
+  zmq_msg_init_data(&m, data, n, free_sbuffer_data, NULL);
+  if (zmq_msg_send(&m, st->router, ZMQ_DONTWAIT) < 0) zmq_msg_close(&m);
+}
+
+static void reply_error(io_state *st, const void *rid, size_t rid_len, uint64_t id,
+                        const char *cls, const char *message) {
+  static const char *base[] = {NULL, "rbridge_error", "error", "condition"};
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  base[0] = cls;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  rb_pack_header(&pk, 5, id, "error");
+  rb_pack_cstr(&pk, "error");
+  rb_pack_error_body(&pk, base, 4, message);
+  rb_pack_cstr(&pk, "warnings");
+  msgpack_pack_array(&pk, 0);
+  send_to_client(st, rid, rid_len, &sb);
+}
+
+static void reply_pong(io_state *st, const void *rid, size_t rid_len, uint64_t id) {
+  rb_io_shared *sh = st->sh;
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  pthread_mutex_lock(&sh->mu);
+  int depth = sh->busy_depth;
+  uint64_t cur = sh->current_id;
+  char op[RB_OP_MAX];
+  memcpy(op, sh->current_op, RB_OP_MAX);
+  double since = sh->busy_since;
+  pthread_mutex_unlock(&sh->mu);
+
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  rb_pack_header(&pk, 9, id, "pong");
+  rb_pack_kv_str(&pk, "state", depth > 0 ? "busy" : "idle");
+  rb_pack_cstr(&pk, "request");
+  if (depth > 0) msgpack_pack_uint64(&pk, cur); else msgpack_pack_nil(&pk);
+  rb_pack_cstr(&pk, "request_op");
+  if (depth > 0) rb_pack_cstr(&pk, op); else msgpack_pack_nil(&pk);
+  rb_pack_cstr(&pk, "busy_for");
+  msgpack_pack_double(&pk, depth > 0 ? rb_monotonic() - since : 0.0);
+  rb_pack_cstr(&pk, "depth");
+  msgpack_pack_int(&pk, depth);
+  rb_pack_cstr(&pk, "pid");
+  msgpack_pack_int64(&pk, (int64_t)getpid());
+  send_to_client(st, rid, rid_len, &sb);
+}
+
+static void reply_hello(io_state *st, const void *rid, size_t rid_len, const rb_peek *pk_in) {
+  if (!pk_in->versions_ok) {
+    reply_error(st, rid, rid_len, pk_in->id, "rbridge_protocol_error",
+                "no common protocol version: this worker speaks version 1");
+    return;
+  }
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  rb_pack_header(&pk, 5, pk_in->id, "hello");
+  rb_pack_cstr(&pk, "version");
+  msgpack_pack_uint8(&pk, RB_PROTOCOL_VERSION);
+  rb_pack_cstr(&pk, "worker");
+  msgpack_sbuffer_write(&sb, st->sh->worker_info, st->sh->worker_info_len);
+  send_to_client(st, rid, rid_len, &sb);
+}
+
+static void signal_main(io_state *st) {
+  pthread_kill(st->sh->main_thread, SIGINT);
+}
+
+static void reply_interrupt(io_state *st, const void *rid, size_t rid_len, const rb_peek *p) {
+  rb_io_shared *sh = st->sh;
+  int sent = 0;
+  pthread_mutex_lock(&sh->mu);
+  if (sh->busy_depth > 0 && (!p->has_target || p->target == sh->current_id)) sent = 1;
+  pthread_mutex_unlock(&sh->mu);
+  if (sent) signal_main(st);
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  rb_pack_header(&pk, 5, p->id, "result");
+  rb_pack_cstr(&pk, "value");
+  if (sent) msgpack_pack_true(&pk); else msgpack_pack_false(&pk);
+  rb_pack_cstr(&pk, "warnings");
+  msgpack_pack_array(&pk, 0);
+  send_to_client(st, rid, rid_len, &sb);
+}
+
+static int is_main_op(const char *op) {
+  static const char *ops[] = {"eval", "call", "get", "assign", "release", "shutdown", NULL};
+  for (int i = 0; ops[i]; i++)
+    if (strcmp(op, ops[i]) == 0) return 1;
+  return 0;
+}
+
+/* Receives the rest of a multipart message so that nothing is left queued. */
+static void drain(void *sock) {
+  int more;
+  size_t sz = sizeof more;
+  zmq_msg_t m;
+  for (;;) {
+    if (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) < 0 || !more) return;
+    zmq_msg_init(&m);
+    zmq_msg_recv(&m, sock, 0);
+    zmq_msg_close(&m);
+  }
+}
+
+static void close_frames(zmq_msg_t *f, int n) {
+  for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+}
+
+static void on_client_message(io_state *st) {
+  zmq_msg_t f[MAX_FRAMES];
+  int n = 0, more = 1;
+  size_t sz = sizeof more;
+  while (more && n < MAX_FRAMES) {
+    zmq_msg_init(&f[n]);
+    if (zmq_msg_recv(&f[n], st->router, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&f[n]); break; }
+    n++;
+    zmq_getsockopt(st->router, ZMQ_RCVMORE, &more, &sz);
+  }
+  if (n == 0) return;
+  const void *rid = zmq_msg_data(&f[0]);
+  size_t rid_len = zmq_msg_size(&f[0]);
+  if (more) {
+    drain(st->router);
+    reply_error(st, rid, rid_len, 0, "rbridge_protocol_error", "too many frames in one message");
+    close_frames(f, n);
+    return;
+  }
+  if (n < 2) {
+    reply_error(st, rid, rid_len, 0, "rbridge_protocol_error", "the message has no envelope frame");
+    close_frames(f, n);
+    return;
+  }
+  const void *env = zmq_msg_data(&f[1]);
+  size_t env_len = zmq_msg_size(&f[1]);
+  const char *err = NULL;
+  rb_peek pk;
+  memset(&pk, 0, sizeof pk);
+  if (env_len > st->sh->max_envelope) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "the envelope has %zu bytes, more than the limit of %zu",
+             env_len, st->sh->max_envelope);
+    reply_error(st, rid, rid_len, 0, "rbridge_limit_error", msg);
+  } else if (mp_validate(env, env_len, RB_MAX_DEPTH, &err) ||
+             rb_peek_envelope(env, env_len, &pk, &err)) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "malformed envelope: %s", err);
+    /* answer to the request id when it could be read, so the sender can match it */
+    reply_error(st, rid, rid_len, pk.has_id ? pk.id : 0, "rbridge_protocol_error", msg);
+  } else if (strcmp(pk.op, "ping") == 0) {
+    reply_pong(st, rid, rid_len, pk.id);
+  } else if (strcmp(pk.op, "hello") == 0) {
+    reply_hello(st, rid, rid_len, &pk);
+  } else if (strcmp(pk.op, "interrupt") == 0) {
+    reply_interrupt(st, rid, rid_len, &pk);
+  } else if (is_main_op(pk.op)) {
+    /* Never block here: a full queue is reported to the client instead. Once
+     * the first frame is accepted, the rest of a multipart message is too. */
+    if (zmq_msg_send(&f[0], st->pair, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+      reply_error(st, rid, rid_len, pk.id, "rbridge_busy_error", "the worker's request queue is full");
+    else {
+      for (int i = 1; i < n; i++) zmq_msg_send(&f[i], st->pair, i + 1 < n ? ZMQ_SNDMORE : 0);
+      st->spin_until = rb_monotonic() + REPLY_SPIN;
+    }
+  } else {
+    char msg[64];
+    snprintf(msg, sizeof msg, "unknown op '%s'", pk.op);
+    reply_error(st, rid, rid_len, pk.id, "rbridge_protocol_error", msg);
+  }
+  close_frames(f, n);  /* frames already sent are empty; closing them is a no-op */
+}
+
+/* Forwards one message from the main thread; returns 1 when told to stop. */
+static int on_main_message(io_state *st) {
+  zmq_msg_t m;
+  int more = 1, first = 1, to_client = 1, stop = 0;
+  size_t sz = sizeof more;
+  while (more) {
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, st->pair, 0) < 0) { zmq_msg_close(&m); return 0; }
+    zmq_getsockopt(st->pair, ZMQ_RCVMORE, &more, &sz);
+    if (first && zmq_msg_size(&m) == 0) to_client = 0;          /* control message */
+    if (!to_client && !first && zmq_msg_size(&m) == 4 && memcmp(zmq_msg_data(&m), "stop", 4) == 0)
+      stop = 1;
+    if (to_client) {
+      if (zmq_msg_send(&m, st->router, (more ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        to_client = 0;   /* peer gone: drop the rest */
+      }
+    } else {
+      zmq_msg_close(&m);
+    }
+    first = 0;
+  }
+  return stop;
+}
+
+/* Asks the main thread to shut down as if a client had sent "shutdown". */
+static void request_shutdown(io_state *st) {
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  rb_pack_header(&pk, 3, 0, "shutdown");
+  zmq_send(st->pair, "", 0, ZMQ_SNDMORE);
+  zmq_send(st->pair, sb.data, sb.size, 0);
+  msgpack_sbuffer_destroy(&sb);
+}
+
+static void check_timers(io_state *st) {
+  rb_io_shared *sh = st->sh;
+  double now = rb_monotonic();
+  int fire = 0;
+  pthread_mutex_lock(&sh->mu);
+  if (sh->busy_depth > 0 && sh->deadline > 0 && now >= sh->deadline) {
+    sh->timed_out_id = sh->current_id;
+    sh->deadline = 0;
+    fire = 1;
+  }
+  pthread_mutex_unlock(&sh->mu);
+  if (fire) signal_main(st);
+
+  if (sh->parent_pid > 0 && getppid() != (pid_t)sh->parent_pid) {
+    if (st->orphaned_at == 0) {
+      st->orphaned_at = now;
+      request_shutdown(st);
+      signal_main(st);   /* a busy worker stops what it is doing first */
+    } else if (now - st->orphaned_at > ORPHAN_GRACE) {
+      if (strncmp(sh->bound_endpoint, "ipc://", 6) == 0) unlink(sh->bound_endpoint + 6);
+      _exit(3);
+    }
+  }
+}
+
+static int poll_timeout_ms(io_state *st) {
+  rb_io_shared *sh = st->sh;
+  int ms = 500;
+  pthread_mutex_lock(&sh->mu);
+  if (sh->busy_depth > 0 && sh->deadline > 0) {
+    double left = (sh->deadline - rb_monotonic()) * 1000.0;
+    if (left < ms) ms = left < 0 ? 0 : (int)left + 1;
+  }
+  pthread_mutex_unlock(&sh->mu);
+  return ms;
+}
+
+static void set_int(void *s, int opt, int v) { zmq_setsockopt(s, opt, &v, sizeof v); }
+
+static void *io_main(void *arg) {
+  io_state st;
+  memset(&st, 0, sizeof st);
+  st.sh = (rb_io_shared *)arg;
+  rb_io_shared *sh = st.sh;
+  char status[1100];
+
+  st.pair = zmq_socket(sh->zctx, ZMQ_PAIR);
+  zmq_connect(st.pair, "inproc://rserver-main");
+  st.router = zmq_socket(sh->zctx, ZMQ_ROUTER);
+  set_int(st.router, ZMQ_ROUTER_MANDATORY, 1);
+  set_int(st.router, ZMQ_LINGER, 0);
+  set_int(st.router, ZMQ_HEARTBEAT_IVL, 1000);
+  set_int(st.router, ZMQ_HEARTBEAT_TIMEOUT, 3000);
+  set_int(st.router, ZMQ_HEARTBEAT_TTL, 3000);
+  zmq_setsockopt(st.router, ZMQ_MAXMSGSIZE, &sh->max_frame, sizeof sh->max_frame);
+  if (zmq_bind(st.router, sh->endpoint) < 0) {
+    snprintf(status, sizeof status, "E%s: %s", sh->endpoint, zmq_strerror(errno));
+    zmq_send(st.pair, status, strlen(status), 0);
+    zmq_close(st.router);
+    zmq_close(st.pair);
+    return NULL;
+  }
+  size_t elen = sizeof sh->bound_endpoint;
+  zmq_getsockopt(st.router, ZMQ_LAST_ENDPOINT, sh->bound_endpoint, &elen);
+  zmq_send(st.pair, "R", 1, 0);
+
+  for (;;) {
+    zmq_pollitem_t items[2] = {{st.router, 0, ZMQ_POLLIN, 0}, {st.pair, 0, ZMQ_POLLIN, 0}};
+    int spin = st.spin_until > 0 && rb_monotonic() < st.spin_until;
+    int rc = zmq_poll(items, 2, spin ? 0 : poll_timeout_ms(&st));
+    if (rc == 0 && spin) continue;
+    st.spin_until = 0;
+    if (rc < 0 && errno != EINTR) break;
+    if (rc > 0 && (items[1].revents & ZMQ_POLLIN) && on_main_message(&st)) break;
+    if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) on_client_message(&st);
+    check_timers(&st);
+  }
+  set_int(st.router, ZMQ_LINGER, 1000);   /* let the last replies out */
+  zmq_close(st.router);
+  zmq_close(st.pair);
+  return NULL;
+}
+
+int rb_io_start(rb_io_shared *sh, pthread_t *tid, char *err, size_t errlen) {
+  sigset_t all, old;
+  sigfillset(&all);
+  /* The thread inherits a mask that blocks every signal, so SIGINT always
+   * reaches R's main thread. */
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  int rc = pthread_create(tid, NULL, io_main, sh);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
+    snprintf(err, errlen, "cannot start the I/O thread: %s", strerror(rc));
+    return -1;
+  }
+  return 0;
+}

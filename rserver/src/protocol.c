@@ -1,0 +1,106 @@
+/* Envelope helpers shared by the I/O thread and the main thread. Pure C.
+ * See protocol/SPEC.md for the envelope fields. */
+#include <string.h>
+#include "rserver.h"
+
+static int read_u64(const mp_item *it, uint64_t *out) {
+  if (it->kind == MP_INT && it->v.i >= 0) { *out = (uint64_t)it->v.i; return 0; }
+  if (it->kind == MP_UINT) { *out = it->v.u; return 0; }
+  return -1;
+}
+
+/* Peeks at the routing-relevant fields of an envelope that has already been
+ * validated with mp_validate. Unknown keys are skipped. */
+int rb_peek_envelope(const void *buf, size_t len, rb_peek *pk, const char **err) {
+  mp_reader r;
+  mp_item it, key;
+  memset(pk, 0, sizeof *pk);
+  pk->version = -1;
+  *err = NULL;
+  mp_init(&r, buf, len);
+  if (mp_next(&r, &it) || it.kind != MP_MAP) { *err = "the envelope is not a msgpack map"; return -1; }
+  for (uint32_t i = 0; i < it.len; i++) {
+    if (mp_next(&r, &key)) { *err = r.err; return -1; }
+    if (key.kind != MP_STR) { *err = "envelope keys must be strings"; return -1; }
+    size_t vpos = r.pos;
+    mp_item val;
+    if (mp_next(&r, &val)) { *err = r.err; return -1; }
+    if (mp_str_eq(&key, "v")) {
+      if (val.kind != MP_INT || val.v.i < 0 || val.v.i > 255) { *err = "field 'v' must be a small integer"; return -1; }
+      pk->version = (int)val.v.i;
+    } else if (mp_str_eq(&key, "id")) {
+      if (read_u64(&val, &pk->id)) { *err = "field 'id' must be a non-negative integer"; return -1; }
+      pk->has_id = 1;
+    } else if (mp_str_eq(&key, "op")) {
+      if (val.kind != MP_STR || val.len == 0 || val.len >= RB_OP_MAX) { *err = "field 'op' must be a short string"; return -1; }
+      memcpy(pk->op, val.ptr, val.len);
+      pk->op[val.len] = 0;
+    } else if (mp_str_eq(&key, "timeout")) {
+      if (val.kind == MP_FLOAT) pk->timeout = val.v.f;
+      else if (val.kind == MP_INT) pk->timeout = (double)val.v.i;
+      else if (val.kind != MP_NIL) { *err = "field 'timeout' must be a number"; return -1; }
+    } else if (mp_str_eq(&key, "target")) {
+      if (val.kind != MP_NIL) {
+        if (read_u64(&val, &pk->target)) { *err = "field 'target' must be a request id"; return -1; }
+        pk->has_target = 1;
+      }
+    } else if (mp_str_eq(&key, "versions")) {
+      if (val.kind != MP_ARRAY) { *err = "field 'versions' must be an array"; return -1; }
+      for (uint32_t j = 0; j < val.len; j++) {
+        mp_item v;
+        size_t epos = r.pos;
+        if (mp_next(&r, &v)) { *err = r.err; return -1; }
+        if (v.kind == MP_INT && v.v.i == RB_PROTOCOL_VERSION) pk->versions_ok = 1;
+        if (v.kind == MP_ARRAY || v.kind == MP_MAP) {
+          r.pos = epos;
+          if (mp_skip_value(&r, RB_MAX_DEPTH)) { *err = r.err; return -1; }
+        }
+      }
+      continue;
+    }
+    /* containers under other keys: rewind and skip them whole */
+    if (val.kind == MP_ARRAY || val.kind == MP_MAP) {
+      r.pos = vpos;
+      if (mp_skip_value(&r, RB_MAX_DEPTH)) { *err = r.err; return -1; }
+    }
+  }
+  if (!pk->has_id) { *err = "the envelope has no 'id'"; return -1; }
+  if (!pk->op[0]) { *err = "the envelope has no 'op'"; return -1; }
+  if (pk->version != RB_PROTOCOL_VERSION) { *err = "unsupported protocol version in field 'v'"; return -1; }
+  return 0;
+}
+
+void rb_pack_cstr(msgpack_packer *pk, const char *s) {
+  size_t n = strlen(s);
+  msgpack_pack_str(pk, n);
+  msgpack_pack_str_body(pk, s, n);
+}
+
+void rb_pack_kv_str(msgpack_packer *pk, const char *k, const char *v) {
+  rb_pack_cstr(pk, k);
+  rb_pack_cstr(pk, v);
+}
+
+/* Every message starts with these three fields, in this order. */
+void rb_pack_header(msgpack_packer *pk, uint32_t nfields, uint64_t id, const char *op) {
+  msgpack_pack_map(pk, nfields);
+  rb_pack_cstr(pk, "v");
+  msgpack_pack_uint8(pk, RB_PROTOCOL_VERSION);
+  rb_pack_cstr(pk, "id");
+  msgpack_pack_uint64(pk, id);
+  rb_pack_kv_str(pk, "op", op);
+}
+
+/* The value of an "error" field for errors raised by the C core itself. */
+void rb_pack_error_body(msgpack_packer *pk, const char *const *classes, int nclass,
+                        const char *message) {
+  msgpack_pack_map(pk, 4);
+  rb_pack_cstr(pk, "class");
+  msgpack_pack_array(pk, (size_t)nclass);
+  for (int i = 0; i < nclass; i++) rb_pack_cstr(pk, classes[i]);
+  rb_pack_kv_str(pk, "message", message);
+  rb_pack_cstr(pk, "call");
+  msgpack_pack_nil(pk);
+  rb_pack_cstr(pk, "traceback");
+  msgpack_pack_array(pk, 0);
+}

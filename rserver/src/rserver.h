@@ -1,0 +1,124 @@
+/* Internal header of the rserver C core.
+ *
+ * Files and their concerns:
+ *   mpack_reader.c  bounds-checked msgpack reader (pure C, no R API)
+ *   protocol.c      envelope constants, peeking and packing helpers (pure C)
+ *   io_thread.c     the network I/O thread (pure C, never touches R)
+ *   server.c        server lifecycle and the main-thread request loop
+ *   calls.c         building the R call for the `call` op
+ *   decode.c        msgpack -> R objects (main thread)
+ *   encode.c        R objects -> msgpack (main thread)
+ *   handles.c       the table of R objects held for clients
+ *   console.c       capture of R console output per request
+ *   init.c          .Call registration
+ */
+#ifndef RSERVER_H
+#define RSERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <msgpack.h>
+
+#define RB_PROTOCOL_VERSION 1
+#define RB_EXT_HANDLE 1
+#define RB_EXT_VECTOR 2
+#define RB_MAX_DEPTH 64          /* nesting of msgpack containers */
+#define RB_MAX_ROUTING_ID 255
+#define RB_OP_MAX 16
+
+/* ---- mpack_reader.c ---------------------------------------------------- */
+typedef enum {
+  MP_NIL, MP_BOOL, MP_INT, MP_UINT, MP_FLOAT, MP_STR, MP_BIN, MP_ARRAY, MP_MAP, MP_EXT
+} mp_kind;
+
+typedef struct {
+  mp_kind kind;
+  int8_t ext_type;
+  uint32_t len;           /* bytes for STR/BIN/EXT, items for ARRAY/MAP */
+  const uint8_t *ptr;     /* STR/BIN/EXT body, inside the reader's buffer */
+  union { int b; int64_t i; uint64_t u; double f; } v;
+} mp_item;
+
+typedef struct {
+  const uint8_t *buf;
+  size_t len;
+  size_t pos;
+  const char *err;        /* first error, static string */
+} mp_reader;
+
+void mp_init(mp_reader *r, const void *buf, size_t len);
+int mp_next(mp_reader *r, mp_item *it);           /* 0 ok, -1 error */
+int mp_skip_value(mp_reader *r, int depth);       /* skip one whole value */
+int mp_validate(const void *buf, size_t len, int max_depth, const char **err);
+int mp_utf8_valid(const uint8_t *s, size_t n);
+int mp_str_eq(const mp_item *it, const char *s);
+
+/* ---- protocol.c -------------------------------------------------------- */
+typedef struct {
+  int has_id;
+  uint64_t id;
+  int version;            /* -1 when absent */
+  char op[RB_OP_MAX];
+  double timeout;         /* seconds, <= 0 when absent */
+  int has_target;
+  uint64_t target;        /* "target" of an interrupt */
+  int versions_ok;        /* hello: client offers our version */
+} rb_peek;
+
+int rb_peek_envelope(const void *buf, size_t len, rb_peek *pk, const char **err);
+void rb_pack_cstr(msgpack_packer *pk, const char *s);
+void rb_pack_kv_str(msgpack_packer *pk, const char *k, const char *v);
+void rb_pack_header(msgpack_packer *pk, uint32_t nfields, uint64_t id, const char *op);
+void rb_pack_error_body(msgpack_packer *pk, const char *const *classes, int nclass,
+                        const char *message);
+
+/* ---- io_thread.c ------------------------------------------------------- */
+typedef struct {
+  /* configuration, fixed before the thread starts */
+  void *zctx;
+  char endpoint[1024];
+  char bound_endpoint[1024];
+  size_t max_envelope;
+  int64_t max_frame;
+  long parent_pid;        /* exit when orphaned; 0 = no watch */
+  char worker_info[1024]; /* msgpack map bytes for hello, built by main */
+  size_t worker_info_len;
+  pthread_t main_thread;
+
+  /* shared with the main thread; guarded by mu */
+  pthread_mutex_t mu;
+  int busy_depth;
+  uint64_t current_id;
+  char current_op[RB_OP_MAX];
+  double busy_since;      /* monotonic seconds */
+  double deadline;        /* monotonic seconds, 0 = none */
+  uint64_t timed_out_id;  /* request the I/O thread interrupted for its deadline */
+  int stop;
+} rb_io_shared;
+
+int rb_io_start(rb_io_shared *sh, pthread_t *tid, char *err, size_t errlen);
+double rb_monotonic(void);
+
+/* ---- console.c --------------------------------------------------------- */
+void rb_console_install(void);
+void rb_console_restore(void);
+void rb_console_flush(void);
+
+/* ---- server.c (main thread) -------------------------------------------- */
+typedef struct rb_request {
+  uint8_t rid[RB_MAX_ROUTING_ID];
+  size_t rid_len;
+  uint64_t id;
+  char op[RB_OP_MAX];
+  double timeout;
+  void *envelope;         /* malloc'd copy of the envelope frame */
+  size_t envelope_len;
+  int done;
+  struct rb_request *outer;   /* request this one is nested in */
+} rb_request;
+
+rb_request *rb_current_request(void);
+int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb);
+
+#endif

@@ -1,0 +1,30 @@
+/* Internal prototypes of the parts that use the R API (main thread only).
+ * Include after Rinternals.h and rserver.h. */
+#ifndef RSERVER_R_H
+#define RSERVER_R_H
+
+/* handles.c */
+uint64_t rb_handle_put(SEXP x);
+SEXP rb_handle_get(uint64_t id);
+int rb_handle_release(uint64_t id);
+size_t rb_handle_count(void);
+
+/* decode.c: resolve = 1 looks handles up, 0 keeps them as "rbridge_handle_ref" */
+SEXP rb_decode(const void *buf, size_t len, int resolve);
+
+/* encode.c */
+typedef struct {
+  msgpack_sbuffer sb;       /* the message being built */
+  msgpack_sbuffer scratch;  /* bodies that need their length first */
+  msgpack_packer pk;
+} rb_encoder;
+void rb_encoder_init(rb_encoder *e);
+void rb_encoder_free(rb_encoder *e);
+void rb_pack_value(rb_encoder *e, SEXP x, int depth, int as_handle);
+void rb_pack_strings(msgpack_packer *pk, SEXP x);
+/* Runs fill(e, data) with e freed if an R error jumps out of it. */
+void rb_encode_protected(rb_encoder *e, void (*fill)(rb_encoder *, void *), void *data);
+
+/* server.c */
+rb_request *rb_request_from(SEXP ctx);
+#endif

@@ -1,0 +1,346 @@
+/* Server lifecycle and the main-thread side of request handling.
+ *
+ * The I/O thread forwards requests over an inproc PAIR. R's main thread waits
+ * on that socket together with R's own input handlers (so the event loop keeps
+ * running while idle), and sends replies back through the same PAIR.
+ * Requests in progress form a stack (nested requests come with callbacks);
+ * the top of the stack owns console output and is what a ping reports. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+#define R_NO_REMAP
+#include <Rinternals.h>
+#include <R_ext/eventloop.h>
+#include "rserver.h"
+#include "rserver_r.h"
+
+extern int R_interrupts_pending;   /* R_ext/GraphicsDevice.h declares it too */
+
+#define MAX_POLL 64
+/* After a reply, poll for the next request without sleeping for this long, so
+ * back-to-back calls skip a thread wake-up (see REPLY_SPIN in io_thread.c). */
+#define REQUEST_SPIN 0.0002
+
+static double spin_until = 0;
+
+static rb_io_shared shared;
+static int running = 0;
+static void *zctx = NULL, *main_pair = NULL;
+static pthread_t io_tid;
+static rb_request *active = NULL;       /* innermost request in progress */
+
+rb_request *rb_current_request(void) { return active; }
+
+static void free_data(void *data, void *hint) { (void)hint; free(data); }
+
+static int send_retry(void *sock, const void *buf, size_t len, int flags) {
+  int rc;
+  while ((rc = zmq_send(sock, buf, len, flags)) < 0 && errno == EINTR) {}
+  return rc;
+}
+
+/* Sends [rid, envelope] to the request's client; takes the buffer's memory. */
+int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb) {
+  zmq_msg_t m;
+  size_t n = sb->size;
+  void *data = msgpack_sbuffer_release(sb);
+  if (send_retry(main_pair, rq->rid, rq->rid_len, ZMQ_SNDMORE) < 0) { free(data); return -1; }
+  zmq_msg_init_data(&m, data, n, free_data, NULL);
+  int rc;
+  while ((rc = zmq_msg_send(&m, main_pair, 0)) < 0 && errno == EINTR) {}
+  if (rc < 0) zmq_msg_close(&m);
+  return rc;
+}
+
+/* ---- request stack ------------------------------------------------------ */
+
+static void publish_top(void) {
+  pthread_mutex_lock(&shared.mu);
+  if (active) {
+    shared.current_id = active->id;
+    memcpy(shared.current_op, active->op, RB_OP_MAX);
+  }
+  pthread_mutex_unlock(&shared.mu);
+}
+
+static void push_request(rb_request *rq) {
+  double now = rb_monotonic();
+  R_interrupts_pending = 0;    /* a late interrupt meant for an earlier request */
+  rq->outer = active;
+  active = rq;
+  pthread_mutex_lock(&shared.mu);
+  shared.busy_depth++;
+  if (shared.busy_depth == 1) shared.busy_since = now;
+  shared.deadline = rq->timeout > 0 ? now + rq->timeout : 0;
+  pthread_mutex_unlock(&shared.mu);
+  publish_top();
+}
+
+static void pop_request(rb_request *rq) {
+  rq->done = 1;
+  if (active != rq) return;   /* cannot happen: replies are sent innermost first */
+  active = rq->outer;
+  pthread_mutex_lock(&shared.mu);
+  shared.busy_depth--;
+  shared.deadline = 0;        /* an outer request's own deadline is not restored */
+  pthread_mutex_unlock(&shared.mu);
+  publish_top();
+}
+
+static void request_finalizer(SEXP ptr) {
+  rb_request *rq = R_ExternalPtrAddr(ptr);
+  if (!rq || !rq->done) return;   /* still on the stack: never free it under it */
+  free(rq->envelope);
+  free(rq);
+  R_ClearExternalPtr(ptr);
+}
+
+rb_request *rb_request_from(SEXP ctx) {
+  if (TYPEOF(ctx) != EXTPTRSXP || !R_ExternalPtrAddr(ctx)) Rf_error("rbridge: not a request context");
+  return R_ExternalPtrAddr(ctx);
+}
+
+/* Receives one forwarded request from the PAIR and wraps it for R. */
+static SEXP receive_request(void) {
+  zmq_msg_t f;
+  int more = 1, idx = 0;
+  size_t sz = sizeof more;
+  rb_request *rq = calloc(1, sizeof *rq);
+  if (!rq) Rf_error("rbridge: out of memory");
+  while (more) {
+    zmq_msg_init(&f);
+    while (zmq_msg_recv(&f, main_pair, 0) < 0 && errno == EINTR) {}
+    zmq_getsockopt(main_pair, ZMQ_RCVMORE, &more, &sz);
+    size_t n = zmq_msg_size(&f);
+    if (idx == 0 && n <= RB_MAX_ROUTING_ID) {
+      memcpy(rq->rid, zmq_msg_data(&f), n);
+      rq->rid_len = n;
+    } else if (idx == 1 && (rq->envelope = malloc(n ? n : 1)) != NULL) {
+      memcpy(rq->envelope, zmq_msg_data(&f), n);
+      rq->envelope_len = n;
+    }
+    zmq_msg_close(&f);
+    idx++;
+  }
+  rb_peek pk;
+  const char *err;
+  if (!rq->envelope || rb_peek_envelope(rq->envelope, rq->envelope_len, &pk, &err)) {
+    free(rq->envelope);   /* validated by the I/O thread; only allocation can fail */
+    free(rq);
+    Rf_error("rbridge: could not take a request from the I/O thread");
+  }
+  rq->id = pk.id;
+  memcpy(rq->op, pk.op, RB_OP_MAX);
+  rq->timeout = pk.timeout;
+  push_request(rq);
+  SEXP ptr = PROTECT(R_MakeExternalPtr(rq, R_NilValue, R_NilValue));
+  R_RegisterCFinalizerEx(ptr, request_finalizer, TRUE);
+  UNPROTECT(1);
+  return ptr;
+}
+
+/* Waits up to timeout_ms for a request, running R's input handlers (the event
+ * loop of packages such as later) when they have input. Returns a request
+ * context, or NULL when the wait ended without one. */
+SEXP C_server_next(SEXP timeout_ms) {
+  if (!running) Rf_error("rbridge: the server is not running");
+  zmq_pollitem_t items[MAX_POLL];
+  int n = 0;
+  items[n++] = (zmq_pollitem_t){main_pair, 0, ZMQ_POLLIN, 0};
+  for (InputHandler *h = R_InputHandlers; h && n < MAX_POLL; h = h->next)
+    if (h->fileDescriptor > 0) items[n++] = (zmq_pollitem_t){NULL, h->fileDescriptor, ZMQ_POLLIN, 0};
+  int rc = 0;
+  while (rb_monotonic() < spin_until && (rc = zmq_poll(items, 1, 0)) == 0) {}
+  spin_until = 0;
+  if (rc == 0) rc = zmq_poll(items, n, Rf_asInteger(timeout_ms));
+  if (rc <= 0) return R_NilValue;   /* timeout, or EINTR: R sees any pending interrupt */
+  if (items[0].revents & ZMQ_POLLIN) return receive_request();
+  R_runHandlers(R_InputHandlers, R_checkActivity(0, 1));
+  return R_NilValue;
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+static void pack_conditions(msgpack_packer *pk, SEXP conds) {
+  R_xlen_t n = Rf_isNull(conds) ? 0 : XLENGTH(conds);
+  msgpack_pack_array(pk, (size_t)n);
+  for (R_xlen_t i = 0; i < n; i++) {
+    SEXP c = VECTOR_ELT(conds, i);
+    msgpack_pack_map(pk, 3);
+    rb_pack_cstr(pk, "class");
+    rb_pack_strings(pk, VECTOR_ELT(c, 0));
+    rb_pack_cstr(pk, "message");
+    rb_pack_strings(pk, VECTOR_ELT(c, 1));
+    rb_pack_cstr(pk, "call");
+    rb_pack_strings(pk, VECTOR_ELT(c, 2));
+  }
+}
+
+typedef struct { rb_request *rq; SEXP value, warnings; int as_handle; } reply_args;
+
+static void fill_result(rb_encoder *e, void *p) {
+  reply_args *a = p;
+  rb_pack_header(&e->pk, 5, a->rq->id, "result");
+  rb_pack_cstr(&e->pk, "value");
+  rb_pack_value(e, a->value, RB_MAX_DEPTH, a->as_handle);
+  rb_pack_cstr(&e->pk, "warnings");
+  pack_conditions(&e->pk, a->warnings);
+}
+
+/* a->value is list(class, message, call, traceback), built by R/conditions.R */
+static void fill_error(rb_encoder *e, void *p) {
+  reply_args *a = p;
+  msgpack_packer *pk = &e->pk;
+  rb_pack_header(pk, 5, a->rq->id, "error");
+  rb_pack_cstr(pk, "error");
+  msgpack_pack_map(pk, 4);
+  rb_pack_cstr(pk, "class");
+  rb_pack_strings(pk, VECTOR_ELT(a->value, 0));
+  rb_pack_cstr(pk, "message");
+  rb_pack_value(e, VECTOR_ELT(a->value, 1), 1, 0);
+  rb_pack_cstr(pk, "call");
+  rb_pack_value(e, VECTOR_ELT(a->value, 2), 1, 0);
+  rb_pack_cstr(pk, "traceback");
+  rb_pack_strings(pk, VECTOR_ELT(a->value, 3));
+  rb_pack_cstr(pk, "warnings");
+  pack_conditions(pk, a->warnings);
+}
+
+static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEXP warnings, int as_handle) {
+  rb_request *rq = rb_request_from(ctx);
+  if (rq->done) Rf_error("rbridge: request %llu was already answered", (unsigned long long)rq->id);
+  reply_args a = {rq, value, warnings, as_handle};
+  rb_encoder e;
+  rb_encoder_init(&e);
+  rb_encode_protected(&e, fill, &a);   /* may raise an R error; nothing leaks */
+  rb_console_flush();                   /* output first, then the reply */
+  rb_send_to_client(rq, &e.sb);
+  rb_encoder_free(&e);
+  pop_request(rq);
+  spin_until = rb_monotonic() + REQUEST_SPIN;
+  return R_NilValue;
+}
+
+SEXP C_reply_value(SEXP ctx, SEXP value, SEXP warnings, SEXP as_handle) {
+  return finish(ctx, fill_result, value, warnings, Rf_asLogical(as_handle) == TRUE);
+}
+
+SEXP C_reply_error(SEXP ctx, SEXP info, SEXP warnings) {
+  if (TYPEOF(info) != VECSXP || XLENGTH(info) != 4) Rf_error("rbridge: bad error description");
+  return finish(ctx, fill_error, info, warnings, 0);
+}
+
+SEXP C_request_decode(SEXP ctx) {
+  rb_request *rq = rb_request_from(ctx);
+  return rb_decode(rq->envelope, rq->envelope_len, 1);
+}
+
+SEXP C_request_timed_out(SEXP ctx) {
+  rb_request *rq = rb_request_from(ctx);
+  pthread_mutex_lock(&shared.mu);
+  int t = shared.timed_out_id == rq->id;
+  pthread_mutex_unlock(&shared.mu);
+  return Rf_ScalarLogical(t);
+}
+
+/* release: the envelope's "handles" is an array of handle references. */
+SEXP C_request_release(SEXP ctx) {
+  rb_request *rq = rb_request_from(ctx);
+  mp_reader r;
+  mp_item it, key;
+  int released = 0;
+  mp_init(&r, rq->envelope, rq->envelope_len);
+  if (mp_next(&r, &it) || it.kind != MP_MAP) Rf_error("rbridge: malformed envelope");
+  for (uint32_t i = 0; i < it.len; i++) {
+    if (mp_next(&r, &key)) Rf_error("rbridge: malformed envelope");
+    if (!mp_str_eq(&key, "handles")) {
+      if (mp_skip_value(&r, RB_MAX_DEPTH)) Rf_error("rbridge: malformed envelope");
+      continue;
+    }
+    mp_item arr, h;
+    if (mp_next(&r, &arr) || arr.kind != MP_ARRAY) Rf_error("rbridge: 'handles' must be an array");
+    for (uint32_t j = 0; j < arr.len; j++) {
+      if (mp_next(&r, &h) || h.kind != MP_EXT || h.ext_type != RB_EXT_HANDLE || h.len != 8)
+        Rf_error("rbridge: 'handles' must hold handle references");
+      uint64_t id = 0;
+      for (int k = 0; k < 8; k++) id = (id << 8) | h.ptr[k];
+      released += rb_handle_release(id);
+    }
+  }
+  SEXP out = PROTECT(Rf_allocVector(REALSXP, 2));
+  REAL(out)[0] = released;
+  REAL(out)[1] = (double)rb_handle_count();
+  UNPROTECT(1);
+  return out;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+SEXP C_server_start(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP parent_pid, SEXP info) {
+  if (running) Rf_error("rbridge: a server is already running in this R process");
+  const char *ep = CHAR(STRING_ELT(endpoint, 0));
+  if (strlen(ep) >= sizeof shared.endpoint) Rf_error("rbridge: endpoint is too long");
+  if (TYPEOF(info) != RAWSXP || (size_t)XLENGTH(info) > sizeof shared.worker_info)
+    Rf_error("rbridge: worker info must be a raw vector of at most 1024 bytes");
+
+  memset(&shared, 0, sizeof shared);
+  pthread_mutex_init(&shared.mu, NULL);
+  strcpy(shared.endpoint, ep);
+  shared.max_envelope = (size_t)Rf_asReal(max_envelope);
+  shared.max_frame = (int64_t)Rf_asReal(max_frame);
+  shared.parent_pid = (long)Rf_asReal(parent_pid);
+  memcpy(shared.worker_info, RAW(info), (size_t)XLENGTH(info));
+  shared.worker_info_len = (size_t)XLENGTH(info);
+  shared.main_thread = pthread_self();
+
+  /* libzmq's own threads start with the first socket: block every signal
+   * while they are created so that SIGINT is only ever taken by R's thread. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  zctx = zmq_ctx_new();
+  main_pair = zctx ? zmq_socket(zctx, ZMQ_PAIR) : NULL;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (!main_pair) Rf_error("rbridge: cannot create a ZeroMQ context: %s", zmq_strerror(errno));
+  int hwm = 100000;
+  zmq_setsockopt(main_pair, ZMQ_SNDHWM, &hwm, sizeof hwm);
+  zmq_setsockopt(main_pair, ZMQ_RCVHWM, &hwm, sizeof hwm);
+  zmq_bind(main_pair, "inproc://rserver-main");
+  shared.zctx = zctx;
+
+  char err[256];
+  if (rb_io_start(&shared, &io_tid, err, sizeof err) < 0) {
+    zmq_close(main_pair);
+    zmq_ctx_term(zctx);
+    Rf_error("rbridge: %s", err);
+  }
+  char status[1100];
+  int n;
+  while ((n = zmq_recv(main_pair, status, sizeof status - 1, 0)) < 0 && errno == EINTR) {}
+  status[n < 0 ? 0 : (n > (int)sizeof status - 1 ? (int)sizeof status - 1 : n)] = 0;
+  if (status[0] != 'R') {
+    pthread_join(io_tid, NULL);
+    zmq_close(main_pair);
+    zmq_ctx_term(zctx);
+    Rf_error("rbridge: cannot bind %s", status + 1);
+  }
+  running = 1;
+  rb_console_install();
+  return Rf_mkString(shared.bound_endpoint);
+}
+
+SEXP C_server_stop(void) {
+  if (!running) return R_NilValue;
+  rb_console_restore();
+  send_retry(main_pair, "", 0, ZMQ_SNDMORE);
+  send_retry(main_pair, "stop", 4, 0);
+  pthread_join(io_tid, NULL);
+  zmq_close(main_pair);
+  zmq_ctx_term(zctx);
+  main_pair = zctx = NULL;
+  running = 0;
+  return R_NilValue;
+}
