@@ -10,7 +10,7 @@ describe_error <- function(condition, trace) {
 
 describe_warning <- function(w) {
   call <- user_call(conditionCall(w))
-  list(class(w), conditionMessage(w), if (is.null(call)) character() else call)
+  list(class(w), conditionMessage(w), call)
 }
 
 # The call of a condition, unless it is our own eval() of top-level code.

@@ -112,7 +112,7 @@ call_function <- function(fn, args, kwargs) {
     if (length(kwargs)) names(kwargs) <- translate_arg_names(names(kwargs), target)
     call <- .Call(C_make_call, target, args, kwargs, TRUE)
   }
-  rbridge_eval(call, globalenv())
+  rbridge_eval(call[[1L]], call[[2L]])
 }
 
 # The function position of the call: a symbol, pkg::name, or a function object.

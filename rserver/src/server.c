@@ -164,18 +164,23 @@ SEXP C_server_next(SEXP timeout_ms) {
 
 /* ---- replies ------------------------------------------------------------ */
 
-static void pack_conditions(msgpack_packer *pk, SEXP conds) {
+/* Each condition is list(class, message, call) from R/conditions.R: the class
+ * as an array of str, message and call as str (call nil when absent). */
+static void pack_condition(rb_encoder *e, SEXP c) {
+  rb_pack_cstr(&e->pk, "class");
+  rb_pack_strings(&e->pk, VECTOR_ELT(c, 0));
+  rb_pack_cstr(&e->pk, "message");
+  rb_pack_value(e, VECTOR_ELT(c, 1), 1, 0);
+  rb_pack_cstr(&e->pk, "call");
+  rb_pack_value(e, VECTOR_ELT(c, 2), 1, 0);
+}
+
+static void pack_conditions(rb_encoder *e, SEXP conds) {
   R_xlen_t n = Rf_isNull(conds) ? 0 : XLENGTH(conds);
-  msgpack_pack_array(pk, (size_t)n);
+  msgpack_pack_array(&e->pk, (size_t)n);
   for (R_xlen_t i = 0; i < n; i++) {
-    SEXP c = VECTOR_ELT(conds, i);
-    msgpack_pack_map(pk, 3);
-    rb_pack_cstr(pk, "class");
-    rb_pack_strings(pk, VECTOR_ELT(c, 0));
-    rb_pack_cstr(pk, "message");
-    rb_pack_strings(pk, VECTOR_ELT(c, 1));
-    rb_pack_cstr(pk, "call");
-    rb_pack_strings(pk, VECTOR_ELT(c, 2));
+    msgpack_pack_map(&e->pk, 3);
+    pack_condition(e, VECTOR_ELT(conds, i));
   }
 }
 
@@ -187,7 +192,7 @@ static void fill_result(rb_encoder *e, void *p) {
   rb_pack_cstr(&e->pk, "value");
   rb_pack_value(e, a->value, RB_MAX_DEPTH, a->as_handle);
   rb_pack_cstr(&e->pk, "warnings");
-  pack_conditions(&e->pk, a->warnings);
+  pack_conditions(e, a->warnings);
 }
 
 /* a->value is list(class, message, call, traceback), built by R/conditions.R */
@@ -197,16 +202,11 @@ static void fill_error(rb_encoder *e, void *p) {
   rb_pack_header(pk, 5, a->rq->id, "error");
   rb_pack_cstr(pk, "error");
   msgpack_pack_map(pk, 4);
-  rb_pack_cstr(pk, "class");
-  rb_pack_strings(pk, VECTOR_ELT(a->value, 0));
-  rb_pack_cstr(pk, "message");
-  rb_pack_value(e, VECTOR_ELT(a->value, 1), 1, 0);
-  rb_pack_cstr(pk, "call");
-  rb_pack_value(e, VECTOR_ELT(a->value, 2), 1, 0);
+  pack_condition(e, a->value);
   rb_pack_cstr(pk, "traceback");
   rb_pack_strings(pk, VECTOR_ELT(a->value, 3));
   rb_pack_cstr(pk, "warnings");
-  pack_conditions(pk, a->warnings);
+  pack_conditions(e, a->warnings);
 }
 
 static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEXP warnings, int as_handle) {

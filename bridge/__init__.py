@@ -1,0 +1,41 @@
+"""rbridge: use R from Python, out of process.
+
+>>> import bridge
+>>> with bridge.connect() as r:
+...     r.sum(1, 2)
+3.0
+"""
+
+from ._codec import PROTOCOL_VERSION
+from ._errors import (
+                      ProtocolError,
+                      RBridgeError,
+                      RError,
+                      RInterrupted,
+                      RTimeout,
+                      RWarning,
+                      WorkerDied,
+                      WorkerNotAvailable,
+)
+from ._proxies import Namespace, RFunction, RObject
+from ._session import CapturedOutput, Session, connect
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "CapturedOutput",
+    "Namespace",
+    "ProtocolError",
+    "RBridgeError",
+    "RError",
+    "RFunction",
+    "RInterrupted",
+    "RObject",
+    "RTimeout",
+    "RWarning",
+    "Session",
+    "WorkerDied",
+    "WorkerNotAvailable",
+    "connect",
+]

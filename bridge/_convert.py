@@ -1,0 +1,96 @@
+"""Python values to wire values, following the table in README ("Conversion").
+
+``to_wire`` walks containers, so that an unsupported value or an integer R
+cannot hold is refused here with a clear Python error, before anything is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from ._codec import EXACT_INT, INT_NA, REAL_NA_BITS, handle_ext, vector_ext
+
+
+def _int_value(x: int) -> int | float:
+    if INT_NA < x < 2**31:
+        return x
+    if -EXACT_INT <= x <= EXACT_INT:
+        return float(x)    # R has no 64-bit integers: an exact double instead
+    raise ValueError(f"integer {x} is beyond 2^53 and cannot be represented exactly in R")
+
+
+def _strings(values: np.ndarray, mask: np.ndarray) -> bytes:
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = []
+    for v, m in zip(values.tolist(), mask.tolist(), strict=True):
+        if m or v is None:
+            parts.append(packer.pack(None))
+        elif isinstance(v, str):
+            parts.append(packer.pack(v))
+        else:
+            raise TypeError(f"a string array may hold only str and None, not {type(v).__name__}")
+    return b"".join(parts)
+
+
+def array_to_wire(array: np.ndarray) -> msgpack.ExtType:
+    """A 1-D numpy (or masked) array as an atomic-vector ext."""
+    if array.ndim != 1:
+        raise TypeError(f"only 1-D arrays can be sent to R in this version (got {array.ndim}-D)")
+    mask = np.ma.getmaskarray(array)
+    data = np.ma.getdata(array)
+    n = len(data)
+    kind = data.dtype.kind
+    if kind == "b":
+        ints = data.astype("<i4")
+        ints[mask] = INT_NA
+        return vector_ext(b"l", n, ints.tobytes())
+    if kind in "iu":
+        if n and ((data > 2**31 - 1).any() or (data <= INT_NA).any()):
+            if (data > EXACT_INT).any() or (data < -EXACT_INT).any():
+                raise ValueError("array holds integers beyond 2^53, which R cannot represent exactly")
+            kind = "f"   # R has no 64-bit integers: exact doubles instead
+        else:
+            ints = data.astype("<i4")
+            ints[mask] = INT_NA
+            return vector_ext(b"i", n, ints.tobytes())
+    if kind == "f":
+        reals = data.astype("<f8")
+        reals.view("<u8")[mask] = REAL_NA_BITS
+        return vector_ext(b"d", n, reals.tobytes())
+    if kind in "OU":
+        return vector_ext(b"s", n, _strings(data, mask))
+    raise TypeError(f"numpy arrays of dtype {data.dtype} cannot be sent to R")
+
+
+def to_wire(value: Any, handle_id: Callable[[Any], int | None]) -> Any:
+    """Converts a Python value for the envelope. ``handle_id`` maps an RObject of
+    this session to its id (and raises for one of another session)."""
+    if value is None or isinstance(value, (bool, float, str, bytes)):
+        return value
+    if isinstance(value, int):
+        return _int_value(value)
+    if isinstance(value, (list, tuple)):
+        return [to_wire(v, handle_id) for v in value]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"dict keys sent to R must be str, not {type(k).__name__}")
+            out[k] = to_wire(v, handle_id)
+        return out
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, np.ndarray):
+        return array_to_wire(value)
+    if isinstance(value, np.generic):
+        return to_wire(value.item(), handle_id)
+    hid = handle_id(value)
+    if hid is not None:
+        return handle_ext(hid)
+    if callable(value):
+        raise TypeError("Python callables cannot be passed to R in this version")
+    raise TypeError(f"cannot convert a value of type {type(value).__name__} to R")

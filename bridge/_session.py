@@ -1,0 +1,416 @@
+"""Sessions: the user-facing API over one R worker."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import sys
+import threading
+import warnings
+import weakref
+from collections import deque
+from collections.abc import Iterator
+from typing import IO, Any
+
+import zmq
+
+from . import _codec
+from ._convert import to_wire
+from ._errors import (
+    ProtocolError,
+    RBridgeError,
+    RTimeout,
+    RWarning,
+    WorkerDied,
+    WorkerNotAvailable,
+    error_from_reply,
+)
+from ._proxies import Namespace, RFunction, RObject, python_names
+from ._transport import Channel
+from ._worker import LocalWorker, stop_process
+
+#: Per-call options and their defaults (see Session.with_options).
+DEFAULT_OPTIONS: dict[str, Any] = {"timeout": None, "convert": True}
+RELEASE_BATCH = 256
+SHUTDOWN_REPLY_WAIT = 2.0
+
+
+class CapturedOutput:
+    """What R printed inside :meth:`Session.capture_output`."""
+
+    def __init__(self) -> None:
+        self._stdout = io.StringIO()
+        self._stderr = io.StringIO()
+
+    @property
+    def stdout(self) -> str:
+        return self._stdout.getvalue()
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.getvalue()
+
+
+class _Core:
+    """State shared by a session and its option views: the worker, the
+    channels, pending handle releases and output sinks."""
+
+    def __init__(self, endpoint: str, worker: LocalWorker | None,
+                 stdout: IO[str] | None, stderr: IO[str] | None) -> None:
+        self.endpoint = endpoint
+        self.worker = worker
+        self.context = zmq.Context()
+        self.ids = itertools.count(1)
+        self.channel = Channel(self.context, endpoint, self.ids, self.is_alive, worker is None)
+        self.channel.set_ext_hook(self._ext_hook)
+        self._control: Channel | None = None
+        self._control_lock = threading.Lock()
+        self.pending_releases: deque[int] = deque()
+        self.live_ids: set[int] = set()
+        self.sinks: dict[str, IO[str] | None] = {"stdout": stdout, "stderr": stderr}
+        self.info: dict[str, Any] = {}
+        self.closed = False
+        self.dead = False
+        self.session: Session = None  # type: ignore[assignment]  # set by connect()
+        self.finalizer: weakref.finalize | None = None
+
+    # -- liveness and wire hooks ------------------------------------------------
+    def is_alive(self) -> bool:
+        return self.worker is None or self.worker.is_alive()
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        value = _codec._ext_hook(code, data)
+        if isinstance(value, _codec.HandleRef):
+            self.live_ids.add(value.id)
+            return RObject(self, value.id, value.rclass)
+        return value
+
+    def handle_id(self, value: Any) -> int | None:
+        if not isinstance(value, RObject):
+            return None
+        if value._core is not self:
+            raise ValueError("this RObject belongs to another session")
+        if value._id is None:
+            raise ValueError("this RObject was released")
+        return value._id
+
+    def write_output(self, stream: str, text: Any) -> None:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        sink = self.sinks.get(stream) or (sys.stderr if stream == "stderr" else sys.stdout)
+        sink.write(text)
+        sink.flush()
+
+    # -- requests ---------------------------------------------------------------
+    def check_usable(self) -> None:
+        if self.closed:
+            raise RBridgeError("the session is closed")
+        if self.dead:
+            raise WorkerDied(f"the R worker at {self.endpoint} has died; open a new session")
+
+    def message(self, op: str, **fields: Any) -> dict[str, Any]:
+        return {"v": _codec.PROTOCOL_VERSION, "id": self.channel.next_id(), "op": op, **fields}
+
+    def request(self, op: str, fields: dict[str, Any], timeout: float | None = None) -> Any:
+        """Sends one request and returns the ``value`` of its result."""
+        self.check_usable()
+        with self.channel.lock:
+            self._send_releases()
+            msg = self.message(op, **fields)
+            if timeout is not None:
+                msg["timeout"] = float(timeout)
+            try:
+                reply = self.channel.request(msg, timeout=timeout, on_output=self.write_output,
+                                             on_interrupt=self._interrupt_on_main)
+            except WorkerDied:
+                self.dead = True
+                raise
+            except RTimeout:
+                self.channel.send(self.message("interrupt", target=msg["id"]))
+                raise
+        for w in reply.get("warnings") or ():
+            warnings.warn(RWarning(str(w.get("message", "")), w.get("class"), w.get("call")),
+                          stacklevel=4)
+        if reply["op"] == "error":
+            raise error_from_reply(reply.get("error") or {})
+        if reply["op"] != "result":
+            raise ProtocolError(f"unexpected reply {reply['op']!r} to {op}")
+        return reply.get("value")
+
+    def _interrupt_on_main(self, rid: int) -> None:
+        self.channel.send(self.message("interrupt", target=rid))
+
+    def control_request(self, op: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
+        """A request on a second socket, usable while another thread waits."""
+        self.check_usable()
+        with self._control_lock:
+            if self._control is None:
+                self._control = Channel(self.context, self.endpoint, self.ids, self.is_alive,
+                                        self.worker is None)
+            return self._control.request(self.message(op, **fields), timeout=timeout)
+
+    # -- handles ----------------------------------------------------------------
+    def release(self, handle_id: int, now: bool) -> None:
+        self.live_ids.discard(handle_id)
+        if self.closed or self.dead:
+            return
+        self.pending_releases.append(handle_id)
+        if now or len(self.pending_releases) >= RELEASE_BATCH:
+            # Only from user code (never a finalizer): take the lock and send.
+            if now:
+                with self.channel.lock:
+                    self._send_releases()
+
+    def _send_releases(self) -> None:
+        """Sends queued releases as one message, without waiting for its reply."""
+        if not self.pending_releases:
+            return
+        batch = []
+        while self.pending_releases:
+            batch.append(_codec.handle_ext(self.pending_releases.popleft()))
+        self.channel.send(self.message("release", handles=batch))
+
+    # -- lifecycle --------------------------------------------------------------
+    def close(self) -> None:
+        if self.closed:
+            return
+        if not self.dead:
+            try:
+                with self.channel.lock:
+                    if self.worker is not None:
+                        self.channel.request(self.message("shutdown"), timeout=SHUTDOWN_REPLY_WAIT)
+                    else:   # an attached worker lives on: give back what we hold
+                        self.pending_releases.extend(self.live_ids)
+                        self._send_releases()
+            except (RBridgeError, zmq.ZMQError):
+                pass
+        self.closed = True
+        self.live_ids.clear()
+        self.pending_releases.clear()
+        self.channel.close()
+        if self._control is not None:
+            self._control.close()
+        self.context.term()
+        if self.worker is not None:
+            self.worker.stop()
+        if self.finalizer is not None:
+            self.finalizer.detach()
+
+
+def _finalize(worker: LocalWorker | None) -> None:
+    """At interpreter exit or collection of an unclosed session."""
+    if worker is not None and worker.is_alive():
+        worker.process.terminate()
+        stop_process(worker.process, 2.0)
+    if worker is not None:
+        import shutil
+        shutil.rmtree(worker.directory, ignore_errors=True)
+
+
+class Session:
+    """A connection to one R worker. Use :func:`bridge.connect` to make one.
+
+    R functions are attributes (``r.sum(1, 2)``), R globals are items
+    (``r["x"] = 1``). A session is a context manager; closing it shuts down a
+    private worker. Sessions are thread-safe: requests from several threads
+    are serialized.
+    """
+
+    def __init__(self, core: _Core, options: dict[str, Any]) -> None:
+        self._core = core
+        self._options = options
+
+    # -- evaluation -------------------------------------------------------------
+    def eval(self, code: str) -> Any:
+        """Evaluates R code in the global environment; returns the value of the
+        last expression, converted (or as an :class:`RObject`)."""
+        return self._request("eval", code=code)
+
+    def call(self, fn: str | RObject, *args: Any, **kwargs: Any) -> Any:
+        """Calls an R function by name (``"sum"``, ``"stats::median"``) or by
+        handle, with positional and named arguments."""
+        wire = self._core.handle_id
+        return self._request(
+            "call",
+            fn=fn if isinstance(fn, str) else _codec.handle_ext(self._handle_of(fn)),
+            args=[to_wire(a, wire) for a in args],
+            kwargs={k: to_wire(v, wire) for k, v in kwargs.items()},
+        )
+
+    def get(self, name: str) -> Any:
+        """The value of an R variable, looked up from the global environment."""
+        return self._request("get", name=name)
+
+    def assign(self, name: str, value: Any) -> None:
+        """Assigns a Python value to an R global variable."""
+        self._request("assign", name=name, value=to_wire(value, self._core.handle_id))
+
+    def __getitem__(self, name: str) -> Any:
+        return self.get(name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.assign(name, value)
+
+    def __getattr__(self, name: str) -> RFunction:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return RFunction(self, name)
+
+    def __dir__(self) -> list[str]:
+        own = set(super().__dir__())
+        try:
+            names = self._request_with({"convert": True, "timeout": 10.0}, "call",
+                                       fn="rserver:::completion_names", args=[], kwargs={})
+        except RBridgeError:
+            return sorted(own)
+        return sorted(own | python_names(_as_list(names)))
+
+    def importr(self, package: str) -> Namespace:
+        """Loads an R package's namespace; its exports become attributes."""
+        exports = self.call("rserver:::namespace_exports", package)
+        return Namespace(self, package, _as_list(exports))
+
+    # -- options ----------------------------------------------------------------
+    def with_options(self, **options: Any) -> Session:
+        """A view of this session whose calls use these options:
+
+        - ``timeout``: seconds; R is interrupted and :class:`bridge.RTimeout`
+          raised when a request takes longer.
+        - ``convert``: ``False`` returns every result as an :class:`RObject`.
+
+        Options never collide with R argument names, which go to the R function.
+        """
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        return Session(self._core, {**self._options, **options})
+
+    def _request(self, op: str, **fields: Any) -> Any:
+        return self._request_with(self._options, op, **fields)
+
+    def _request_with(self, options: dict[str, Any], op: str, **fields: Any) -> Any:
+        if not options["convert"] and op in ("eval", "call", "get"):
+            fields["mode"] = "handle"
+        return self._core.request(op, fields, timeout=options["timeout"])
+
+    def _handle_of(self, obj: Any) -> int:
+        hid = self._core.handle_id(obj)
+        if hid is None:
+            raise TypeError(f"fn must be a function name or an RObject, not {type(obj).__name__}")
+        return hid
+
+    # -- worker status and control ----------------------------------------------
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the worker said about itself at the handshake (R version, pid, ...)."""
+        return dict(self._core.info)
+
+    def ping(self) -> dict[str, Any]:
+        """Asks the worker's I/O thread what R is doing; answered while R is busy.
+
+        Returns ``state`` ("idle"/"busy"), ``request`` and ``request_op`` (the
+        request in progress), ``busy_for`` (seconds), ``depth`` and ``pid``.
+        """
+        reply = self._core.control_request("ping")
+        return {k: v for k, v in reply.items() if k not in ("v", "id", "op")}
+
+    status = ping
+
+    def interrupt(self) -> bool:
+        """Interrupts the R computation in progress (from any thread).
+        Returns whether something was running."""
+        reply = self._core.control_request("interrupt")
+        return bool(reply.get("value"))
+
+    def live_handles(self) -> int:
+        """The number of R objects the worker holds for clients (after sending
+        the releases queued so far)."""
+        core = self._core
+        core.check_usable()
+        with core.channel.lock:
+            batch = [_codec.handle_ext(core.pending_releases.popleft())
+                     for _ in range(len(core.pending_releases))]
+            value = core.request("release", {"handles": batch})
+        return int(value["live"])
+
+    @contextlib.contextmanager
+    def capture_output(self) -> Iterator[CapturedOutput]:
+        """Collects R's output instead of writing it to ``sys.stdout``/``sys.stderr``."""
+        captured = CapturedOutput()
+        saved = dict(self._core.sinks)
+        self._core.sinks.update(stdout=captured._stdout, stderr=captured._stderr)
+        try:
+            yield captured
+        finally:
+            self._core.sinks.update(saved)
+
+    # -- lifecycle --------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    def close(self) -> None:
+        """Closes the session; a private worker is shut down and its files removed."""
+        self._core.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<bridge.Session {self._core.endpoint} ({state})>"
+
+
+def _as_list(values: Any) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        return [values]
+    return [str(v) for v in values]
+
+
+def connect(endpoint: str | None = None, *, timeout: float | None = None,
+            startup_timeout: float = 30.0, rscript: str | None = None,
+            worker_env: dict[str, str] | None = None,
+            stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> Session:
+    """Opens a session.
+
+    Args:
+        endpoint: ``None`` starts a private local worker (an ``Rscript`` child on
+            an ``ipc://`` socket in a private directory) that lives as long as
+            the session. ``"tcp://host:port"`` or ``"ipc://path"`` attaches to
+            a running worker (``rserver::serve(endpoint)``).
+        timeout: default per-request timeout in seconds (``None``: no limit).
+        startup_timeout: how long to wait for the worker's handshake.
+        rscript: the ``Rscript`` executable for a private worker.
+        worker_env: extra environment variables for a private worker.
+        stdout, stderr: where R's output goes (default: ``sys.stdout``/``sys.stderr``
+            at the time of writing).
+
+    Raises:
+        WorkerNotAvailable: R or the ``rserver`` package is missing, or no
+            worker answered at ``endpoint``.
+    """
+    worker = LocalWorker(rscript, worker_env) if endpoint is None else None
+    core = _Core(endpoint or worker.endpoint, worker, stdout, stderr)  # type: ignore[union-attr]
+    session = Session(core, {**DEFAULT_OPTIONS, "timeout": timeout})
+    core.session = session
+    core.finalizer = weakref.finalize(core, _finalize, worker)
+    try:
+        reply = core.channel.request(core.message("hello", versions=[_codec.PROTOCOL_VERSION]),
+                                     timeout=startup_timeout)
+    except (WorkerDied, RTimeout):
+        failure = (worker.startup_failure() if worker is not None and not worker.is_alive()
+                   else WorkerNotAvailable(f"no rbridge worker answered at {core.endpoint}"))
+        core.dead = True
+        core.close()
+        raise failure from None
+    if reply["op"] == "error":
+        core.close()
+        raise error_from_reply(reply.get("error") or {})
+    core.info = reply.get("worker") or {}
+    return session

@@ -1,0 +1,127 @@
+"""The client end of the wire: a DEALER socket, request ids and the wait for replies.
+
+One :class:`Channel` carries one request at a time (callers serialize with its
+lock). While a request waits, ``output`` messages are handed to a callback,
+replies to earlier abandoned requests are dropped, and the worker's liveness is
+checked: a local worker's process, and for any worker, pings answered by the
+worker's I/O thread (which answers even while R computes).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from . import _codec
+from ._errors import RTimeout, WorkerDied
+
+HEARTBEAT_MS = 1000
+#: Silence after which a waiting client pings the worker.
+PING_AFTER = 1.0
+#: A worker that stays silent this long after a ping is declared dead.
+DEAD_AFTER = 3.0
+#: How long past its timeout a request waits for the worker's own timeout reply.
+TIMEOUT_GRACE = 2.0
+POLL_MS = 100
+
+OutputSink = Callable[[str, Any], None]
+
+
+def new_socket(context: zmq.Context, endpoint: str) -> zmq.Socket:
+    """A DEALER socket with the protocol's socket options, connected."""
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * HEARTBEAT_MS)
+    sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
+    sock.connect(endpoint)
+    return sock
+
+
+class Channel:
+    """One socket to the worker, with request-id bookkeeping."""
+
+    def __init__(self, context: zmq.Context, endpoint: str, ids: itertools.count,
+                 is_alive: Callable[[], bool], ping_liveness: bool) -> None:
+        self.lock = threading.RLock()
+        self.endpoint = endpoint
+        self._sock = new_socket(context, endpoint)
+        self._ids = ids
+        self._is_alive = is_alive
+        self._ping_liveness = ping_liveness   # False where is_alive is authoritative
+        self._ext_hook: Callable[[int, bytes], Any] = _codec._ext_hook
+        self.closed = False
+
+    def set_ext_hook(self, hook: Callable[[int, bytes], Any]) -> None:
+        self._ext_hook = hook
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Sends without waiting; the reply, if any, is dropped when it comes."""
+        self._sock.send(_codec.pack(message))
+
+    def request(self, message: dict[str, Any], *, timeout: float | None = None,
+                on_output: OutputSink | None = None,
+                on_interrupt: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Sends ``message`` (which has ``id``) and returns its final reply."""
+        rid = message["id"]
+        self._sock.send(_codec.pack(message))
+        try:
+            return self._wait(rid, timeout, on_output)
+        except KeyboardInterrupt:
+            # Ctrl-C: stop the R computation too, and keep the session in step.
+            if on_interrupt is not None:
+                on_interrupt(rid)
+            try:
+                self._wait(rid, TIMEOUT_GRACE, None)
+            except (RTimeout, WorkerDied, KeyboardInterrupt):
+                pass
+            raise
+
+    def _wait(self, rid: int, timeout: float | None, on_output: OutputSink | None) -> dict[str, Any]:
+        start = last_heard = time.monotonic()
+        pinged_at: float | None = None
+        give_up = None if timeout is None else start + timeout + TIMEOUT_GRACE
+        while True:
+            try:
+                frame = self._sock.recv()
+            except zmq.Again:
+                now = time.monotonic()
+                if not self._is_alive():
+                    raise WorkerDied(f"the R worker at {self.endpoint} exited") from None
+                if give_up is not None and now > give_up:
+                    raise RTimeout(
+                        ["rbridge_timeout", "interrupt", "condition"],
+                        f"no reply within {timeout} s, and R did not respond to the interrupt",
+                    ) from None
+                if not self._ping_liveness:
+                    continue
+                if pinged_at is None and now - last_heard > PING_AFTER:
+                    self.send({"v": _codec.PROTOCOL_VERSION, "id": self.next_id(), "op": "ping"})
+                    pinged_at = now
+                elif pinged_at is not None and now - pinged_at > DEAD_AFTER:
+                    raise WorkerDied(f"the R worker at {self.endpoint} stopped answering") from None
+                continue
+            last_heard = time.monotonic()
+            pinged_at = None
+            msg = _codec.unpack(frame, self._ext_hook)
+            if msg.get("id") != rid:
+                continue            # a pong, or the late reply to an abandoned request
+            if msg["op"] == "output":
+                if on_output is not None:
+                    on_output(msg.get("stream", "stdout"), msg.get("text", ""))
+                continue
+            return msg
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._sock.close(linger=0)

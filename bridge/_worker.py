@@ -1,0 +1,88 @@
+"""Private local workers: an ``Rscript`` child serving on an ``ipc://`` socket in
+a private 0700 directory. The worker watches its parent and exits if the
+Python process dies; the directory and process are removed on close, at
+interpreter exit, and (by the worker itself) if this process is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ._errors import WorkerNotAvailable
+
+INSTALL_HINT = (
+    "rbridge runs R in a separate worker process, which needs R and the R package "
+    "'rserver'. On Debian/Ubuntu: `apt-get install r-base-core libzmq5 libmsgpackc2`, then "
+    "install the package from the rbridge source tree with `R CMD INSTALL rserver` "
+    "(`make` in the source tree does all of this). To use a worker elsewhere, pass its "
+    "endpoint: bridge.connect('tcp://host:port')."
+)
+
+SHUTDOWN_WAIT = 3.0
+
+
+class LocalWorker:
+    """An R worker process owned by this Python process."""
+
+    def __init__(self, rscript: str | None = None, env: dict[str, str] | None = None) -> None:
+        exe = rscript or os.environ.get("RBRIDGE_RSCRIPT") or shutil.which("Rscript")
+        if not exe:
+            raise WorkerNotAvailable("Rscript was not found on PATH. " + INSTALL_HINT)
+        self.directory = Path(tempfile.mkdtemp(prefix="rbridge-"))   # mode 0700
+        self.endpoint = f"ipc://{self.directory / 'worker.sock'}"
+        self.log_path = self.directory / "worker.log"
+        child_env = dict(os.environ)
+        child_env.update(env or {})
+        child_env.update({
+            "RBRIDGE_ENDPOINT": self.endpoint,
+            "RBRIDGE_PARENT_PID": str(os.getpid()),
+            "LANG": child_env.get("LANG") or "C.UTF-8",
+        })
+        with open(self.log_path, "wb") as log:
+            try:
+                self.process = subprocess.Popen(
+                    [exe, "-e", "rserver::serve(quiet = TRUE)"],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=child_env,
+                    start_new_session=True,   # a terminal's Ctrl-C reaches R only as a message
+                )
+            except OSError as exc:
+                shutil.rmtree(self.directory, ignore_errors=True)
+                raise WorkerNotAvailable(f"cannot start {exe}: {exc}. " + INSTALL_HINT) from exc
+        self.pid = self.process.pid
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
+
+    def startup_failure(self) -> WorkerNotAvailable:
+        """The error to raise when the worker exited before answering."""
+        log = self.log_text()
+        if "there is no package called" in log and "rserver" in log:
+            return WorkerNotAvailable("The R package 'rserver' is not installed. " + INSTALL_HINT)
+        return WorkerNotAvailable(
+            f"the R worker exited with status {self.process.poll()} before it answered.\n"
+            f"Its output:\n{log.strip()[-2000:]}")
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, wait: float = SHUTDOWN_WAIT) -> None:
+        """Waits for the process to exit (after a shutdown request), then
+        kills it if needed, and removes the private directory."""
+        stop_process(self.process, wait)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def stop_process(process: subprocess.Popen, wait: float) -> None:
+    try:
+        process.wait(wait)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
