@@ -2,3 +2,4 @@
 mp_encode <- function(x) .Call(C_mp_encode, x)
 mp_decode <- function(bytes, resolve = FALSE) .Call(C_mp_decode, bytes, resolve)
 handle_count <- function() .Call(C_handle_count)
+handle_release <- function(ref) .Call(C_handle_release, ref)

@@ -28,10 +28,7 @@ deparse_call <- function(call) {
 # eval(), without the frames of the condition machinery at the end. NULL when
 # the error did not happen in user code.
 user_frames <- function(trace) {
-  heads <- vapply(trace, function(cl) {
-    f <- cl[[1L]]
-    if (is.name(f)) as.character(f) else ""
-  }, "")
+  heads <- vapply(trace, call_head, "")
   marker <- which(heads == "rbridge_eval")
   if (!length(marker)) return(NULL)
   start <- max(marker) + 1L
@@ -51,4 +48,11 @@ interrupt_condition <- function(ctx) {
   else
     structure(class = c("interrupt", "condition"),
               list(message = "the request was interrupted", call = NULL))
+}
+
+# The name of the function a call calls ("f" for f(), pkg::f() and pkg:::f()).
+call_head <- function(cl) {
+  f <- cl[[1L]]
+  if (is.call(f) && identical(length(f), 3L) && as.character(f[[1L]]) %in% c("::", ":::")) f <- f[[3L]]
+  if (is.name(f)) as.character(f) else ""
 }

@@ -12,7 +12,7 @@
 #error "rserver's vector encoding assumes a little-endian host"
 #endif
 
-#define EXACT_DOUBLE_INT 9007199254740992.0   /* 2^53 */
+#define EXACT_INT ((int64_t)1 << 53)   /* doubles hold integers exactly up to here */
 
 static SEXP make_string(const uint8_t *p, uint32_t n) {
   if (n > INT32_MAX) Rf_error("rbridge: string longer than R's limit of 2^31-1 bytes");
@@ -23,7 +23,7 @@ static SEXP make_string(const uint8_t *p, uint32_t n) {
 
 static SEXP decode_int(int64_t v) {
   if (v > INT32_MIN && v <= INT32_MAX) return Rf_ScalarInteger((int)v);
-  if ((double)v >= -EXACT_DOUBLE_INT && (double)v <= EXACT_DOUBLE_INT) return Rf_ScalarReal((double)v);
+  if (v >= -EXACT_INT && v <= EXACT_INT) return Rf_ScalarReal((double)v);
   Rf_error("rbridge: integer %lld is beyond 2^53 and cannot be represented exactly in R",
            (long long)v);
   return R_NilValue;
@@ -79,8 +79,10 @@ static SEXP decode_vector(const uint8_t *p, uint32_t len) {
   return x;
 }
 
+/* Clients send exactly the 8-byte id; the worker's own form (id, then the
+ * class) is accepted only when not resolving, for tests of worker messages. */
 static SEXP decode_handle(const uint8_t *p, uint32_t len, int resolve) {
-  if (len != 8) Rf_error("rbridge: a handle reference must be exactly 8 bytes");
+  if (len != 8 && (resolve || len < 8)) Rf_error("rbridge: a handle reference must be exactly 8 bytes");
   if (!resolve) {
     SEXP ref = PROTECT(Rf_allocVector(RAWSXP, 8));
     memcpy(RAW(ref), p, 8);

@@ -73,3 +73,12 @@ int rb_handle_release(uint64_t id) {
 size_t rb_handle_count(void) { return n_live; }
 
 SEXP C_handle_count(void) { return Rf_ScalarReal((double)n_live); }
+
+/* Releases the handle behind a reference as decoded without resolving
+ * (raw(8) of class "rbridge_handle_ref"); for tests and tools. */
+SEXP C_handle_release(SEXP ref) {
+  if (TYPEOF(ref) != RAWSXP || XLENGTH(ref) != 8) Rf_error("rbridge: expected a handle reference");
+  uint64_t id = 0;
+  for (int i = 0; i < 8; i++) id = (id << 8) | RAW(ref)[i];
+  return Rf_ScalarLogical(rb_handle_release(id));
+}

@@ -13,6 +13,7 @@ SEXP C_request_timed_out(SEXP);
 SEXP C_reply_value(SEXP, SEXP, SEXP, SEXP);
 SEXP C_reply_error(SEXP, SEXP, SEXP);
 SEXP C_handle_count(void);
+SEXP C_handle_release(SEXP);
 SEXP C_mp_decode(SEXP, SEXP);
 SEXP C_mp_encode(SEXP);
 SEXP C_make_call(SEXP, SEXP, SEXP, SEXP);
@@ -30,6 +31,7 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_reply_value, 4),
   CALLDEF(C_reply_error, 3),
   CALLDEF(C_handle_count, 0),
+  CALLDEF(C_handle_release, 1),
   CALLDEF(C_mp_decode, 2),
   CALLDEF(C_mp_encode, 1),
   CALLDEF(C_make_call, 4),

@@ -1,0 +1,3 @@
+library(testthat)
+library(rserver)
+test_check("rserver")

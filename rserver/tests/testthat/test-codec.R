@@ -1,0 +1,74 @@
+enc <- rserver:::mp_encode
+client_ref <- function(ref) c(as.raw(c(0xd7, 0x01)), unclass(ref))   # ext 1, 8 bytes
+dec <- function(x, resolve = FALSE) rserver:::mp_decode(x, resolve)
+rt <- function(x) dec(enc(x))
+
+test_that("values round-trip through the codec", {
+  for (x in list(NULL, TRUE, FALSE, 0L, -1L, 2147483647L, 1.5, -0, Inf, -Inf, NaN, "a", "",
+                 "h\u00e9llo \u4e16\u754c", as.raw(c(0, 255)), raw(0), list(), list(1L, "a"),
+                 list(a = 1, b = list(c = "d")), c(1.5, NA, NaN), c(1L, NA), c(TRUE, NA, FALSE),
+                 c("x", NA, "\u00fc"), character(0), integer(0), double(0), logical(0))) {
+    expect_identical(rt(x), x)
+  }
+})
+
+test_that("NA scalars encode as nil, and NA and NaN stay distinct in vectors", {
+  for (na in list(NA, NA_integer_, NA_real_, NA_character_)) expect_null(rt(na))
+  v <- rt(c(NA, NaN, 1))
+  expect_true(is.na(v[1]) && !is.nan(v[1]))
+  expect_true(is.nan(v[2]))
+})
+
+test_that("integers outside int32 become doubles up to 2^53 and are refused beyond", {
+  expect_identical(dec(as.raw(c(0xce, 0x80, 0, 0, 0))), 2147483648)           # uint32 2^31
+  expect_identical(dec(as.raw(c(0xd2, 0x80, 0, 0, 0))), -2147483648)          # int32 min is NA in R
+  expect_identical(dec(as.raw(c(0xcf, 0, 0x20, 0, 0, 0, 0, 0, 0))), 2^53)
+  expect_error(dec(as.raw(c(0xcf, 0, 0x20, 0, 0, 0, 0, 0, 1))), "2\\^53")
+  expect_identical(dec(as.raw(c(0xd3, 0xff, 0xe0, 0, 0, 0, 0, 0, 0))), -2^53)
+  expect_error(dec(as.raw(c(0xd3, 0xff, 0xdf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))), "2\\^53")
+  expect_error(dec(as.raw(c(0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))), "2\\^53")
+})
+
+test_that("objects with attributes, functions and environments become handles", {
+  for (x in list(factor("a"), c(a = 1), matrix(1:4, 2), Sys.Date(), mean, globalenv(),
+                 data.frame(x = 1), list(1, b = 2), list(a = 1, a = 2), 1i)) {
+    bytes <- enc(x)
+    ref <- dec(bytes)
+    expect_s3_class(ref, "rbridge_handle_ref")
+    expect_error(dec(bytes, resolve = TRUE), "exactly 8 bytes")   # clients send the id only
+    expect_identical(dec(client_ref(ref), resolve = TRUE), x)      # the same object comes back
+    expect_true(rserver:::handle_release(ref))
+  }
+})
+
+test_that("hostile input is refused with an error, never a crash", {
+  bad <- list(
+    as.raw(0xc1),                                   # never-used type byte
+    as.raw(c(0xdd, 0xff, 0xff, 0xff, 0xff)),        # array32 of 4 billion items, no data
+    as.raw(c(0xdf, 0x7f, 0xff, 0xff, 0xff, 0xc0)),  # map32 claiming 2 billion pairs
+    as.raw(c(0xdb, 0xff, 0xff, 0xff, 0xf0, 0x61)),  # str32 longer than the data
+    as.raw(c(0xc6, 0x00, 0x00, 0x01, 0x00)),        # bin32 with no body
+    as.raw(c(0xa2, 0xc3, 0x28)),                    # invalid UTF-8
+    as.raw(c(0xa3, 0x61, 0x00, 0x62)),              # embedded NUL
+    as.raw(c(0x81, 0x01, 0x02)),                    # non-string map key
+    as.raw(c(0xc0, 0xc0)),                          # trailing bytes
+    as.raw(c(0xd4, 0x09, 0x00)),                    # unknown ext type
+    as.raw(c(0xd7, 0x02, 0x64, 0x05, 0x00, 0x00, 0x00, 0, 0, 0)),  # vector: count beyond data
+    as.raw(c(0xc7, 0x05, 0x02, 0x64, 0xff, 0xff, 0xff, 0xff)),     # vector: 4 billion doubles
+    as.raw(c(0xc7, 0x06, 0x02, 0x73, 0x01, 0, 0, 0, 0x01)),         # string vector holding an int
+    as.raw(c(0xd4, 0x01, 0x00)),                    # handle of 1 byte
+    as.raw(c(0xd7, 0x01, 0, 0, 0, 9, 0, 0, 0, 9))   # handle that was never issued
+  )
+  for (b in bad) expect_error(dec(b, resolve = TRUE), "rbridge")
+  deep <- c(rep(as.raw(0x91), 200), as.raw(0xc0))   # 200 nested arrays
+  expect_error(dec(deep), "too deep")
+})
+
+test_that("random bytes never crash the decoder", {
+  set.seed(1)
+  for (i in 1:3000) {
+    b <- as.raw(sample(0:255, sample(1:40, 1), replace = TRUE))
+    tryCatch(dec(b), error = function(e) NULL)
+  }
+  succeed()
+})
