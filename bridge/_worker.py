@@ -41,6 +41,7 @@ class LocalWorker:
         child_env.update({
             "RBRIDGE_ENDPOINT": self.endpoint,
             "RBRIDGE_PARENT_PID": str(os.getpid()),
+            "RBRIDGE_OWNED_DIR": str(self.directory),
             "LANG": child_env.get("LANG") or "C.UTF-8",
         })
         with open(self.log_path, "wb") as log:

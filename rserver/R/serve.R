@@ -23,6 +23,8 @@ serve <- function(endpoint = Sys.getenv("RBRIDGE_ENDPOINT", "tcp://127.0.0.1:555
   bound <- .Call(C_server_start, endpoint, as.numeric(max_envelope),
                  as.numeric(max_frame), as.numeric(parent_pid), info)
   on.exit(.Call(C_server_stop), add = TRUE)
+  owned <- Sys.getenv("RBRIDGE_OWNED_DIR")   # a private worker's directory
+  if (nzchar(owned)) on.exit(unlink(owned, recursive = TRUE), add = TRUE)
   if (!quiet) message("rserver: listening on ", bound)
   serve_loop(new_loop_state())
   invisible(bound)

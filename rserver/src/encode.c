@@ -66,7 +66,8 @@ static void pack_vector(rb_encoder *e, SEXP x) {
 
 /* ext 1 from the worker: u64 BE id, then the R class as a msgpack array. */
 static void pack_handle(rb_encoder *e, SEXP x) {
-  SEXP call = PROTECT(Rf_lang2(Rf_install("class"), x));
+  /* class(quote(x)): quoted, so that a language object is not evaluated */
+  SEXP call = PROTECT(Rf_lang2(Rf_install("class"), Rf_lang2(Rf_install("quote"), x)));
   SEXP cls = PROTECT(Rf_eval(call, R_BaseEnv));
   uint64_t id = rb_handle_put(x);
   uint8_t idb[8];

@@ -7,6 +7,7 @@
  *  - replies from the main thread are forwarded to the client unchanged;
  *  - request deadlines and the parent process are watched here.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -266,6 +267,24 @@ static void request_shutdown(io_state *st) {
   msgpack_sbuffer_destroy(&sb);
 }
 
+/* A private worker's directory (RBRIDGE_OWNED_DIR) holds only plain files. */
+static void remove_owned_dir(void) {
+  const char *dir = getenv("RBRIDGE_OWNED_DIR");
+  if (!dir || !*dir) return;
+  DIR *d = opendir(dir);
+  if (d) {
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d)) != NULL) {
+      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+      unlink(path);
+    }
+    closedir(d);
+  }
+  rmdir(dir);
+}
+
 static void check_timers(io_state *st) {
   rb_io_shared *sh = st->sh;
   double now = rb_monotonic();
@@ -286,6 +305,7 @@ static void check_timers(io_state *st) {
       signal_main(st);   /* a busy worker stops what it is doing first */
     } else if (now - st->orphaned_at > ORPHAN_GRACE) {
       if (strncmp(sh->bound_endpoint, "ipc://", 6) == 0) unlink(sh->bound_endpoint + 6);
+      remove_owned_dir();
       _exit(3);
     }
   }

@@ -1,0 +1,78 @@
+"""Fixtures: real R workers, private (spawned by bridge.connect) and attached over tcp."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import bridge
+
+
+@pytest.fixture(scope="session")
+def r():
+    """One private worker shared by the tests that leave it in a usable state."""
+    with bridge.connect() as session:
+        yield session
+
+
+@pytest.fixture
+def fresh():
+    """A private worker of the test's own, for tests that break or kill it."""
+    session = bridge.connect()
+    yield session
+    session.close()
+
+
+def start_tcp_worker(tmp_path: Path, *extra_env: tuple[str, str]) -> tuple[str, subprocess.Popen]:
+    """Starts `rserver::serve()` from the shell on a free loopback port."""
+    log = tmp_path / f"worker-{time.monotonic_ns()}.log"
+    env = dict(os.environ, **dict(extra_env))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([shutil.which("Rscript"), "-e", 'rserver::serve("tcp://127.0.0.1:*")'],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = re.search(r"listening on (tcp://\S+)", log.read_text())
+        if found:
+            return found.group(1), proc
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker failed: {log.read_text()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("worker did not start")
+
+
+@pytest.fixture
+def tcp_worker(tmp_path):
+    endpoint, proc = start_tcp_worker(tmp_path)
+    yield endpoint, proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

@@ -1,0 +1,151 @@
+"""The Python API against a real worker: eval, call, globals, attributes,
+namespaces, handles as proxies, options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bridge
+
+
+def test_eval_returns_the_last_value_and_keeps_state(r):
+    assert r.eval("x <- 20; x + 1") == 21.0
+    assert r.eval("x") == 20.0
+
+
+def test_call_by_name_with_positional_and_named_arguments(r):
+    assert r.call("sum", 1, 2) == 3.0
+    assert r.call("paste", "a", "b", sep="-") == "a-b"
+    assert r.call("base::nchar", "hello") == 5
+    assert r.call("sum", 1, None, 3) == 4.0   # None is NULL, which sum ignores
+
+
+def test_functions_by_attribute_and_dotted_names(r):
+    assert r.sum(1, 2) == 3.0
+    assert r.sum(1, float("nan"), **{"na.rm": True}) == 1.0
+    assert r.sum(1, 2, na_rm=True) == 3.0
+    assert r.is_na(None).dtype == np.bool_ and len(r.is_na(None)) == 0   # is.na(NULL): logical(0)
+    assert bool(r.is_na(np.array([1.0, np.nan]))[1]) is True
+    assert r.sum(np.ma.MaskedArray([1.0, 5.0], mask=[False, True]), na_rm=True) == 1.0
+
+
+def test_globals_by_item(r):
+    r["y"] = [1, 2, 3]
+    assert r["y"] == [1, 2, 3]
+    r["z"] = 2.5
+    assert r.eval("z * 2") == 5.0
+    assert r["pi"] == pytest.approx(3.14159265)   # found through the search path
+    with pytest.raises(bridge.RError, match="not found"):
+        r["no_such_variable_anywhere"]
+
+
+def test_importr_namespace_proxy(r):
+    stats = r.importr("stats")
+    assert stats.median(np.array([1, 5, 9])) == 5.0
+    assert "median" in dir(stats)
+    assert "t_test" in dir(stats)            # t.test, reachable as t_test
+    res = stats.t_test(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert "htest" in res.rclass
+    with pytest.raises(AttributeError, match="exports no function"):
+        stats.no_such_function
+    with pytest.raises(bridge.RError, match="no package called"):
+        r.importr("noSuchPackageAnywhere")
+
+
+def test_tab_completion_lists_r_names(r):
+    r.eval("my_global_for_completion <- 1")
+    names = dir(r)
+    assert "my_global_for_completion" in names
+    assert "lm" in names and "is_na" in names and "eval" in names
+
+
+def test_unconvertible_results_are_handles_with_r_print_output(r):
+    fit = r.lm("mpg ~ wt", data=r["mtcars"])
+    assert isinstance(fit, bridge.RObject)
+    assert fit.rclass == ["lm"]
+    text = repr(fit)
+    assert "Coefficients:" in text and "lm(formula = \"mpg ~ wt\", data = data)" in text
+    assert str(fit) == text
+    coefs = r.coef(fit)          # a handle passed back as an argument
+    assert isinstance(coefs, bridge.RObject) and coefs.rclass == ["numeric"]
+    assert coefs.to_py() == {"(Intercept)": pytest.approx(37.285, abs=1e-3),
+                             "wt": pytest.approx(-5.344, abs=1e-3)}
+
+
+def test_handles_to_functions_are_callable(r):
+    add = r.eval("function(a, b = 10) a + b")
+    assert isinstance(add, bridge.RObject) and add.rclass == ["function"]
+    assert add(1) == 11.0
+    assert add(1, b=2) == 3.0
+    assert r.call(add, 5) == 15.0
+
+
+def test_to_py_converts_deeply(r):
+    df = r.eval("data.frame(a = 1:2, b = c('x', 'y'), f = factor(c('u', 'v')))")
+    assert df.rclass == ["data.frame"]
+    got = df.to_py()
+    assert list(got) == ["a", "b", "f"]
+    assert got["a"].tolist() == [1, 2] and got["f"].tolist() == ["u", "v"]
+    with pytest.raises(bridge.RError, match="cannot convert"):
+        r.eval("mean", ).to_py()
+
+
+def test_with_options_convert_false_returns_handles(r):
+    h = r.with_options(convert=False).sum(1, 2)
+    assert isinstance(h, bridge.RObject) and h.rclass == ["integer"]   # Python ints are R integers
+    assert h.to_py() == 3
+    assert r.sum(1, 2) == 3.0            # the original session is unchanged
+
+
+def test_options_never_collide_with_r_argument_names(r):
+    # R functions with arguments called timeout/convert/env get them as R arguments
+    f = r.eval("function(timeout, convert, env) paste(timeout, convert, env)")
+    assert f(timeout=1, convert="c", env="e") == "1 c e"
+    assert r.with_options(timeout=30).call(f, 2, "x", "y") == "2 x y"
+    with pytest.raises(TypeError, match="unknown option"):
+        r.with_options(timeot=1)
+
+
+def test_handle_from_another_session_is_refused(r, fresh):
+    env = fresh.eval("new.env()")
+    with pytest.raises(ValueError, match="another session"):
+        r.identity(env)
+
+
+def test_released_handle_cannot_be_used(r):
+    env = r.eval("new.env()")
+    env.release()
+    assert env.handle_id is None
+    with pytest.raises(ValueError, match="released"):
+        r.identity(env)
+    assert "released" in repr(env)
+
+
+def test_worker_info(r):
+    info = r.info
+    assert info["r_version"].startswith("4.")
+    assert isinstance(info["pid"], int) and info["pid"] > 0
+    assert "eval" in info["capabilities"]
+
+
+def test_session_is_a_context_manager_and_closes(fresh):
+    with fresh as s:
+        assert s.sum(1) == 1.0
+    assert fresh.closed
+    with pytest.raises(bridge.RBridgeError, match="closed"):
+        fresh.sum(1)
+    fresh.close()   # closing twice is harmless
+
+
+def test_attach_to_a_worker_started_from_the_shell(tcp_worker):
+    endpoint, proc = tcp_worker
+    with bridge.connect(endpoint) as r1:
+        r1.eval("shared <- 42")
+        keep = r1.eval("new.env()")
+        assert r1.live_handles() >= 1
+    assert proc.poll() is None                         # closing an attached session keeps the worker
+    with bridge.connect(endpoint) as r2:
+        assert r2["shared"] == 42.0                    # state lives in the worker
+        assert r2.live_handles() == 0                  # r1's handles were given back on close
+    del keep
