@@ -36,6 +36,7 @@ def new_socket(context: zmq.Context, endpoint: str) -> zmq.Socket:
     """A DEALER socket with the protocol's socket options, connected."""
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)     # never stall a burst of output messages
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
     sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * HEARTBEAT_MS)

@@ -337,6 +337,9 @@ static void *io_main(void *arg) {
   st.router = zmq_socket(sh->zctx, ZMQ_ROUTER);
   set_int(st.router, ZMQ_ROUTER_MANDATORY, 1);
   set_int(st.router, ZMQ_LINGER, 0);
+  /* No send limit: at the default of 1000 queued messages per client, a burst
+   * of output would make sends fail and replies be lost. */
+  set_int(st.router, ZMQ_SNDHWM, 0);
   set_int(st.router, ZMQ_HEARTBEAT_IVL, 1000);
   set_int(st.router, ZMQ_HEARTBEAT_TIMEOUT, 3000);
   set_int(st.router, ZMQ_HEARTBEAT_TTL, 3000);

@@ -340,6 +340,8 @@ SEXP C_server_stop(void) {
   pthread_join(io_tid, NULL);
   zmq_close(main_pair);
   zmq_ctx_term(zctx);
+  /* libzmq leaves the socket file of an ipc:// endpoint behind */
+  if (strncmp(shared.bound_endpoint, "ipc://", 6) == 0) unlink(shared.bound_endpoint + 6);
   main_pair = zctx = NULL;
   running = 0;
   return R_NilValue;

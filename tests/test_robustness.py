@@ -1,0 +1,283 @@
+"""Bad input, dead workers, timeouts, interrupts and clean-up."""
+
+from __future__ import annotations
+
+import _thread
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+
+import bridge
+from conftest import pid_alive, start_tcp_worker, wait_until
+
+
+def raw_exchange(endpoint: str, frames: list[bytes], timeout_ms: int = 5000) -> dict:
+    """Sends raw frames with a bare DEALER and returns the decoded reply."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        sock.send_multipart(frames)
+        assert sock.poll(timeout_ms), "no reply to a malformed message"
+        return msgpack.unpackb(sock.recv(), raw=False)
+    finally:
+        sock.close()
+        ctx.term()
+
+
+GARBAGE = [
+    pytest.param([b""], "truncated", id="empty-frame"),
+    pytest.param([b"\xc1"], "0xc1", id="never-used-byte"),
+    pytest.param([b"\xa5ab"], "truncated", id="truncated-string"),
+    pytest.param([b"\x93\x01"], "count exceeds", id="short-array"),
+    pytest.param([msgpack.packb([1, 2])], "not a msgpack map", id="not-a-map"),
+    pytest.param([msgpack.packb({"v": 1, "op": "eval"})], "no 'id'", id="no-id"),
+    pytest.param([msgpack.packb({"v": 1, "id": 5})], "no 'op'", id="no-op"),
+    pytest.param([msgpack.packb({"v": 9, "id": 5, "op": "eval"})], "version", id="bad-version"),
+    pytest.param([msgpack.packb({"v": 1, "id": 5, "op": "frobnicate"})], "unknown op", id="unknown-op"),
+    pytest.param([msgpack.packb({"v": 1, "id": 5, "op": "eval", "code": "1"}) + b"\x00"], "trailing",
+                 id="trailing-bytes"),
+    pytest.param([b"\x81\xa1v\xa2\xc3\x28"], "UTF-8", id="invalid-utf8"),
+    pytest.param([b"\xdd\xff\xff\xff\xff"], "exceeds", id="huge-array-count"),
+    pytest.param([b"\x91" * 100 + b"\xc0"], "too deep", id="deep-nesting"),
+    pytest.param([msgpack.packb({"v": 1, "id": 5, "op": "eval", "code": "1"})] * 70, "too many frames",
+                 id="too-many-frames"),
+]
+
+
+@pytest.mark.parametrize(("frames", "message"), GARBAGE)
+def test_malformed_messages_get_an_error_reply_and_the_worker_keeps_serving(fresh, frames, message):
+    reply = raw_exchange(fresh._core.endpoint, frames)
+    assert reply["op"] == "error"
+    assert reply["error"]["class"][0] == "rbridge_protocol_error"
+    assert message in reply["error"]["message"]
+    assert fresh.sum(1, 2) == 3
+
+
+def test_bad_values_in_a_wellformed_message_are_r_errors(fresh):
+    bad_handle = msgpack.packb({"v": 1, "id": 7, "op": "call", "fn": "identity",
+                                "args": [msgpack.ExtType(1, b"\x00" * 8)], "kwargs": {}})
+    reply = raw_exchange(fresh._core.endpoint, [bad_handle])
+    assert reply["id"] == 7 and reply["op"] == "error" and "not live" in reply["error"]["message"]
+    big_int = msgpack.packb({"v": 1, "id": 8, "op": "call", "fn": "identity", "args": [2**63], "kwargs": {}})
+    reply = raw_exchange(fresh._core.endpoint, [big_int])
+    assert reply["id"] == 8 and "2^53" in reply["error"]["message"]
+    nul = msgpack.packb({"v": 1, "id": 9, "op": "eval", "code": "1\x002"})
+    reply = raw_exchange(fresh._core.endpoint, [nul])
+    assert reply["id"] == 9 and "NUL" in reply["error"]["message"]
+    assert fresh.sum(1) == 1
+
+
+def test_random_garbage_never_kills_the_worker(fresh):
+    import random
+    rng = random.Random(7)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(fresh._core.endpoint)
+    for _ in range(300):
+        sock.send(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))))
+    replies = 0
+    while sock.poll(2000):
+        sock.recv()
+        replies += 1
+        if replies == 300:
+            break
+    sock.close()
+    ctx.term()
+    assert replies == 300           # every message answered, none crashed the worker
+    assert fresh.sum(2) == 2
+
+
+def test_oversized_envelope_is_refused_with_an_error(tmp_path):
+    endpoint, proc = start_tcp_worker(tmp_path, ("RBRIDGE_MAX_ENVELOPE", "1000"))
+    try:
+        big = msgpack.packb({"v": 1, "id": 3, "op": "eval", "code": "x" * 5000})
+        reply = raw_exchange(endpoint, [big])
+        assert reply["error"]["class"][0] == "rbridge_limit_error"
+        assert "limit of 1000" in reply["error"]["message"]
+        with bridge.connect(endpoint) as r:
+            assert r.sum(1) == 1
+            r.eval("quit_soon <- TRUE")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_killed_worker_raises_worker_died_quickly(fresh):
+    pid = fresh.info["pid"]
+    threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+    start = time.monotonic()
+    with pytest.raises(bridge.WorkerDied):
+        fresh.eval("Sys.sleep(30)")
+    assert time.monotonic() - start < 2.5
+    with pytest.raises(bridge.WorkerDied):     # and stays dead, without hanging
+        fresh.sum(1)
+
+
+def test_worker_crashing_inside_r_raises_worker_died(fresh):
+    with pytest.raises(bridge.WorkerDied):
+        fresh.eval("tools::pskill(Sys.getpid(), 11L)")   # SIGSEGV
+
+
+def test_killed_remote_worker_is_detected_by_pings(tcp_worker):
+    endpoint, proc = tcp_worker
+    r = bridge.connect(endpoint)
+    threading.Timer(0.5, proc.kill).start()
+    start = time.monotonic()
+    with pytest.raises(bridge.WorkerDied):
+        r.eval("Sys.sleep(60)")
+    assert time.monotonic() - start < 6
+    r.close()
+
+
+def test_timeout_interrupts_r_and_the_session_stays_usable(r):
+    r.eval("counter <- 1")
+    slow = r.with_options(timeout=0.5)
+    start = time.monotonic()
+    with pytest.raises(bridge.RTimeout) as info:
+        slow.eval("repeat counter <- counter + 1")
+    assert isinstance(info.value, TimeoutError)
+    assert time.monotonic() - start < 2
+    assert r.eval("counter") > 1               # state is intact
+    assert r.sum(1, 2) == 3
+    assert slow.sum(1) == 1                    # a fast call under the same option is fine
+
+
+def test_timeout_interrupts_sleeping_r(r):
+    start = time.monotonic()
+    with pytest.raises(bridge.RTimeout):
+        r.with_options(timeout=0.3).eval("Sys.sleep(20)")
+    assert time.monotonic() - start < 1.5
+    assert r.sum(1) == 1
+
+
+def test_ping_is_answered_while_r_is_busy(r):
+    done = threading.Event()
+
+    def long_call():
+        r.eval("Sys.sleep(1.5)")
+        done.set()
+
+    t = threading.Thread(target=long_call)
+    t.start()
+    time.sleep(0.6)
+    status = r.ping()
+    assert status["state"] == "busy" and status["request_op"] == "eval"
+    assert 0.3 < status["busy_for"] < 1.5
+    assert not done.is_set()
+    t.join()
+    assert r.status()["state"] == "idle"
+
+
+def test_interrupt_from_another_thread(r):
+    r.eval("kept <- 'yes'")
+    threading.Timer(0.5, r.interrupt).start()
+    start = time.monotonic()
+    with pytest.raises(bridge.RInterrupted):
+        r.eval("while (TRUE) {}")
+    assert time.monotonic() - start < 1.5
+    assert r["kept"] == "yes"
+    assert r.interrupt() is False              # nothing running now
+
+
+def test_ctrl_c_interrupts_r(r):
+    threading.Timer(0.5, _thread.interrupt_main).start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        r.eval("Sys.sleep(30)")
+    assert time.monotonic() - start < 1.5
+    assert r.ping()["state"] == "idle"         # R stopped too
+    assert r.sum(1, 2) == 3
+
+
+def test_close_leaves_no_process_or_files():
+    r = bridge.connect()
+    pid = r.info["pid"]
+    directory = Path(r._core.worker.directory)
+    assert directory.exists() and oct(directory.stat().st_mode & 0o777) == "0o700"
+    r.close()
+    assert not pid_alive(pid)
+    assert not directory.exists()
+
+
+def run_python(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_interpreter_exit_without_close_cleans_up():
+    proc = run_python("""
+        import bridge
+        r = bridge.connect()
+        print(r.info["pid"], r._core.worker.directory, flush=True)
+        r.eval("x <- 1")
+    """)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    pid, directory = out.split()
+    assert wait_until(lambda: not pid_alive(int(pid)), 5)
+    assert not Path(directory).exists()
+
+
+def test_killed_python_leaves_no_worker_behind():
+    proc = run_python("""
+        import bridge, time
+        r = bridge.connect()
+        print(r.info["pid"], r._core.worker.directory, flush=True)
+        time.sleep(60)
+    """)
+    pid, directory = proc.stdout.readline().split()
+    proc.kill()
+    proc.wait()
+    assert wait_until(lambda: not pid_alive(int(pid)), 5)
+    assert wait_until(lambda: not Path(directory).exists(), 2)
+
+
+def test_killed_python_stops_even_a_busy_worker():
+    proc = run_python("""
+        import bridge, threading
+        r = bridge.connect()
+        print(r.info["pid"], r._core.worker.directory, flush=True)
+        r.eval("repeat {}")
+    """)
+    pid, directory = proc.stdout.readline().split()
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    assert wait_until(lambda: not pid_alive(int(pid)), 8)
+    assert wait_until(lambda: not Path(directory).exists(), 2)
+
+
+def test_missing_rscript_gives_an_install_hint():
+    with pytest.raises(bridge.WorkerNotAvailable, match="R CMD INSTALL rserver"):
+        bridge.connect(rscript="/nonexistent/Rscript")
+
+
+def test_missing_r_package_gives_an_install_hint(tmp_path):
+    # A real Rscript whose library path holds only base R: rserver cannot be found.
+    wrapper = tmp_path / "Rscript"
+    wrapper.write_text('#!/bin/sh\nexec Rscript -e \'assign(".lib.loc", .Library, '
+                       'envir = environment(.libPaths))\' "$@"\n')
+    wrapper.chmod(0o755)
+    start = time.monotonic()
+    with pytest.raises(bridge.WorkerNotAvailable, match="'rserver' is not installed"):
+        bridge.connect(rscript=str(wrapper))
+    assert time.monotonic() - start < 10
+
+
+def test_no_worker_at_an_endpoint():
+    start = time.monotonic()
+    with pytest.raises(bridge.WorkerNotAvailable, match="no rbridge worker answered"):
+        bridge.connect("tcp://127.0.0.1:9", startup_timeout=3)
+    assert time.monotonic() - start < 8
