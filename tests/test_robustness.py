@@ -15,9 +15,9 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
+from conftest import pid_alive, start_tcp_worker, wait_until
 
 import bridge
-from conftest import pid_alive, start_tcp_worker, wait_until
 
 
 def raw_exchange(endpoint: str, frames: list[bytes], timeout_ms: int = 5000) -> dict:

@@ -44,8 +44,10 @@ def same(got, want) -> bool:
             if w is None:
                 if not (m or (kind == "s" and d is None)):
                     return False
-            elif m or not same(d, float(w.replace("Inf", "inf")) if isinstance(w, str) and kind == "d" else w):
-                return False
+            else:
+                want_value = float(w.replace("Inf", "inf")) if isinstance(w, str) and kind == "d" else w
+                if m or not same(d, want_value):
+                    return False
         return True
     if isinstance(want, float) and math.isnan(want):
         return isinstance(got, float) and math.isnan(got)

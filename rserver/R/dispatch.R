@@ -128,13 +128,32 @@ function_expr <- function(fn) {
 }
 
 # na_rm -> na.rm, where the function has the dotted argument but not the other.
+# For an S3 generic such as mean(x, ...), the arguments of its default method
+# count too, so mean(x, na_rm = TRUE) reaches mean.default's na.rm.
 translate_arg_names <- function(nms, target) {
   if (!any(grepl("_", nms, fixed = TRUE))) return(nms)
   f <- if (is.function(target)) target else tryCatch(eval(target, globalenv()), error = function(e) NULL)
   if (!is.function(f)) return(nms)
   formal <- names(formals(if (is.primitive(f)) args(f) else f))
+  default <- default_method(target)
+  if (!is.null(default)) formal <- c(formal, names(formals(default)))
   dotted <- chartr("_", ".", nms)
   swap <- !(nms %in% formal) & dotted %in% formal
   nms[swap] <- dotted[swap]
   nms
+}
+
+# The default S3 method of a generic named by `target` (a symbol or pkg::name).
+default_method <- function(target) {
+  if (is.name(target)) {
+    name <- as.character(target)
+    envir <- globalenv()
+  } else if (is.call(target) && length(target) == 3L) {
+    name <- as.character(target[[3L]])
+    envir <- asNamespace(as.character(target[[2L]]))
+  } else {
+    return(NULL)
+  }
+  f <- utils::getS3method(name, "default", optional = TRUE, envir = envir)
+  if (is.function(f)) f else NULL
 }

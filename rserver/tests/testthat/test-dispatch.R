@@ -28,6 +28,11 @@ test_that("qualified and underscored names are left to R-level resolution", {
   expect_identical(rserver:::function_expr("is_na"), quote(is.na))
   expect_identical(rserver:::translate_arg_names(c("na_rm", "x"), quote(sum)), c("na.rm", "x"))
   expect_identical(rserver:::call_function("sum", list(1, NA), list(na_rm = TRUE)), 1)
+  # generics: the default method's arguments count
+  expect_identical(rserver:::call_function("mean", list(c(1, NA, 3)), list(na_rm = TRUE)), 2)
+  expect_identical(rserver:::call_function("stats::median", list(c(1, NA, 3)), list(na_rm = TRUE)), 2)
+  # a name the function does not know at all passes through unchanged
+  expect_identical(rserver:::translate_arg_names("my_arg", quote(lapply)), "my_arg")
   expect_identical(rserver:::call_function("stats::median", list(c(1, 5, 9)), NULL), 5)
 })
 

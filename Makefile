@@ -1,0 +1,62 @@
+# rbridge: every target does the set-up it needs, idempotently, on a fresh
+# Debian machine: system packages (apt), the Python venv (.venv/) and the R
+# package rserver.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := r-base-core r-base-dev libzmq3-dev libmsgpack-dev r-cran-testthat r-cran-jsonlite
+RSERVER_SOURCES := $(shell find rserver -type f -not -name '*.o' -not -name '*.so')
+
+.PHONY: setup system venv rserver demo test test-r test-python lint bench bench-quick clean
+
+setup: system venv rserver
+
+# Installs only what is missing, so a machine that has everything is untouched.
+system:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing system packages:" $$missing; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+rserver: .stamp-rserver
+
+.stamp-rserver: $(RSERVER_SOURCES) | system
+	R CMD INSTALL --no-docs rserver
+	touch $@
+
+demo: setup
+	$(PY) examples/quickstart.py
+
+test: setup test-r test-python lint
+
+test-r: setup
+	cd rserver/tests && Rscript testthat.R
+
+test-python: setup
+	$(PY) -m pytest
+
+lint: venv
+	$(PY) -m ruff check bridge tests benchmarks examples protocol
+
+bench: setup
+	$(MAKE) -C benchmarks run
+
+bench-quick: setup
+	$(MAKE) -C benchmarks run QUICK=1
+
+clean:
+	rm -rf $(VENV) .stamp-rserver rserver/src/*.o rserver/src/*.so .pytest_cache
