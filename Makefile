@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := r-base-core r-base-dev libzmq3-dev libmsgpack-dev r-cran-testthat r-cran-jsonlite
 RSERVER_SOURCES := $(shell find rserver -type f -not -name '*.o' -not -name '*.so')
 
-.PHONY: setup system venv rserver demo test test-r test-python lint bench bench-quick clean
+.PHONY: setup system venv rserver demo test test-r test-python lint bench bench-quick bench-smoke clean
 
 setup: system venv rserver
 
@@ -41,7 +41,7 @@ rserver: .stamp-rserver
 demo: setup
 	$(PY) examples/quickstart.py
 
-test: setup test-r test-python lint
+test: setup test-r test-python lint bench-smoke
 
 test-r: setup
 	cd rserver/tests && Rscript testthat.R
@@ -57,6 +57,10 @@ bench: setup
 
 bench-quick: setup
 	$(MAKE) -C benchmarks run QUICK=1
+
+# CI does not run the benchmark; this checks that every workload runs (quick mode).
+bench-smoke: setup
+	$(MAKE) -C benchmarks smoke
 
 clean:
 	rm -rf $(VENV) .stamp-rserver rserver/src/*.o rserver/src/*.so .pytest_cache

@@ -23,7 +23,9 @@
 /* After forwarding a request, poll without sleeping for this long: a small
  * call's reply usually comes sooner, and a sleeping thread's wake-up costs
  * tens of microseconds on a VM. */
-#define REPLY_SPIN 0.0002
+#define REPLY_SPIN (rb_spin_seconds)
+
+double rb_spin_seconds = 0.0002;
 
 double rb_monotonic(void) {
   struct timespec ts;

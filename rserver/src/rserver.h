@@ -99,6 +99,7 @@ typedef struct {
 
 int rb_io_start(rb_io_shared *sh, pthread_t *tid, char *err, size_t errlen);
 double rb_monotonic(void);
+extern double rb_spin_seconds;   /* busy-poll window after a hand-off (RBRIDGE_SPIN_US) */
 
 /* ---- console.c --------------------------------------------------------- */
 void rb_console_install(void);

@@ -22,7 +22,6 @@ extern int R_interrupts_pending;   /* R_ext/GraphicsDevice.h declares it too */
 #define MAX_POLL 64
 /* After a reply, poll for the next request without sleeping for this long, so
  * back-to-back calls skip a thread wake-up (see REPLY_SPIN in io_thread.c). */
-#define REQUEST_SPIN 0.0002
 
 static double spin_until = 0;
 
@@ -220,7 +219,7 @@ static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEX
   rb_send_to_client(rq, &e.sb);
   rb_encoder_free(&e);
   pop_request(rq);
-  spin_until = rb_monotonic() + REQUEST_SPIN;
+  spin_until = rb_monotonic() + rb_spin_seconds;
   return R_NilValue;
 }
 
@@ -295,6 +294,8 @@ SEXP C_server_start(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP paren
   memcpy(shared.worker_info, RAW(info), (size_t)XLENGTH(info));
   shared.worker_info_len = (size_t)XLENGTH(info);
   shared.main_thread = pthread_self();
+  const char *spin = getenv("RBRIDGE_SPIN_US");
+  if (spin && *spin) rb_spin_seconds = atof(spin) * 1e-6;
 
   /* libzmq's own threads start with the first socket: block every signal
    * while they are created so that SIGINT is only ever taken by R's thread. */

@@ -1,0 +1,102 @@
+"""Shared by the benchmark contenders: workload sizes, timing, JSON output.
+
+Every contender script prints one JSON object mapping workload names to
+{"samples": [...], "unit": "s" | "MB"} or {"na": "reason"}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+QUICK = "--quick" in sys.argv
+
+# name -> what is measured (one sample = one timed repeat)
+WORKLOADS = {
+    "small_call": "round trip of sum(1), per call",
+    "seq_10k": "10,000 sequential small calls",
+    "dbl_r2py": "1e7 doubles (80 MB) R -> Python",
+    "dbl_py2r": "1e7 doubles (80 MB) Python -> R",
+    "df_r2py": "data.frame, 1e6 rows (double, character, factor) R -> pandas",
+    "df_py2r": "data.frame, 1e6 rows (double, character, factor) pandas -> R",
+    "callback_loop": "R loop calling a Python function 10,000 times, per call",
+    "cold_start": "from nothing running to the first result",
+    "peak_mem": "R side's peak memory above its baseline while receiving the 80 MB vector",
+}
+
+N_DOUBLES = 100_000 if QUICK else 10_000_000
+N_ROWS = 10_000 if QUICK else 1_000_000
+N_SEQ = 1_000 if QUICK else 10_000
+N_CALLBACKS = 500 if QUICK else 10_000
+SMALL_BATCH = 100 if QUICK else 500
+REPEATS = 3 if QUICK else 15
+BULK_REPEATS = 2 if QUICK else 7
+COLD_REPEATS = 1 if QUICK else 5
+
+
+def timed(fn: Callable[[], Any], repeats: int, per: int = 1, warmup: int = 1) -> dict[str, Any]:
+    """Samples of fn's wall time (divided by `per`), after warm-up runs."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) / per)
+    return {"samples": samples, "unit": "s"}
+
+
+def small_calls(call: Callable[[], Any]) -> dict[str, Any]:
+    def batch() -> None:
+        for _ in range(SMALL_BATCH):
+            call()
+    return timed(batch, REPEATS, per=SMALL_BATCH, warmup=2)
+
+
+def sequential(call: Callable[[], Any]) -> dict[str, Any]:
+    def run() -> None:
+        for _ in range(N_SEQ):
+            call()
+    return timed(run, 3 if not QUICK else 1, per=N_SEQ / 10_000)   # scaled to 10,000 calls
+
+
+def na(reason: str) -> dict[str, str]:
+    return {"na": reason}
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set size (VmHWM), in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Resets VmHWM to the current RSS (Linux: write 5 to clear_refs)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+def emit(results: dict[str, Any]) -> None:
+    for name in WORKLOADS:
+        results.setdefault(name, na("not measured"))
+    json.dump(results, sys.stdout)
+    sys.stdout.flush()
+
+
+def errors_as_na(results: dict[str, Any], name: str, fn: Callable[[], dict[str, Any]]) -> None:
+    """Runs one workload; a failure is reported as n/a with the error, not a crash."""
+    try:
+        results[name] = fn()
+    except Exception as exc:   # the table must say what failed
+        results[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        print(f"{name} failed: {exc!r}", file=sys.stderr)
+
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -1,0 +1,99 @@
+"""rbridge, over ipc:// (a private worker) or tcp:// loopback (a worker started
+from the shell), written the way its README says to use it.
+
+Usage: rbridge_bench.py ipc|tcp [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from common import (  # noqa: E402
+    BULK_REPEATS,
+    COLD_REPEATS,
+    N_DOUBLES,
+    emit,
+    errors_as_na,
+    na,
+    peak_rss_mb,
+    reset_peak_rss,
+    sequential,
+    small_calls,
+    timed,
+)
+
+import bridge  # noqa: E402
+
+
+def start_tcp_worker() -> tuple[str, subprocess.Popen]:
+    log = tempfile.NamedTemporaryFile(prefix="rbridge-bench-", suffix=".log", delete=False)
+    proc = subprocess.Popen(["Rscript", "-e", 'rserver::serve("tcp://127.0.0.1:*")'],
+                            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    for _ in range(400):
+        found = re.search(r"listening on (tcp://\S+)", open(log.name).read())
+        if found:
+            return found.group(1), proc
+        time.sleep(0.025)
+    raise RuntimeError("the tcp worker did not start")
+
+
+def connect(transport: str) -> tuple[bridge.Session, subprocess.Popen | None]:
+    if transport == "ipc":
+        return bridge.connect(), None
+    endpoint, proc = start_tcp_worker()
+    return bridge.connect(endpoint), proc
+
+
+def close(r: bridge.Session, proc: subprocess.Popen | None) -> None:
+    r.close()
+    if proc is not None:   # an attached worker outlives its sessions: stop it
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    transport = sys.argv[1]
+    results: dict = {}
+    r, proc = connect(transport)
+    r.eval(f"x <- as.numeric(seq_len({N_DOUBLES}))")
+    arr = np.arange(N_DOUBLES, dtype=np.float64)
+
+    errors_as_na(results, "small_call", lambda: small_calls(lambda: r.call("sum", 1)))
+    errors_as_na(results, "seq_10k", lambda: sequential(lambda: r.call("sum", 1)))
+    errors_as_na(results, "dbl_r2py", lambda: timed(lambda: r["x"], BULK_REPEATS))
+    errors_as_na(results, "dbl_py2r", lambda: timed(lambda: r.assign("y", arr), BULK_REPEATS))
+    results["df_r2py"] = results["df_py2r"] = na(
+        "rbridge: data frames arrive with the Arrow data plane (not yet implemented)")
+    results["callback_loop"] = na("rbridge: Python callbacks are not yet implemented")
+    close(r, proc)
+
+    def cold() -> None:
+        s, p = connect(transport)
+        s.call("sum", 1)
+        close(s, p)
+    errors_as_na(results, "cold_start", lambda: timed(cold, COLD_REPEATS, warmup=0))
+
+    def memory() -> dict:
+        s, p = connect(transport)
+        pid = s.info["pid"]
+        s.eval("gc(); invisible(NULL)")
+        reset_peak_rss(pid)
+        before = peak_rss_mb(pid)
+        s.assign("y", arr)
+        after = peak_rss_mb(pid)
+        close(s, p)
+        return {"samples": [after - before], "unit": "MB"}
+    errors_as_na(results, "peak_mem", memory)
+    emit(results)
+
+
+if __name__ == "__main__":
+    main()

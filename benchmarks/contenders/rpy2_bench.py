@@ -1,0 +1,85 @@
+"""rpy2 3.5.17 (the last release for R 4.2), R embedded in this process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy
+import rpy2.rinterface as ri
+import rpy2.robjects as ro
+from rpy2.robjects import numpy2ri, pandas2ri
+from rpy2.robjects.conversion import localconverter
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from common import (  # noqa: E402
+    BULK_REPEATS,
+    COLD_REPEATS,
+    N_CALLBACKS,
+    N_DOUBLES,
+    emit,
+    errors_as_na,
+    peak_rss_mb,
+    reset_peak_rss,
+    sequential,
+    small_calls,
+    timed,
+)
+from contenders.pyrserve_bench import R_FRAME, make_frame  # noqa: E402
+
+
+def main() -> None:
+    results: dict = {}
+    ro.r(f"x <- as.numeric(seq_len({N_DOUBLES}))")
+    ro.r(R_FRAME)
+    arr = numpy.arange(N_DOUBLES, dtype=numpy.float64)
+    frame = make_frame()
+    np_conv = ro.default_converter + numpy2ri.converter
+    pd_conv = ro.default_converter + pandas2ri.converter
+
+    errors_as_na(results, "small_call", lambda: small_calls(lambda: ro.r["sum"](1)))
+    errors_as_na(results, "seq_10k", lambda: sequential(lambda: ro.r["sum"](1)))
+    # R -> numpy through the vector's memory view (a copy, so the array owns its data)
+    errors_as_na(results, "dbl_r2py",
+                 lambda: timed(lambda: numpy.array(ro.globalenv["x"].memoryview()), BULK_REPEATS))
+
+    def py2r_vector() -> None:
+        with localconverter(np_conv):
+            ro.globalenv["y"] = arr
+    errors_as_na(results, "dbl_py2r", lambda: timed(py2r_vector, BULK_REPEATS))
+
+    def r2py_frame() -> None:
+        with localconverter(pd_conv):
+            ro.conversion.get_conversion().rpy2py(ro.globalenv["df"])
+
+    def py2r_frame() -> None:
+        with localconverter(pd_conv):
+            ro.globalenv["df2"] = frame
+    errors_as_na(results, "df_r2py", lambda: timed(r2py_frame, BULK_REPEATS))
+    errors_as_na(results, "df_py2r", lambda: timed(py2r_frame, BULK_REPEATS))
+
+    @ri.rternalize
+    def py_add_one(v):
+        return ri.FloatSexpVector([v[0] + 1])
+    loop = ro.r(f"function(f) {{ for (i in seq_len({N_CALLBACKS})) f(i); NULL }}")
+    errors_as_na(results, "callback_loop",
+                 lambda: timed(lambda: loop(py_add_one), BULK_REPEATS, per=N_CALLBACKS))
+
+    cold_code = "import rpy2.robjects as ro; ro.r['sum'](1)"
+    errors_as_na(results, "cold_start", lambda: timed(
+        lambda: subprocess.run([sys.executable, "-c", cold_code], check=True), COLD_REPEATS, warmup=0))
+
+    def memory() -> dict:
+        # in process: the peak of this whole process (Python and R) above its baseline
+        ro.r("invisible(gc())")
+        reset_peak_rss(os.getpid())
+        before = peak_rss_mb(os.getpid())
+        py2r_vector()
+        return {"samples": [peak_rss_mb(os.getpid()) - before], "unit": "MB"}
+    errors_as_na(results, "peak_mem", memory)
+    emit(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The wire limit: bare pyzmq between two Python processes, no R at all.
+
+Usage: wire.py ipc|tcp [--quick]. Starts its own echo/bulk server process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import zmq
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from common import (  # noqa: E402
+    BULK_REPEATS,
+    COLD_REPEATS,
+    N_DOUBLES,
+    emit,
+    errors_as_na,
+    na,
+    sequential,
+    small_calls,
+    timed,
+)
+
+SERVER = """
+import sys, zmq
+ctx = zmq.Context(); s = ctx.socket(zmq.ROUTER); s.bind(sys.argv[1])
+blob = bytearray(int(sys.argv[2]))
+while True:
+    rid, msg = s.recv_multipart(copy=False)
+    b = msg.bytes if len(msg) < 64 else b""
+    if b == b"stop":
+        s.send_multipart([rid, b"bye"]); break
+    elif b == b"give":
+        s.send_multipart([rid.bytes, blob], copy=False)
+    elif len(msg) > 64:
+        s.send_multipart([rid.bytes, b"ok"])
+    else:
+        s.send_multipart([rid.bytes, msg.bytes])
+"""
+
+
+def main() -> None:
+    transport = sys.argv[1]
+    tmp = tempfile.mkdtemp(prefix="wire-")
+    endpoint = f"ipc://{tmp}/s" if transport == "ipc" else "tcp://127.0.0.1:5799"
+    nbytes = N_DOUBLES * 8
+    server = subprocess.Popen([sys.executable, "-c", SERVER, endpoint, str(nbytes)])
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(endpoint)
+    msg64 = b"x" * 64
+    payload = bytearray(nbytes)
+
+    def echo() -> None:
+        sock.send(msg64)
+        sock.recv()
+
+    def pull() -> None:
+        sock.send(b"give")
+        sock.recv(copy=False)
+
+    def push() -> None:
+        sock.send(payload, copy=False)
+        sock.recv()
+
+    results: dict = {}
+    time.sleep(0.3)
+    errors_as_na(results, "small_call", lambda: small_calls(echo))
+    errors_as_na(results, "seq_10k", lambda: sequential(echo))
+    errors_as_na(results, "dbl_r2py", lambda: timed(pull, BULK_REPEATS))
+    errors_as_na(results, "dbl_py2r", lambda: timed(push, BULK_REPEATS))
+    results["df_r2py"] = results["df_py2r"] = na("the wire moves bytes, not data frames")
+    results["callback_loop"] = na("one callback is one round trip: see small_call")
+    if transport == "ipc":
+        results["cold_start"] = timed(lambda: subprocess.run(["Rscript", "-e", "1"], check=True,
+                                                             stdout=subprocess.DEVNULL), COLD_REPEATS)
+    else:
+        results["cold_start"] = na("Rscript -e 1 is listed under ipc")
+    results["peak_mem"] = na("no R process")
+    sock.send(b"stop")
+    sock.recv()
+    server.wait()
+    sock.close()
+    ctx.term()
+    emit(results)
+
+
+if __name__ == "__main__":
+    main()
