@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import shutil
 import sys
 import threading
 import warnings
@@ -32,7 +33,6 @@ from ._worker import LocalWorker, stop_process
 
 #: Per-call options and their defaults (see Session.with_options).
 DEFAULT_OPTIONS: dict[str, Any] = {"timeout": None, "convert": True}
-RELEASE_BATCH = 256
 SHUTDOWN_REPLY_WAIT = 2.0
 
 
@@ -152,15 +152,15 @@ class _Core:
 
     # -- handles ----------------------------------------------------------------
     def release(self, handle_id: int, now: bool) -> None:
+        """Queues a release; it travels with the next request. ``now`` (from user
+        code, never from a finalizer, which must not block) sends it at once."""
         self.live_ids.discard(handle_id)
         if self.closed or self.dead:
             return
         self.pending_releases.append(handle_id)
-        if now or len(self.pending_releases) >= RELEASE_BATCH:
-            # Only from user code (never a finalizer): take the lock and send.
-            if now:
-                with self.channel.lock:
-                    self._send_releases()
+        if now:
+            with self.channel.lock:
+                self._send_releases()
 
     def _send_releases(self) -> None:
         """Sends queued releases as one message, without waiting for its reply."""
@@ -204,7 +204,6 @@ def _finalize(worker: LocalWorker | None) -> None:
         worker.process.terminate()
         stop_process(worker.process, 2.0)
     if worker is not None:
-        import shutil
         shutil.rmtree(worker.directory, ignore_errors=True)
 
 

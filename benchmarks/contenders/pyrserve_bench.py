@@ -89,6 +89,9 @@ def main() -> None:
     stop_rserve()
     start_rserve()
     conn = pyRserve.connect(port=PORT)
+    # small calls first, in a clean session (a large heap slows R's garbage collector)
+    errors_as_na(results, "small_call", lambda: small_calls(lambda: conn.eval("sum(1)")))
+    errors_as_na(results, "seq_10k", lambda: sequential(lambda: conn.eval("sum(1)")))
     conn.eval(f"x <- as.numeric(seq_len({N_DOUBLES}))")
     arr = numpy.arange(N_DOUBLES, dtype=numpy.float64)
     frame = make_frame()
@@ -102,8 +105,6 @@ def main() -> None:
         conn.r.flev = numpy.array(frame["f"].cat.categories, dtype=str)
         conn.eval("df2 <- data.frame(d = d, s = s, f = factor(flev[fcodes], levels = flev)); NULL")
 
-    errors_as_na(results, "small_call", lambda: small_calls(lambda: conn.eval("sum(1)")))
-    errors_as_na(results, "seq_10k", lambda: sequential(lambda: conn.eval("sum(1)")))
     errors_as_na(results, "dbl_r2py", lambda: timed(lambda: conn.eval("x"), BULK_REPEATS))
 
     def py2r_vector() -> None:

@@ -63,11 +63,11 @@ def main() -> None:
     transport = sys.argv[1]
     results: dict = {}
     r, proc = connect(transport)
-    r.eval(f"x <- as.numeric(seq_len({N_DOUBLES}))")
-    arr = np.arange(N_DOUBLES, dtype=np.float64)
-
+    # small calls first, in a clean session (a large heap slows R's garbage collector)
     errors_as_na(results, "small_call", lambda: small_calls(lambda: r.call("sum", 1)))
     errors_as_na(results, "seq_10k", lambda: sequential(lambda: r.call("sum", 1)))
+    r.eval(f"x <- as.numeric(seq_len({N_DOUBLES}))")
+    arr = np.arange(N_DOUBLES, dtype=np.float64)
     errors_as_na(results, "dbl_r2py", lambda: timed(lambda: r["x"], BULK_REPEATS))
     errors_as_na(results, "dbl_py2r", lambda: timed(lambda: r.assign("y", arr), BULK_REPEATS))
     results["df_r2py"] = results["df_py2r"] = na(

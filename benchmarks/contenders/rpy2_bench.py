@@ -20,8 +20,6 @@ from common import (  # noqa: E402
     N_DOUBLES,
     emit,
     errors_as_na,
-    peak_rss_mb,
-    reset_peak_rss,
     sequential,
     small_calls,
     timed,
@@ -31,6 +29,9 @@ from contenders.pyrserve_bench import R_FRAME, make_frame  # noqa: E402
 
 def main() -> None:
     results: dict = {}
+    # small calls first, in a clean session (a large heap slows R's garbage collector)
+    errors_as_na(results, "small_call", lambda: small_calls(lambda: ro.r["sum"](1)))
+    errors_as_na(results, "seq_10k", lambda: sequential(lambda: ro.r["sum"](1)))
     ro.r(f"x <- as.numeric(seq_len({N_DOUBLES}))")
     ro.r(R_FRAME)
     arr = numpy.arange(N_DOUBLES, dtype=numpy.float64)
@@ -38,8 +39,6 @@ def main() -> None:
     np_conv = ro.default_converter + numpy2ri.converter
     pd_conv = ro.default_converter + pandas2ri.converter
 
-    errors_as_na(results, "small_call", lambda: small_calls(lambda: ro.r["sum"](1)))
-    errors_as_na(results, "seq_10k", lambda: sequential(lambda: ro.r["sum"](1)))
     # R -> numpy through the vector's memory view (a copy, so the array owns its data)
     errors_as_na(results, "dbl_r2py",
                  lambda: timed(lambda: numpy.array(ro.globalenv["x"].memoryview()), BULK_REPEATS))
@@ -71,12 +70,21 @@ def main() -> None:
         lambda: subprocess.run([sys.executable, "-c", cold_code], check=True), COLD_REPEATS, warmup=0))
 
     def memory() -> dict:
-        # in process: the peak of this whole process (Python and R) above its baseline
-        ro.r("invisible(gc())")
-        reset_peak_rss(os.getpid())
-        before = peak_rss_mb(os.getpid())
-        py2r_vector()
-        return {"samples": [peak_rss_mb(os.getpid()) - before], "unit": "MB"}
+        # in process, so in a fresh process: the peak of Python and R together above
+        # the baseline (earlier workloads here would already have raised the peak)
+        code = (
+            "import os, sys, numpy, rpy2.robjects as ro\n"
+            "from rpy2.robjects import numpy2ri\n"
+            "from rpy2.robjects.conversion import localconverter\n"
+            f"sys.path.insert(0, {os.path.dirname(os.path.dirname(__file__))!r})\n"
+            "from common import peak_rss_mb, reset_peak_rss\n"
+            f"arr = numpy.arange({N_DOUBLES}, dtype=numpy.float64)\n"
+            "ro.r('invisible(gc())'); reset_peak_rss(os.getpid()); before = peak_rss_mb(os.getpid())\n"
+            "with localconverter(ro.default_converter + numpy2ri.converter):\n"
+            "    ro.globalenv['y'] = arr\n"
+            "print(peak_rss_mb(os.getpid()) - before)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return {"samples": [float(out.stdout.strip())], "unit": "MB"}
     errors_as_na(results, "peak_mem", memory)
     emit(results)
 

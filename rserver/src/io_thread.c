@@ -61,15 +61,14 @@ static void send_to_client(io_state *st, const void *rid, size_t rid_len, msgpac
 
 static void reply_error(io_state *st, const void *rid, size_t rid_len, uint64_t id,
                         const char *cls, const char *message) {
-  static const char *base[] = {NULL, "rbridge_error", "error", "condition"};
+  const char *classes[] = {cls, "rbridge_error", "error", "condition"};
   msgpack_sbuffer sb;
   msgpack_packer pk;
-  base[0] = cls;
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   rb_pack_header(&pk, 5, id, "error");
   rb_pack_cstr(&pk, "error");
-  rb_pack_error_body(&pk, base, 4, message);
+  rb_pack_error_body(&pk, classes, 4, message);
   rb_pack_cstr(&pk, "warnings");
   msgpack_pack_array(&pk, 0);
   send_to_client(st, rid, rid_len, &sb);
