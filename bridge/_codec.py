@@ -18,6 +18,7 @@ from ._errors import ProtocolError
 PROTOCOL_VERSION = 1
 EXT_HANDLE = 1
 EXT_VECTOR = 2
+EXT_CALLABLE = 4
 
 INT_NA = -(2**31)                 # R's NA_integer_ and NA of logicals
 REAL_NA_LOW_WORD = 1954           # R's NA_real_ is a NaN with this low word
@@ -44,6 +45,11 @@ class HandleRef:
 def handle_ext(handle_id: int) -> msgpack.ExtType:
     """The ext value a client sends to refer to a handle."""
     return msgpack.ExtType(EXT_HANDLE, struct.pack(">Q", handle_id))
+
+
+def callable_ext(callable_id: int) -> msgpack.ExtType:
+    """The ext value for a Python callable registered under ``callable_id``."""
+    return msgpack.ExtType(EXT_CALLABLE, struct.pack(">Q", callable_id))
 
 
 def _decode_handle(data: bytes) -> HandleRef:

@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from ._codec import EXACT_INT, INT_NA, REAL_NA_BITS, handle_ext, vector_ext
+from ._codec import EXACT_INT, INT_NA, REAL_NA_BITS, vector_ext
 
 
 def _int_value(x: int) -> int | float:
@@ -66,31 +66,30 @@ def array_to_wire(array: np.ndarray) -> msgpack.ExtType:
     raise TypeError(f"numpy arrays of dtype {data.dtype} cannot be sent to R")
 
 
-def to_wire(value: Any, handle_id: Callable[[Any], int | None]) -> Any:
-    """Converts a Python value for the envelope. ``handle_id`` maps an RObject of
-    this session to its id (and raises for one of another session)."""
+def to_wire(value: Any, reference: Callable[[Any], Any]) -> Any:
+    """Converts a Python value for the envelope. ``reference`` gives the wire
+    form of objects bound to the session (RObjects, R functions by name, Python
+    callables), or None for anything else; it raises for one of another session."""
     if value is None or isinstance(value, (bool, float, str, bytes)):
         return value
     if isinstance(value, int):
         return _int_value(value)
     if isinstance(value, (list, tuple)):
-        return [to_wire(v, handle_id) for v in value]
+        return [to_wire(v, reference) for v in value]
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise TypeError(f"dict keys sent to R must be str, not {type(k).__name__}")
-            out[k] = to_wire(v, handle_id)
+            out[k] = to_wire(v, reference)
         return out
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, np.ndarray):
         return array_to_wire(value)
     if isinstance(value, np.generic):
-        return to_wire(value.item(), handle_id)
-    hid = handle_id(value)
-    if hid is not None:
-        return handle_ext(hid)
-    if callable(value):
-        raise TypeError("Python callables cannot be passed to R in this version")
+        return to_wire(value.item(), reference)
+    wire = reference(value)
+    if wire is not None:
+        return wire
     raise TypeError(f"cannot convert a value of type {type(value).__name__} to R")

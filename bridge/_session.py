@@ -8,10 +8,11 @@ import itertools
 import shutil
 import sys
 import threading
+import traceback
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import zmq
@@ -68,6 +69,12 @@ class _Core:
         self._control_lock = threading.Lock()
         self.pending_releases: deque[int] = deque()
         self.live_ids: set[int] = set()
+        # Python callables R holds, by id; an entry goes when R releases it.
+        self.callables: dict[int, Callable[..., Any]] = {}
+        self.callable_ids = itertools.count(1)
+        self.callbacks_running: list[int] = []     # ids of callbacks being served
+        self.callback_errors: list[BaseException] = []
+        self.channel.on_worker_message = self._on_worker_message
         self.sinks: dict[str, IO[str] | None] = {"stdout": stdout, "stderr": stderr}
         self.info: dict[str, Any] = {}
         self.closed = False
@@ -95,6 +102,51 @@ class _Core:
             raise ValueError("this RObject was released")
         return value._id
 
+    def reference(self, value: Any) -> Any:
+        """The wire form of values bound to this session (see _convert.to_wire)."""
+        hid = self.handle_id(value)
+        if hid is not None:
+            return _codec.handle_ext(hid)
+        if isinstance(value, RFunction):
+            if value._session._core is not self:
+                raise ValueError("this R function belongs to another session")
+            return value.name          # R finds the function by name (match.fun)
+        if callable(value) and not isinstance(value, type):
+            cid = next(self.callable_ids)
+            self.callables[cid] = value
+            return _codec.callable_ext(cid)
+        return None
+
+    # -- callbacks --------------------------------------------------------------
+    def _on_worker_message(self, msg: dict[str, Any]) -> None:
+        if msg["op"] == "release_callables":
+            for cid in msg.get("callables") or ():
+                self.callables.pop(cid, None)
+            return
+        self._run_callback(msg)
+
+    def _run_callback(self, msg: dict[str, Any]) -> None:
+        """Runs a Python function R called, in the thread waiting for the outer
+        request, and answers with its result or its exception."""
+        fn = self.callables.get(msg.get("fn"))
+        self.callbacks_running.append(msg["id"])
+        try:
+            if fn is None:
+                raise RBridgeError(f"Python function {msg.get('fn')} is no longer registered")
+            value = fn(*(msg.get("args") or ()), **(msg.get("kwargs") or {}))
+            reply = {"v": _codec.PROTOCOL_VERSION, "id": msg["id"], "op": "result",
+                     "value": to_wire(value, self.reference)}
+        except Exception as exc:   # becomes an R condition; KeyboardInterrupt passes on
+            self.callback_errors.append(exc)
+            reply = {"v": _codec.PROTOCOL_VERSION, "id": msg["id"], "op": "error",
+                     "error": {"class": ["python_error", "error", "condition"],
+                               "message": f"{type(exc).__name__}: {exc}", "call": None,
+                               "traceback": traceback.format_exception(exc),
+                               "python_type": f"{type(exc).__module__}.{type(exc).__qualname__}"}}
+        finally:
+            self.callbacks_running.pop()
+        self.channel.send(reply)
+
     def write_output(self, stream: str, text: Any) -> None:
         if isinstance(text, bytes):
             text = text.decode("utf-8", errors="replace")
@@ -118,6 +170,10 @@ class _Core:
         with self.channel.lock:
             self._send_releases()
             msg = self.message(op, **fields)
+            if self.callbacks_running:      # a call into R from inside a callback
+                msg["parent"] = self.callbacks_running[-1]
+            else:
+                self.callback_errors.clear()
             if timeout is not None:
                 msg["timeout"] = float(timeout)
             try:
@@ -133,7 +189,10 @@ class _Core:
             warnings.warn(RWarning(str(w.get("message", "")), w.get("class"), w.get("call")),
                           stacklevel=4)
         if reply["op"] == "error":
-            raise error_from_reply(reply.get("error") or {})
+            error = error_from_reply(reply.get("error") or {})
+            if "python_error" in error.rclass and self.callback_errors:
+                raise error from self.callback_errors[-1]
+            raise error
         if reply["op"] != "result":
             raise ProtocolError(f"unexpected reply {reply['op']!r} to {op}")
         return reply.get("value")
@@ -229,7 +288,7 @@ class Session:
     def call(self, fn: str | RObject, *args: Any, **kwargs: Any) -> Any:
         """Calls an R function by name (``"sum"``, ``"stats::median"``) or by
         handle, with positional and named arguments."""
-        wire = self._core.handle_id
+        wire = self._core.reference
         return self._request(
             "call",
             fn=fn if isinstance(fn, str) else _codec.handle_ext(self._handle_of(fn)),
@@ -243,7 +302,7 @@ class Session:
 
     def assign(self, name: str, value: Any) -> None:
         """Assigns a Python value to an R global variable."""
-        self._request("assign", name=name, value=to_wire(value, self._core.handle_id))
+        self._request("assign", name=name, value=to_wire(value, self._core.reference))
 
     def __getitem__(self, name: str) -> Any:
         return self.get(name)

@@ -62,6 +62,10 @@ class Channel:
         self._is_alive = is_alive
         self._ping_liveness = ping_liveness   # False where is_alive is authoritative
         self._ext_hook: Callable[[int, bytes], Any] = _codec._ext_hook
+        #: Called with the worker's messages that are not replies: "callback"
+        #: (R calls a Python function; answered from the waiting thread) and
+        #: "release_callables".
+        self.on_worker_message: Callable[[dict[str, Any]], None] | None = None
         self.closed = False
 
     def set_ext_hook(self, hook: Callable[[int, bytes], Any]) -> None:
@@ -126,6 +130,9 @@ class Channel:
             last_heard = time.monotonic()
             pinged_at = None
             msg = _codec.unpack(frame, self._ext_hook)
+            if msg["op"] in ("callback", "release_callables") and self.on_worker_message is not None:
+                self.on_worker_message(msg)
+                continue
             if msg.get("id") != rid:
                 continue            # a pong, or the late reply to an abandoned request
             if msg["op"] == "output":

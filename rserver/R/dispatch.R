@@ -7,13 +7,18 @@ new_loop_state <- function() {
   state$warnings <- list()   # its warnings
   state$trace <- NULL        # calls at its last error
   state$stop <- FALSE
+  state$waiting_for <- NULL  # id of the callback whose reply ends this loop
+  state$reply <- NULL
+  state$interrupted <- FALSE
   state
 }
 
-# Serves requests until a shutdown. Condition handlers are set up once per run
-# of requests rather than once per request, because tryCatch() costs more than
-# a whole small call; an error unwinds to here and is answered to the request
-# in progress, and serving resumes.
+# Serves requests until a shutdown, or, in a callback, until the reply it waits
+# for. Condition handlers are set up once per run of requests rather than once
+# per request, because tryCatch() costs more than a whole small call; an error
+# unwinds to here and is answered to the request in progress, and serving
+# resumes. An interrupt while a callback waits (no request of its own in
+# progress) ends the wait and is passed on to the request that made the call.
 serve_loop <- function(state) {
   while (!state$stop) {
     tryCatch(
@@ -27,7 +32,14 @@ serve_loop <- function(state) {
         error = function(e) state$trace <- sys.calls()
       ),
       error = function(e) reply_failure(state, e),
-      interrupt = function(i) reply_failure(state, NULL)
+      interrupt = function(i) {
+        if (is.null(state$ctx) && !is.null(state$waiting_for)) {
+          state$interrupted <- TRUE
+          state$stop <- TRUE
+        } else {
+          reply_failure(state, NULL)
+        }
+      }
     )
   }
 }
@@ -36,6 +48,15 @@ serve_requests <- function(state) {
   repeat {
     ctx <- .Call(C_server_next, 1000L)
     if (is.null(ctx)) next
+    reply_id <- .Call(C_request_reply_id, ctx)
+    if (!is.null(reply_id)) {
+      if (identical(reply_id, state$waiting_for)) {
+        state$reply <- ctx      # decoded by call_python, so that a bad reply is its error
+        state$stop <- TRUE
+        return(invisible())
+      }
+      next   # a reply nobody waits for any more (its wait was interrupted)
+    }
     state$ctx <- ctx
     state$warnings <- list()
     state$trace <- NULL

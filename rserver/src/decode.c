@@ -81,15 +81,19 @@ static SEXP decode_vector(const uint8_t *p, uint32_t len) {
 
 /* Clients send exactly the 8-byte id; the worker's own form (id, then the
  * class) is accepted only when not resolving, for tests of worker messages. */
+/* A reference kept as raw(8) of the given class, for tests of the codec. */
+static SEXP decode_ref(const uint8_t *p, uint32_t len, const char *cls) {
+  if (len < 8) Rf_error("rbridge: a reference must be at least 8 bytes");
+  SEXP ref = PROTECT(Rf_allocVector(RAWSXP, 8));
+  memcpy(RAW(ref), p, 8);
+  Rf_setAttrib(ref, R_ClassSymbol, Rf_mkString(cls));
+  UNPROTECT(1);
+  return ref;
+}
+
 static SEXP decode_handle(const uint8_t *p, uint32_t len, int resolve) {
   if (len != 8 && (resolve || len < 8)) Rf_error("rbridge: a handle reference must be exactly 8 bytes");
-  if (!resolve) {
-    SEXP ref = PROTECT(Rf_allocVector(RAWSXP, 8));
-    memcpy(RAW(ref), p, 8);
-    Rf_setAttrib(ref, R_ClassSymbol, Rf_mkString("rbridge_handle_ref"));
-    UNPROTECT(1);
-    return ref;
-  }
+  if (!resolve) return decode_ref(p, len, "rbridge_handle_ref");
   uint64_t id = 0;
   for (int i = 0; i < 8; i++) id = (id << 8) | p[i];
   return rb_handle_get(id);
@@ -134,6 +138,10 @@ static SEXP decode_value(mp_reader *r, int depth, int resolve) {
   case MP_EXT:
     if (it.ext_type == RB_EXT_HANDLE) return decode_handle(it.ptr, it.len, resolve);
     if (it.ext_type == RB_EXT_VECTOR) return decode_vector(it.ptr, it.len);
+    if (it.ext_type == RB_EXT_CALLABLE) {
+      if (resolve) return rb_make_callable(it.ptr, it.len);
+      return decode_ref(it.ptr, it.len, "rbridge_callable_ref");
+    }
     Rf_error("rbridge: unknown msgpack ext type %d", (int)it.ext_type);
   }
   return R_NilValue;

@@ -17,6 +17,8 @@ SEXP C_handle_release(SEXP);
 SEXP C_mp_decode(SEXP, SEXP);
 SEXP C_mp_encode(SEXP);
 SEXP C_make_call(SEXP, SEXP, SEXP, SEXP);
+SEXP C_callback_send(SEXP, SEXP);
+SEXP C_request_reply_id(SEXP);
 
 /* Through void (*)(void), which GCC lets any function type convert to. */
 #define CALLDEF(name, n) {#name, (DL_FUNC)(void (*)(void))&name, n}
@@ -35,6 +37,8 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_mp_decode, 2),
   CALLDEF(C_mp_encode, 1),
   CALLDEF(C_make_call, 4),
+  CALLDEF(C_callback_send, 2),
+  CALLDEF(C_request_reply_id, 1),
   {NULL, NULL, 0}
 };
 

@@ -145,7 +145,8 @@ static void reply_interrupt(io_state *st, const void *rid, size_t rid_len, const
 }
 
 static int is_main_op(const char *op) {
-  static const char *ops[] = {"eval", "call", "get", "assign", "release", "shutdown", NULL};
+  static const char *ops[] = {"eval", "call", "get", "assign", "release", "shutdown",
+                              "result", "error", NULL};   /* the last two answer callbacks */
   for (int i = 0; ops[i]; i++)
     if (strcmp(op, ops[i]) == 0) return 1;
   return 0;

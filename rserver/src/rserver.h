@@ -6,6 +6,7 @@
  *   io_thread.c     the network I/O thread (pure C, never touches R)
  *   server.c        server lifecycle and the main-thread request loop
  *   calls.c         building the R call for the `call` op
+ *   callbacks.c     Python callables as R functions
  *   decode.c        msgpack -> R objects (main thread)
  *   encode.c        R objects -> msgpack (main thread)
  *   handles.c       the table of R objects held for clients
@@ -23,6 +24,7 @@
 #define RB_PROTOCOL_VERSION 1
 #define RB_EXT_HANDLE 1
 #define RB_EXT_VECTOR 2
+#define RB_EXT_CALLABLE 4
 #define RB_MAX_DEPTH 64          /* nesting of msgpack containers */
 #define RB_MAX_ROUTING_ID 255
 #define RB_OP_MAX 16
@@ -116,6 +118,7 @@ typedef struct rb_request {
   void *envelope;         /* malloc'd copy of the envelope frame */
   size_t envelope_len;
   int done;
+  int is_reply;               /* a client's reply to a callback, not a request */
   struct rb_request *outer;   /* request this one is nested in */
 } rb_request;
 

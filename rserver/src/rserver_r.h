@@ -25,6 +25,10 @@ void rb_pack_strings(msgpack_packer *pk, SEXP x);
 /* Runs fill(e, data) with e freed if an R error jumps out of it. */
 void rb_encode_protected(rb_encoder *e, void (*fill)(rb_encoder *, void *), void *data);
 
+/* callbacks.c */
+SEXP rb_make_callable(const uint8_t *p, uint32_t len);
+void rb_report_released_callables(const rb_request *rq);
+
 /* server.c */
 rb_request *rb_request_from(SEXP ctx);
 #endif

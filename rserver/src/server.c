@@ -134,7 +134,12 @@ static SEXP receive_request(void) {
   rq->id = pk.id;
   memcpy(rq->op, pk.op, RB_OP_MAX);
   rq->timeout = pk.timeout;
-  push_request(rq);
+  if (strcmp(rq->op, "result") == 0 || strcmp(rq->op, "error") == 0) {
+    rq->is_reply = 1;   /* answers a callback: never on the stack of requests */
+    rq->done = 1;
+  } else {
+    push_request(rq);
+  }
   SEXP ptr = PROTECT(R_MakeExternalPtr(rq, R_NilValue, R_NilValue));
   R_RegisterCFinalizerEx(ptr, request_finalizer, TRUE);
   UNPROTECT(1);
@@ -216,6 +221,7 @@ static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEX
   rb_encoder_init(&e);
   rb_encode_protected(&e, fill, &a);   /* may raise an R error; nothing leaks */
   rb_console_flush();                   /* output first, then the reply */
+  rb_report_released_callables(rq);
   rb_send_to_client(rq, &e.sb);
   rb_encoder_free(&e);
   pop_request(rq);
@@ -235,6 +241,15 @@ SEXP C_reply_error(SEXP ctx, SEXP info, SEXP warnings) {
 SEXP C_request_decode(SEXP ctx) {
   rb_request *rq = rb_request_from(ctx);
   return rb_decode(rq->envelope, rq->envelope_len, 1);
+}
+
+/* The id of the callback a client's reply answers (raw(8)), or NULL for a request. */
+SEXP C_request_reply_id(SEXP ctx) {
+  rb_request *rq = rb_request_from(ctx);
+  if (!rq->is_reply) return R_NilValue;
+  SEXP out = Rf_allocVector(RAWSXP, 8);
+  for (int i = 0; i < 8; i++) RAW(out)[i] = (Rbyte)(rq->id >> (56 - 8 * i));
+  return out;
 }
 
 SEXP C_request_timed_out(SEXP ctx) {
