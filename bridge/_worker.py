@@ -24,6 +24,11 @@ INSTALL_HINT = (
 )
 
 SHUTDOWN_WAIT = 3.0
+#: C stack for the worker, in KiB. Each level of R -> Python -> R nesting costs R
+#: a few hundred KB of stack, so the usual 8 MiB allows only about 20 levels.
+WORKER_STACK_KIB = 65536
+# Raises the soft stack limit (left as it is if the hard limit is lower), then runs R.
+STACK_WRAPPER = 'ulimit -s {kib} 2>/dev/null; exec "$0" "$@"'
 
 
 class LocalWorker:
@@ -47,7 +52,8 @@ class LocalWorker:
         with open(self.log_path, "wb") as log:
             try:
                 self.process = subprocess.Popen(
-                    [exe, "-e", "rserver::serve(quiet = TRUE)"],
+                    ["/bin/sh", "-c", STACK_WRAPPER.format(kib=WORKER_STACK_KIB),
+                     exe, "-e", "rserver::serve(quiet = TRUE)"],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=child_env,
                     start_new_session=True,   # a terminal's Ctrl-C reaches R only as a message
                 )

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #define R_NO_REMAP
+#define CSTACK_DEFNS
 #include <Rinternals.h>
+#include <Rinterface.h>
 #include "rserver.h"
 #include "rserver_r.h"
 
@@ -85,6 +87,20 @@ void rb_report_released_callables(const rb_request *rq) {
   rb_send_to_client(rq, &sb);
 }
 
+/* Share of the C stack in use. Each level of nesting costs R a few hundred KB;
+ * a new callback is refused while a quarter is still free, so that the error
+ * and the unwinding through every level have room (R's own guard would fire
+ * deep inside the worker's reply path instead). */
+#define STACK_SHARE_LIMIT 0.75
+
+static double stack_share(void) {
+  char here;
+  uintptr_t at = (uintptr_t)&here;
+  if (R_CStackLimit == (uintptr_t)-1 || R_CStackLimit == 0) return 0;
+  uintptr_t used = at < R_CStackStart ? R_CStackStart - at : at - R_CStackStart;
+  return (double)used / (double)R_CStackLimit;
+}
+
 static int depth(const rb_request *rq) {
   int n = 0;
   for (; rq; rq = rq->outer) n++;
@@ -127,8 +143,10 @@ SEXP C_callback_send(SEXP ptr, SEXP args) {
   if (!rq) Rf_error("rbridge: a Python function can only be called while its client has a request running");
   if (rq->rid_len != c->rid_len || memcmp(rq->rid, c->rid, c->rid_len) != 0)
     Rf_error("rbridge: this Python function belongs to another client");
-  if (depth(rq) > MAX_NESTING)
-    Rf_error("rbridge: calls between R and Python are nested too deeply (limit %d)", MAX_NESTING);
+  if (depth(rq) > MAX_NESTING || stack_share() > STACK_SHARE_LIMIT)
+    Rf_error("rbridge: calls between R and Python are nested too deeply "
+             "(%d levels; at most %d, and within %.0f%% of R's C stack)",
+             depth(rq), MAX_NESTING, 100 * STACK_SHARE_LIMIT);
   callback_args a = {rq, WORKER_ID_BIT | next_callback_id++, c->id, args};
   rb_encoder e;
   rb_encoder_init(&e);
