@@ -112,6 +112,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
         return _decode_handle(data)
     if code == EXT_VECTOR:
         return decode_vector(data)
+    if code == EXT_CALLABLE:      # only clients send these; kept as they are
+        return msgpack.ExtType(code, data)
     raise ProtocolError(f"unknown msgpack ext type {code}")
 
 

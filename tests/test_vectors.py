@@ -26,6 +26,8 @@ def expected(tagged):
             return float(tagged["$double"].replace("Inf", "inf"))
         if "$handle" in tagged:
             return _codec.HandleRef(tagged["$handle"]["id"], tagged["$handle"].get("class", []))
+        if "$callable" in tagged:
+            return msgpack.ExtType(_codec.EXT_CALLABLE, tagged["$callable"].to_bytes(8, "big"))
         if "$vector" in tagged:
             return ("vector", tagged["$vector"]["kind"], tagged["$vector"]["values"])
         return {k: expected(v) for k, v in tagged.items()}
@@ -67,6 +69,8 @@ def wire(tagged):
             return bytes.fromhex(tagged["$bin"])
         if "$double" in tagged:
             return float(tagged["$double"].replace("Inf", "inf"))
+        if "$callable" in tagged:
+            return _codec.callable_ext(tagged["$callable"])
         if "$handle" in tagged:
             h = tagged["$handle"]
             data = h["id"].to_bytes(8, "big") + (msgpack.packb(h["class"]) if "class" in h else b"")
@@ -90,7 +94,7 @@ def wire(tagged):
 def test_every_op_and_reply_kind_has_a_vector():
     ops = {_codec.unpack(bytes.fromhex(v["hex"]))["op"] for v in VECTORS}
     assert {"hello", "eval", "call", "get", "assign", "release", "ping", "pong", "interrupt",
-            "shutdown", "result", "error", "output"} <= ops
+            "shutdown", "result", "error", "output", "callback", "release_callables"} <= ops
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])

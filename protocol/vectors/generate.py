@@ -46,7 +46,8 @@ def handle(hid: int, rclass: list[str] | None = None) -> msgpack.ExtType:
 
 
 def tagged(value: Any) -> Any:
-    """Python wire value -> JSON: bytes as {"$bin": hex}; a NaN or infinite
+    """Python wire value -> JSON: bytes as {"$bin": hex}; ext 4 as {"$callable": id};
+    a NaN or infinite
     double as {"$double": "NaN"}; ext 1 as {"$handle":
     {"id", "class"?}}; ext 2 as {"$vector": {"kind", "values"}} with null for NA
     and "NaN"/"Inf"/"-Inf" for special doubles."""
@@ -64,6 +65,8 @@ def tagged(value: Any) -> Any:
         if len(value.data) > 8:
             out["class"] = msgpack.unpackb(value.data[8:])
         return {"$handle": out}
+    if isinstance(value, msgpack.ExtType) and value.code == 4:
+        return {"$callable": struct.unpack(">Q", value.data)[0]}
     if isinstance(value, msgpack.ExtType) and value.code == 2:
         kind = value.data[:1].decode()
         (n,) = struct.unpack("<I", value.data[1:5])
@@ -87,6 +90,10 @@ def tagged(value: Any) -> Any:
             vals = list(unpacker)
         return {"$vector": {"kind": kind, "values": vals}}
     return value
+
+
+def callable_ref(cid: int) -> msgpack.ExtType:
+    return msgpack.ExtType(4, struct.pack(">Q", cid))
 
 
 def env(id_: int, op: str, **fields: Any) -> dict[str, Any]:
@@ -198,6 +205,33 @@ ENTRIES: list[tuple[str, str, dict[str, Any], str, str | None]] = [
      'list(v = 1L, id = 0L, op = "error", error = list(class = list("rbridge_protocol_error", '
      '"rbridge_error", "error", "condition"), message = "malformed envelope: truncated msgpack data", '
      'call = NULL, traceback = list()), warnings = list())', None),
+    ("call_request_with_callable", "client->worker",
+     env(18, "call", fn="sapply", args=[[1, 2], callable_ref(7)], kwargs={}),
+     'list(v = 1L, id = 18L, op = "call", fn = "sapply", args = list(list(1L, 2L), '
+     'structure(as.raw(c(0,0,0,0,0,0,0,7)), class = "rbridge_callable_ref")), '
+     'kwargs = structure(list(), names = character(0)))', None),
+    ("callback", "worker->client",
+     env(2**52 + 1, "callback", parent=18, fn=7, args=[1], kwargs={"na.rm": True}),
+     'list(v = 1L, id = 4503599627370497, op = "callback", parent = 18L, fn = 7L, args = list(1L), '
+     'kwargs = list(na.rm = TRUE))', None),
+    ("nested_request", "client->worker",
+     env(19, "call", fn="sum", args=[1], kwargs={}, parent=2**52 + 1),
+     'list(v = 1L, id = 19L, op = "call", fn = "sum", args = list(1L), '
+     'kwargs = structure(list(), names = character(0)), parent = 4503599627370497)', None),
+    ("callback_result", "client->worker", env(2**52 + 1, "result", value=2.0),
+     'list(v = 1L, id = 4503599627370497, op = "result", value = 2)', None),
+    ("callback_error", "client->worker",
+     env(2**52 + 1, "error", error={"class": ["python_error", "error", "condition"],
+                                   "message": "ValueError: bad value", "call": None,
+                                   "traceback": ["Traceback (most recent call last):\n",
+                                                 "ValueError: bad value\n"],
+                                   "python_type": "builtins.ValueError"}),
+     'list(v = 1L, id = 4503599627370497, op = "error", error = list(class = list("python_error", '
+     '"error", "condition"), message = "ValueError: bad value", call = NULL, traceback = '
+     'list("Traceback (most recent call last):\\n", "ValueError: bad value\\n"), '
+     'python_type = "builtins.ValueError"))', None),
+    ("release_callables", "worker->client", env(0, "release_callables", callables=[7, 8]),
+     'list(v = 1L, id = 0L, op = "release_callables", callables = list(7L, 8L))', "same"),
     ("output_stdout", "worker->client", env(17, "output", stream="stdout", text="[1] 1 2 3\n"),
      'list(v = 1L, id = 17L, op = "output", stream = "stdout", text = "[1] 1 2 3\\n")', "same"),
 ]
