@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := r-base-core r-base-dev libzmq3-dev libmsgpack-dev r-cran-testthat r-cran-jsonlite
+APT_PACKAGES := r-base-core r-base-dev libzmq3-dev libmsgpack-dev r-cran-testthat r-cran-jsonlite \
+	r-cran-later
 RSERVER_SOURCES := $(shell find rserver -type f -not -name '*.o' -not -name '*.so')
 
 .PHONY: setup system venv rserver demo test test-r test-python lint bench bench-quick bench-smoke clean

@@ -46,8 +46,11 @@ serve_loop <- function(state) {
 
 serve_requests <- function(state) {
   repeat {
-    ctx <- .Call(C_server_next, 1000L)
-    if (is.null(ctx)) next
+    ctx <- .Call(C_server_next, idle_wait_ms())
+    if (is.null(ctx)) {
+      run_event_loop()
+      next
+    }
     reply_id <- .Call(C_request_reply_id, ctx)
     if (!is.null(reply_id)) {
       if (identical(reply_id, state$waiting_for)) {
@@ -63,11 +66,27 @@ serve_requests <- function(state) {
     out <- run_op(ctx, .Call(C_request_decode, ctx))
     .Call(C_reply_value, ctx, out$value, state$warnings, out$as_handle)
     state$ctx <- NULL
+    run_event_loop()
     if (out$stop) {
       state$stop <- TRUE
       return(invisible())
     }
   }
+}
+
+# R's event loop between requests. Input handlers (sockets, pipes of other
+# packages) are polled by C_server_next itself; the `later` package runs its
+# tasks only when asked outside an interactive console, so it is asked here
+# whenever a task is due, and the wait for requests ends when the next is due.
+run_event_loop <- function() {
+  if (isNamespaceLoaded("later") && later::next_op_secs() <= 0) later::run_now()
+}
+
+idle_wait_ms <- function() {
+  if (!isNamespaceLoaded("later")) return(1000L)
+  secs <- later::next_op_secs()
+  if (!is.finite(secs)) return(1000L)
+  as.integer(max(0, min(1000, ceiling(secs * 1000))))
 }
 
 # Answers the request in progress with an error (condition NULL: interrupted).
