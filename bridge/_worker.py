@@ -35,9 +35,10 @@ class LocalWorker:
     """An R worker process owned by this Python process."""
 
     def __init__(self, rscript: str | None = None, env: dict[str, str] | None = None) -> None:
-        exe = rscript or os.environ.get("RBRIDGE_RSCRIPT") or shutil.which("Rscript")
+        wanted = rscript or os.environ.get("RBRIDGE_RSCRIPT") or "Rscript"
+        exe = shutil.which(wanted)
         if not exe:
-            raise WorkerNotAvailable("Rscript was not found on PATH. " + INSTALL_HINT)
+            raise WorkerNotAvailable(f"{wanted} was not found (or is not executable). " + INSTALL_HINT)
         self.directory = Path(tempfile.mkdtemp(prefix="rbridge-"))   # mode 0700
         self.endpoint = f"ipc://{self.directory / 'worker.sock'}"
         self.log_path = self.directory / "worker.log"

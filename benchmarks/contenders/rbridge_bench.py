@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from common import (  # noqa: E402
     BULK_REPEATS,
     COLD_REPEATS,
+    N_CALLBACKS,
     N_DOUBLES,
     emit,
     errors_as_na,
@@ -72,7 +73,9 @@ def main() -> None:
     errors_as_na(results, "dbl_py2r", lambda: timed(lambda: r.assign("y", arr), BULK_REPEATS))
     results["df_r2py"] = results["df_py2r"] = na(
         "rbridge: data frames arrive with the Arrow data plane (not yet implemented)")
-    results["callback_loop"] = na("rbridge: Python callbacks are not yet implemented")
+    loop = r.eval(f"function(f) {{ for (i in seq_len({N_CALLBACKS})) f(i); NULL }}")
+    errors_as_na(results, "callback_loop",
+                 lambda: timed(lambda: loop(lambda v: v + 1), BULK_REPEATS, per=N_CALLBACKS))
     close(r, proc)
 
     def cold() -> None:

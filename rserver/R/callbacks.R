@@ -8,18 +8,38 @@ make_callable <- function(ptr) {
   function(...) call_python(ptr, list(...))
 }
 
-# Sends the callback, then serves requests (the callback's own calls into R)
-# until the client's reply arrives.
+# Sends the callback and waits for the client's reply. Most callbacks make no
+# calls into R, so the wait starts without a serve loop of its own (whose
+# condition handlers would cost more than the round trip); the first nested
+# request starts one. An interrupt while waiting interrupts the calling request.
 call_python <- function(ptr, args) {
+  wid <- .Call(C_callback_send, ptr, args)
+  repeat {
+    ctx <- .Call(C_server_next, 1000L)
+    if (is.null(ctx)) next
+    reply_id <- .Call(C_request_reply_id, ctx)
+    if (is.null(reply_id)) {
+      ctx <- serve_nested(wid, ctx)
+      break
+    }
+    if (identical(reply_id, wid)) break
+  }
+  reply <- .Call(C_request_decode, ctx)   # here, so that a bad reply is this call's error
+  if (identical(reply$op, "error")) stop(python_condition(reply$error))
+  reply$value
+}
+
+# Serves the callback's calls into R, starting with `first`, until the reply to
+# callback `wid` arrives; returns that reply.
+serve_nested <- function(wid, first) {
   state <- new_loop_state()
-  state$waiting_for <- .Call(C_callback_send, ptr, args)
+  state$waiting_for <- wid
+  state$pending <- first
   serve_loop(state)
   if (isTRUE(state$interrupted))
     stop(structure(class = c("interrupt", "condition"),
                    list(message = "interrupted while waiting for Python", call = NULL)))
-  reply <- .Call(C_request_decode, state$reply)
-  if (identical(reply$op, "error")) stop(python_condition(reply$error))
-  reply$value
+  state$reply
 }
 
 # A Python exception as an R condition of class python_error (catchable with

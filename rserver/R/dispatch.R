@@ -9,6 +9,7 @@ new_loop_state <- function() {
   state$stop <- FALSE
   state$waiting_for <- NULL  # id of the callback whose reply ends this loop
   state$reply <- NULL
+  state$pending <- NULL      # a request received before this loop started
   state$interrupted <- FALSE
   state
 }
@@ -46,7 +47,8 @@ serve_loop <- function(state) {
 
 serve_requests <- function(state) {
   repeat {
-    ctx <- .Call(C_server_next, idle_wait_ms())
+    ctx <- state$pending
+    if (is.null(ctx)) ctx <- .Call(C_server_next, idle_wait_ms()) else state$pending <- NULL
     if (is.null(ctx)) {
       run_event_loop()
       next

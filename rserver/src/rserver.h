@@ -123,6 +123,7 @@ typedef struct rb_request {
 } rb_request;
 
 rb_request *rb_current_request(void);
+void rb_spin_after_send(void);
 int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb);
 
 #endif

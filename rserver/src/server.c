@@ -23,7 +23,7 @@ extern int R_interrupts_pending;   /* R_ext/GraphicsDevice.h declares it too */
 /* After a reply, poll for the next request without sleeping for this long, so
  * back-to-back calls skip a thread wake-up (see REPLY_SPIN in io_thread.c). */
 
-static double spin_until = 0;
+static double spin_until = 0;   /* see rb_spin_after_send */
 
 static rb_io_shared shared;
 static int running = 0;
@@ -32,6 +32,9 @@ static pthread_t io_tid;
 static rb_request *active = NULL;       /* innermost request in progress */
 
 rb_request *rb_current_request(void) { return active; }
+
+/* After sending, poll for the next message without sleeping for a while. */
+void rb_spin_after_send(void) { spin_until = rb_monotonic() + rb_spin_seconds; }
 
 static void free_data(void *data, void *hint) { (void)hint; free(data); }
 
@@ -225,7 +228,7 @@ static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEX
   rb_send_to_client(rq, &e.sb);
   rb_encoder_free(&e);
   pop_request(rq);
-  spin_until = rb_monotonic() + rb_spin_seconds;
+  rb_spin_after_send();
   return R_NilValue;
 }
 
