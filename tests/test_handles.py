@@ -67,3 +67,30 @@ def test_repr_does_not_leak_handles(fresh):
         repr(fit)
     gc.collect()
     assert r.live_handles() == base
+
+
+def test_handles_of_a_vanished_client_are_freed(tcp_worker):
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    endpoint, _ = tcp_worker
+    client = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import bridge, time
+        r = bridge.connect({endpoint!r})
+        held = [r.eval("new.env()") for _ in range(50)]
+        print(r.live_handles(), flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert client.stdout.readline().strip() == "50"
+    with bridge.connect(endpoint) as watcher:
+        mine = watcher.eval("new.env()")
+        assert watcher.live_handles() == 51
+        client.kill()                                   # no goodbye, no releases
+        client.wait()
+        deadline = time.monotonic() + 5
+        while watcher.live_handles() != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert watcher.live_handles() == 1              # only the watcher's own handle is left
+        assert watcher.call("environmentName", mine) == ""

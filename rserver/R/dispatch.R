@@ -125,6 +125,7 @@ run_op <- function(ctx, msg) {
       result(list(released = counts[[1L]], live = counts[[2L]]), FALSE)
     },
     shutdown = list(value = NULL, as_handle = FALSE, stop = TRUE),
+    client_gone = result(.Call(C_request_release_client, ctx), FALSE),
     stop("unknown op '", msg$op, "'")
   )
 }

@@ -3,8 +3,11 @@
  * Objects live in one preserved R list; a handle id is (generation << 32) | slot.
  * The generation of a slot changes on every release, so a stale id never
  * reaches a newer object that reuses the slot. Release is O(1); R's own
- * precious list is not used per object because its release is O(n). */
+ * precious list is not used per object because its release is O(n).
+ * Each handle records the client it was made for (an index into a table of
+ * routing ids), so that a client's handles can be freed when it disappears. */
 #include <stdlib.h>
+#include <string.h>
 #define R_NO_REMAP
 #include <Rinternals.h>
 #include "rserver.h"
@@ -13,6 +16,11 @@
 static SEXP table = NULL;        /* VECSXP, preserved */
 static uint32_t *generation = NULL;
 static uint32_t *free_slots = NULL;
+static uint32_t *owner = NULL;           /* client index per slot, 0 = none */
+
+typedef struct { uint8_t rid[RB_MAX_ROUTING_ID]; size_t len; } client_id;
+static client_id *clients = NULL;        /* clients[i - 1] is client index i */
+static size_t n_clients = 0;
 static size_t capacity = 0, n_free = 0, n_live = 0, next_unused = 0;
 
 static void grow(void) {
@@ -26,12 +34,29 @@ static void grow(void) {
   uint32_t *fr = realloc(free_slots, cap * sizeof *fr);
   if (!fr) Rf_error("rbridge: out of memory growing the handle table");
   free_slots = fr;
+  uint32_t *ow = realloc(owner, cap * sizeof *ow);
+  if (!ow) Rf_error("rbridge: out of memory growing the handle table");
+  owner = ow;
   for (size_t i = capacity; i < cap; i++) generation[i] = 1;
   R_PreserveObject(bigger);
   if (table) R_ReleaseObject(table);
   table = bigger;
   capacity = cap;
   UNPROTECT(1);
+}
+
+/* The index of a routing id in the client table (added when new); 0 for none. */
+static uint32_t client_index(const uint8_t *rid, size_t len, int add) {
+  if (len == 0) return 0;
+  for (size_t i = 0; i < n_clients; i++)
+    if (clients[i].len == len && memcmp(clients[i].rid, rid, len) == 0) return (uint32_t)(i + 1);
+  if (!add) return 0;
+  client_id *bigger = realloc(clients, (n_clients + 1) * sizeof *bigger);
+  if (!bigger) return 0;    /* untracked: the handle then lives until released */
+  clients = bigger;
+  memcpy(clients[n_clients].rid, rid, len);
+  clients[n_clients].len = len;
+  return (uint32_t)++n_clients;
 }
 
 uint64_t rb_handle_put(SEXP x) {
@@ -42,6 +67,8 @@ uint64_t rb_handle_put(SEXP x) {
     slot = next_unused++;
   }
   SET_VECTOR_ELT(table, (R_xlen_t)slot, x);
+  rb_request *rq = rb_current_request();
+  owner[slot] = rq ? client_index(rq->rid, rq->rid_len, 1) : 0;
   n_live++;
   return ((uint64_t)generation[slot] << 32) | slot;
 }
@@ -64,6 +91,7 @@ int rb_handle_release(uint64_t id) {
   size_t slot;
   if (!lookup(id, &slot)) return 0;
   SET_VECTOR_ELT(table, (R_xlen_t)slot, R_NilValue);
+  owner[slot] = 0;
   generation[slot] = generation[slot] == UINT32_MAX ? 1 : generation[slot] + 1;
   free_slots[n_free++] = (uint32_t)slot;
   n_live--;
@@ -71,6 +99,17 @@ int rb_handle_release(uint64_t id) {
 }
 
 size_t rb_handle_count(void) { return n_live; }
+
+/* Releases every handle made for the client with this routing id. */
+size_t rb_handle_release_client(const uint8_t *rid, size_t len) {
+  uint32_t c = client_index(rid, len, 0);
+  size_t n = 0;
+  if (c == 0) return 0;
+  for (size_t slot = 0; slot < next_unused; slot++)
+    if (owner[slot] == c)   /* reset to 0 on release, so this slot is live */
+      n += (size_t)rb_handle_release(((uint64_t)generation[slot] << 32) | slot);
+  return n;
+}
 
 SEXP C_handle_count(void) { return Rf_ScalarReal((double)n_live); }
 

@@ -19,6 +19,7 @@ SEXP C_mp_encode(SEXP);
 SEXP C_make_call(SEXP, SEXP, SEXP, SEXP);
 SEXP C_callback_send(SEXP, SEXP);
 SEXP C_request_reply_id(SEXP);
+SEXP C_request_release_client(SEXP);
 
 /* Through void (*)(void), which GCC lets any function type convert to. */
 #define CALLDEF(name, n) {#name, (DL_FUNC)(void (*)(void))&name, n}
@@ -39,6 +40,7 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_make_call, 4),
   CALLDEF(C_callback_send, 2),
   CALLDEF(C_request_reply_id, 1),
+  CALLDEF(C_request_release_client, 1),
   {NULL, NULL, 0}
 };
 

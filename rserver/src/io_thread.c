@@ -19,6 +19,7 @@
 #include "rserver.h"
 
 #define MAX_FRAMES 64
+#define MAX_FDS 4096         /* connections whose client we remember */
 #define ORPHAN_GRACE 5.0     /* seconds an orphan may take to shut down */
 /* After forwarding a request, poll without sleeping for this long: a small
  * call's reply usually comes sooner, and a sleeping thread's wake-up costs
@@ -39,6 +40,10 @@ typedef struct {
   void *pair;
   double orphaned_at;
   double spin_until;
+  void *monitor;             /* disconnect events of the ROUTER */
+  /* the client whose messages came over each connection (by file descriptor) */
+  uint8_t fd_rid[MAX_FDS][RB_MAX_ROUTING_ID];
+  uint8_t fd_rid_len[MAX_FDS];
 } io_state;
 
 static void free_sbuffer_data(void *data, void *hint) {
@@ -195,6 +200,11 @@ static void on_client_message(io_state *st) {
   }
   const void *env = zmq_msg_data(&f[1]);
   size_t env_len = zmq_msg_size(&f[1]);
+  int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
+  if (fd >= 0 && fd < MAX_FDS && rid_len <= RB_MAX_ROUTING_ID) {
+    memcpy(st->fd_rid[fd], rid, rid_len);
+    st->fd_rid_len[fd] = (uint8_t)rid_len;
+  }
   const char *err = NULL;
   rb_peek pk;
   memset(&pk, 0, sizeof pk);
@@ -255,6 +265,35 @@ static int on_main_message(io_state *st) {
     first = 0;
   }
   return stop;
+}
+
+/* A connection closed (the client closed, died, or stopped answering
+ * heartbeats): the main thread frees the handles of the client that used it,
+ * through a request made in that client's name. */
+static void on_monitor_event(io_state *st) {
+  zmq_msg_t ev, addr;
+  zmq_msg_init(&ev);
+  zmq_msg_init(&addr);
+  if (zmq_msg_recv(&ev, st->monitor, 0) < 0 || zmq_msg_recv(&addr, st->monitor, 0) < 0) goto done;
+  if (zmq_msg_size(&ev) < 6) goto done;
+  const uint8_t *d = zmq_msg_data(&ev);
+  uint16_t event;
+  uint32_t fd;
+  memcpy(&event, d, 2);
+  memcpy(&fd, d + 2, 4);
+  if (event != ZMQ_EVENT_DISCONNECTED || fd >= MAX_FDS || st->fd_rid_len[fd] == 0) goto done;
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  rb_pack_header(&pk, 3, 0, "client_gone");
+  zmq_send(st->pair, st->fd_rid[fd], st->fd_rid_len[fd], ZMQ_SNDMORE);
+  zmq_send(st->pair, sb.data, sb.size, 0);
+  msgpack_sbuffer_destroy(&sb);
+  st->fd_rid_len[fd] = 0;
+done:
+  zmq_msg_close(&ev);
+  zmq_msg_close(&addr);
 }
 
 /* Asks the main thread to shut down as if a client had sent "shutdown". */
@@ -328,7 +367,7 @@ static int poll_timeout_ms(io_state *st) {
 static void set_int(void *s, int opt, int v) { zmq_setsockopt(s, opt, &v, sizeof v); }
 
 static void *io_main(void *arg) {
-  io_state st;
+  static io_state st;   /* large (the fd table): not on this thread's stack */
   memset(&st, 0, sizeof st);
   st.sh = (rb_io_shared *)arg;
   rb_io_shared *sh = st.sh;
@@ -355,20 +394,27 @@ static void *io_main(void *arg) {
   }
   size_t elen = sizeof sh->bound_endpoint;
   zmq_getsockopt(st.router, ZMQ_LAST_ENDPOINT, sh->bound_endpoint, &elen);
+  zmq_socket_monitor(st.router, "inproc://rserver-monitor", ZMQ_EVENT_DISCONNECTED);
+  st.monitor = zmq_socket(sh->zctx, ZMQ_PAIR);
+  zmq_connect(st.monitor, "inproc://rserver-monitor");
   zmq_send(st.pair, "R", 1, 0);
 
   for (;;) {
-    zmq_pollitem_t items[2] = {{st.router, 0, ZMQ_POLLIN, 0}, {st.pair, 0, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[3] = {{st.router, 0, ZMQ_POLLIN, 0}, {st.pair, 0, ZMQ_POLLIN, 0},
+                               {st.monitor, 0, ZMQ_POLLIN, 0}};
     int spin = st.spin_until > 0 && rb_monotonic() < st.spin_until;
-    int rc = zmq_poll(items, 2, spin ? 0 : poll_timeout_ms(&st));
+    int rc = zmq_poll(items, 3, spin ? 0 : poll_timeout_ms(&st));
     if (rc == 0 && spin) continue;
     st.spin_until = 0;
     if (rc < 0 && errno != EINTR) break;
     if (rc > 0 && (items[1].revents & ZMQ_POLLIN) && on_main_message(&st)) break;
     if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) on_client_message(&st);
+    if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) on_monitor_event(&st);
     check_timers(&st);
   }
   set_int(st.router, ZMQ_LINGER, 1000);   /* let the last replies out */
+  zmq_socket_monitor(st.router, NULL, 0);
+  zmq_close(st.monitor);
   zmq_close(st.router);
   zmq_close(st.pair);
   return NULL;

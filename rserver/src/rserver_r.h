@@ -8,6 +8,7 @@ uint64_t rb_handle_put(SEXP x);
 SEXP rb_handle_get(uint64_t id);
 int rb_handle_release(uint64_t id);
 size_t rb_handle_count(void);
+size_t rb_handle_release_client(const uint8_t *rid, size_t len);
 
 /* decode.c: resolve = 1 looks handles up, 0 keeps them as "rbridge_handle_ref" */
 SEXP rb_decode(const void *buf, size_t len, int resolve);

@@ -263,6 +263,12 @@ SEXP C_request_timed_out(SEXP ctx) {
   return Rf_ScalarLogical(t);
 }
 
+/* client_gone (made by the I/O thread in the name of a vanished client). */
+SEXP C_request_release_client(SEXP ctx) {
+  rb_request *rq = rb_request_from(ctx);
+  return Rf_ScalarReal((double)rb_handle_release_client(rq->rid, rq->rid_len));
+}
+
 /* release: the envelope's "handles" is an array of handle references. */
 SEXP C_request_release(SEXP ctx) {
   rb_request *rq = rb_request_from(ctx);
