@@ -201,3 +201,15 @@ def test_deep_nesting_on_a_default_stack_ends_in_a_clean_error(tcp_worker):
             r.with_options(timeout=30).call(bounce, 200)
         assert r.ping()["depth"] == 0
         assert r.call(bounce, 10) == 10          # and it still works
+
+
+def test_outer_timeout_still_holds_after_nested_calls(r):
+    def quick_nested(x):
+        return r.sum(x, 1)                          # a nested request, with no timeout
+
+    start = time.monotonic()
+    with pytest.raises(bridge.RTimeout):
+        slow = r.eval("function(f) { f(1); Sys.sleep(30) }")
+        r.with_options(timeout=1.0).call(slow, quick_nested)
+    assert time.monotonic() - start < 3
+    assert r.sum(1) == 1

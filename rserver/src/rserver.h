@@ -62,7 +62,8 @@ typedef struct {
   uint64_t id;
   int version;            /* -1 when absent */
   char op[RB_OP_MAX];
-  double timeout;         /* seconds, <= 0 when absent */
+  double timeout;
+  double deadline;            /* monotonic seconds, 0 = none */         /* seconds, <= 0 when absent */
   int has_target;
   uint64_t target;        /* "target" of an interrupt */
   int versions_ok;        /* hello: client offers our version */
@@ -115,6 +116,7 @@ typedef struct rb_request {
   uint64_t id;
   char op[RB_OP_MAX];
   double timeout;
+  double deadline;            /* monotonic seconds, 0 = none */
   void *envelope;         /* malloc'd copy of the envelope frame */
   size_t envelope_len;
   int done;

@@ -73,10 +73,11 @@ static void push_request(rb_request *rq) {
   R_interrupts_pending = 0;    /* a late interrupt meant for an earlier request */
   rq->outer = active;
   active = rq;
+  rq->deadline = rq->timeout > 0 ? now + rq->timeout : 0;
   pthread_mutex_lock(&shared.mu);
   shared.busy_depth++;
   if (shared.busy_depth == 1) shared.busy_since = now;
-  shared.deadline = rq->timeout > 0 ? now + rq->timeout : 0;
+  shared.deadline = rq->deadline;
   pthread_mutex_unlock(&shared.mu);
   publish_top();
 }
@@ -87,7 +88,7 @@ static void pop_request(rb_request *rq) {
   active = rq->outer;
   pthread_mutex_lock(&shared.mu);
   shared.busy_depth--;
-  shared.deadline = 0;        /* an outer request's own deadline is not restored */
+  shared.deadline = active ? active->deadline : 0;   /* the outer request's, if any */
   pthread_mutex_unlock(&shared.mu);
   publish_top();
 }
