@@ -213,3 +213,22 @@ def test_outer_timeout_still_holds_after_nested_calls(r):
         r.with_options(timeout=1.0).call(slow, quick_nested)
     assert time.monotonic() - start < 3
     assert r.sum(1) == 1
+
+
+def test_interrupts_reach_a_worker_over_tcp(tcp_worker):
+    import _thread
+
+    endpoint, _ = tcp_worker          # not a child process: only messages can reach it
+    with bridge.connect(endpoint) as r:
+        r.eval("kept <- 1")
+        threading.Timer(0.5, r.interrupt).start()
+        start = time.monotonic()
+        with pytest.raises(bridge.RInterrupted):
+            r.eval("while (TRUE) {}")
+        assert time.monotonic() - start < 1.5
+        threading.Timer(0.5, _thread.interrupt_main).start()   # Ctrl-C
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            r.eval("Sys.sleep(30)")
+        assert time.monotonic() - start < 1.5
+        assert r["kept"] == 1 and r.ping()["state"] == "idle"
