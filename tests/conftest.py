@@ -69,6 +69,38 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def run_in_threads(work, count: int) -> list[BaseException]:
+    """Runs work(i) for i in range(count) on as many threads; returns their errors."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def guarded(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as exc:   # reported to the test's own thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def seconds_until_raised(trigger, run, expected, delay: float = 0.5) -> float:
+    """Calls trigger() after `delay` s on a timer thread while run() runs; checks that
+    run() raises `expected` and returns how long after the trigger it did."""
+    import threading
+
+    threading.Timer(delay, trigger).start()
+    start = time.monotonic()
+    with pytest.raises(expected):
+        run()
+    return time.monotonic() - start - delay
+
+
 def wait_until(predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

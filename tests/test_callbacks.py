@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import gc
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import run_in_threads, seconds_until_raised
 
 import bridge
 
@@ -116,24 +118,14 @@ def test_callback_runs_on_the_thread_that_made_the_call(r):
 
 
 def test_threads_with_callbacks_each_get_their_own_results(r):
-    errors: list[BaseException] = []
-
     def work(tag: int) -> None:
-        try:
-            local = threading.local()
-            local.tag = tag
-            for _ in range(10):
-                got = r.sapply(np.array([1.0, 2.0, 3.0]), lambda v: v + local.tag * 100)
-                assert got.tolist() == [tag * 100 + 1.0, tag * 100 + 2.0, tag * 100 + 3.0]
-        except BaseException as exc:
-            errors.append(exc)
+        local = threading.local()       # thread-local state, seen by the callback
+        local.tag = tag
+        for _ in range(10):
+            got = r.sapply(np.array([1.0, 2.0, 3.0]), lambda v: v + local.tag * 100)
+            assert got.tolist() == [tag * 100 + 1.0, tag * 100 + 2.0, tag * 100 + 3.0]
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert run_in_threads(work, 6) == []
 
 
 def test_r_garbage_collection_releases_python_callables(fresh):
@@ -165,11 +157,8 @@ def test_callables_held_only_by_r_stay_alive(fresh):
 
 
 def test_interrupt_reaches_r_while_it_loops_over_callbacks(r):
-    threading.Timer(0.5, r.interrupt).start()
-    start = time.monotonic()
-    with pytest.raises(bridge.RInterrupted):
-        r.eval("function(f) repeat f(1)")(lambda x: x)
-    assert time.monotonic() - start < 2
+    loop = r.eval("function(f) repeat f(1)")
+    assert seconds_until_raised(r.interrupt, lambda: loop(lambda x: x), bridge.RInterrupted) < 1.0
     assert r.sum(1) == 1
 
 
@@ -216,19 +205,11 @@ def test_outer_timeout_still_holds_after_nested_calls(r):
 
 
 def test_interrupts_reach_a_worker_over_tcp(tcp_worker):
-    import _thread
-
     endpoint, _ = tcp_worker          # not a child process: only messages can reach it
     with bridge.connect(endpoint) as r:
         r.eval("kept <- 1")
-        threading.Timer(0.5, r.interrupt).start()
-        start = time.monotonic()
-        with pytest.raises(bridge.RInterrupted):
-            r.eval("while (TRUE) {}")
-        assert time.monotonic() - start < 1.5
-        threading.Timer(0.5, _thread.interrupt_main).start()   # Ctrl-C
-        start = time.monotonic()
-        with pytest.raises(KeyboardInterrupt):
-            r.eval("Sys.sleep(30)")
-        assert time.monotonic() - start < 1.5
+        assert seconds_until_raised(r.interrupt, lambda: r.eval("while (TRUE) {}"),
+                                    bridge.RInterrupted) < 1.0
+        assert seconds_until_raised(_thread.interrupt_main, lambda: r.eval("Sys.sleep(30)"),
+                                    KeyboardInterrupt) < 1.0      # Ctrl-C
         assert r["kept"] == 1 and r.ping()["state"] == "idle"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-import threading
 import time
 import warnings
 
 import pytest
+from conftest import run_in_threads
 
 import bridge
 
@@ -110,18 +110,8 @@ def test_large_and_unicode_output_is_intact(r):
 
 
 def test_threads_sharing_a_session_each_get_their_own_results(r):
-    errors: list[BaseException] = []
-
     def work(tag: int) -> None:
-        try:
-            for k in range(50):
-                assert r.paste(f"t{tag}", k) == f"t{tag} {k}"
-        except BaseException as exc:   # reported below, in the test's thread
-            errors.append(exc)
+        for k in range(50):
+            assert r.paste(f"t{tag}", k) == f"t{tag} {k}"
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert run_in_threads(work, 8) == []
