@@ -11,13 +11,18 @@ APT_PACKAGES := r-base-core r-base-dev libzmq3-dev libmsgpack-dev r-cran-testtha
 	r-cran-later
 RSERVER_SOURCES := $(shell find rserver -type f -not -name '*.o' -not -name '*.so')
 
-.PHONY: setup system venv rserver demo test test-r test-python lint bench bench-quick bench-smoke clean
+FUZZ_PACKAGES := clang-14 libclang-rt-14-dev
+FUZZ_RUNS ?= 2000000
+FUZZ_SOURCES := fuzz/fuzz_envelope.c rserver/src/mpack_reader.c rserver/src/protocol.c
+
+.PHONY: setup system venv rserver demo test test-r test-python lint bench bench-quick bench-smoke \
+	fuzz fuzz-smoke clean
 
 setup: system venv rserver
 
 # Installs only what is missing, so a machine that has everything is untouched.
 system:
-	@missing=$$(for p in $(APT_PACKAGES); do \
+	@missing=$$(for p in $(APT_PACKAGES) $(EXTRA_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing system packages:" $$missing; \
@@ -42,7 +47,7 @@ rserver: .stamp-rserver
 demo: setup
 	$(PY) examples/quickstart.py
 
-test: setup test-r test-python lint bench-smoke
+test: setup test-r test-python lint bench-smoke fuzz-smoke
 
 test-r: setup
 	cd rserver/tests && Rscript testthat.R
@@ -63,5 +68,24 @@ bench-quick: setup
 bench-smoke: setup
 	$(MAKE) -C benchmarks smoke
 
+# libFuzzer with AddressSanitizer and UndefinedBehaviorSanitizer on the C code
+# that reads every byte a client sends (msgpack reader, envelope peeking),
+# seeded with the golden vectors; inputs that crashed once stay as regressions.
+fuzz/fuzz_envelope: $(FUZZ_SOURCES) rserver/src/rserver.h
+	$(MAKE) system EXTRA_PACKAGES="$(FUZZ_PACKAGES)"
+	clang-14 -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	  -Irserver/src $(FUZZ_SOURCES) -lmsgpackc -o $@
+
+# Bounded by a number of runs, so that a run's length does not depend on the
+# machine's speed; `timeout` is a safety net.
+fuzz: fuzz/fuzz_envelope
+	mkdir -p fuzz/out
+	./fuzz/fuzz_envelope fuzz/regressions/*
+	timeout 1800 ./fuzz/fuzz_envelope -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 \
+	  fuzz/out fuzz/corpus
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_RUNS=200000
+
 clean:
-	rm -rf $(VENV) .stamp-rserver rserver/src/*.o rserver/src/*.so .pytest_cache
+	rm -rf $(VENV) .stamp-rserver rserver/src/*.o rserver/src/*.so .pytest_cache fuzz/out fuzz/fuzz_envelope
