@@ -16,7 +16,7 @@ FUZZ_RUNS ?= 2000000
 FUZZ_SOURCES := fuzz/fuzz_envelope.c rserver/src/mpack_reader.c rserver/src/protocol.c
 
 .PHONY: setup system venv rserver demo test test-r test-python lint bench bench-quick bench-smoke \
-	fuzz fuzz-smoke clean
+	fuzz fuzz-smoke memcheck clean
 
 setup: system venv rserver
 
@@ -83,6 +83,13 @@ fuzz: fuzz/fuzz_envelope
 	./fuzz/fuzz_envelope fuzz/regressions/*
 	timeout 1800 ./fuzz/fuzz_envelope -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 \
 	  fuzz/out fuzz/corpus
+
+# The R-facing C code (decoder, encoder, handle table) under valgrind's memcheck,
+# through the R tests that feed it hostile and random input.
+memcheck: setup
+	$(MAKE) system EXTRA_PACKAGES=valgrind
+	cd rserver/tests/testthat && R -d "valgrind --error-exitcode=9 -q" --vanilla -e \
+	  'library(testthat); source("helper-vectors.R"); for (f in c("test-codec.R", "test-handles.R", "test-vectors.R")) test_file(f, reporter = "summary", stop_on_failure = TRUE)'
 
 fuzz-smoke:
 	$(MAKE) fuzz FUZZ_RUNS=200000
