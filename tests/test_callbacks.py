@@ -213,3 +213,22 @@ def test_interrupts_reach_a_worker_over_tcp(tcp_worker):
         assert seconds_until_raised(_thread.interrupt_main, lambda: r.eval("Sys.sleep(30)"),
                                     KeyboardInterrupt) < 1.0      # Ctrl-C
         assert r["kept"] == 1 and r.ping()["state"] == "idle"
+
+
+def test_a_client_dying_inside_its_callback_does_not_hang_the_worker(tcp_worker):
+    import subprocess
+    import sys
+    import textwrap
+
+    endpoint, _ = tcp_worker
+    victim = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import bridge, os, sys
+        r = bridge.connect({endpoint!r})
+        print("ready", flush=True)
+        r.eval("function(f) f(1)")(lambda x: os._exit(0))   # dies while R waits for it
+    """)], stdout=subprocess.PIPE, text=True)
+    assert victim.stdout.readline().strip() == "ready"
+    victim.wait(10)
+    with bridge.connect(endpoint) as other:              # the worker serves others again
+        assert other.with_options(timeout=10).sum(1, 2) == 3
+        assert other.ping()["depth"] == 0

@@ -19,7 +19,7 @@ call_python <- function(ptr, args) {
     if (is.null(ctx)) next
     reply_id <- .Call(C_request_reply_id, ctx)
     if (is.null(reply_id)) {
-      ctx <- serve_nested(wid, ctx)
+      ctx <- serve_nested(wid, ptr, ctx)
       break
     }
     if (identical(reply_id, wid)) break
@@ -30,15 +30,19 @@ call_python <- function(ptr, args) {
 }
 
 # Serves the callback's calls into R, starting with `first`, until the reply to
-# callback `wid` arrives; returns that reply.
-serve_nested <- function(wid, first) {
+# callback `wid` arrives; returns that reply. If the client that owns the
+# callable disconnects meanwhile, no reply will come: that is an error.
+serve_nested <- function(wid, ptr, first) {
   state <- new_loop_state()
   state$waiting_for <- wid
+  state$callable <- ptr
   state$pending <- first
   serve_loop(state)
   if (isTRUE(state$interrupted))
     stop(structure(class = c("interrupt", "condition"),
                    list(message = "interrupted while waiting for Python", call = NULL)))
+  if (isTRUE(state$client_gone))
+    stop("rbridge: the client of this Python function disconnected before it answered")
   state$reply
 }
 

@@ -10,6 +10,8 @@ new_loop_state <- function() {
   state$waiting_for <- NULL  # id of the callback whose reply ends this loop
   state$reply <- NULL
   state$pending <- NULL      # a request received before this loop started
+  state$callable <- NULL     # the callable whose reply ends this loop
+  state$client_gone <- FALSE
   state$interrupted <- FALSE
   state
 }
@@ -68,6 +70,11 @@ serve_requests <- function(state) {
     out <- run_op(ctx, .Call(C_request_decode, ctx))
     .Call(C_reply_value, ctx, out$value, state$warnings, out$as_handle)
     state$ctx <- NULL
+    if (!is.null(state$callable) && .Call(C_request_ends_callback, ctx, state$callable)) {
+      state$client_gone <- TRUE
+      state$stop <- TRUE
+      return(invisible())
+    }
     run_event_loop()
     if (out$stop) {
       state$stop <- TRUE

@@ -134,6 +134,16 @@ static void fill_callback(rb_encoder *e, void *p) {
     }
 }
 
+/* Whether request `ctx` says that the client owning callable `ptr` is gone, so
+ * that a wait for that client's reply must end. */
+SEXP C_request_ends_callback(SEXP ctx, SEXP ptr) {
+  rb_request *rq = rb_request_from(ctx);
+  callable_ref *c = TYPEOF(ptr) == EXTPTRSXP ? R_ExternalPtrAddr(ptr) : NULL;
+  int gone = c && strcmp(rq->op, "client_gone") == 0 && rq->rid_len == c->rid_len &&
+             memcmp(rq->rid, c->rid, c->rid_len) == 0;
+  return Rf_ScalarLogical(gone);
+}
+
 /* Sends a callback for the request in progress; returns the callback's id as raw(8). */
 SEXP C_callback_send(SEXP ptr, SEXP args) {
   callable_ref *c = TYPEOF(ptr) == EXTPTRSXP ? R_ExternalPtrAddr(ptr) : NULL;

@@ -20,6 +20,7 @@ SEXP C_make_call(SEXP, SEXP, SEXP, SEXP);
 SEXP C_callback_send(SEXP, SEXP);
 SEXP C_request_reply_id(SEXP);
 SEXP C_request_release_client(SEXP);
+SEXP C_request_ends_callback(SEXP, SEXP);
 
 /* Through void (*)(void), which GCC lets any function type convert to. */
 #define CALLDEF(name, n) {#name, (DL_FUNC)(void (*)(void))&name, n}
@@ -41,6 +42,7 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_callback_send, 2),
   CALLDEF(C_request_reply_id, 1),
   CALLDEF(C_request_release_client, 1),
+  CALLDEF(C_request_ends_callback, 2),
   {NULL, NULL, 0}
 };
 
