@@ -226,9 +226,11 @@ static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEX
   rb_encode_protected(&e, fill, &a);   /* may raise an R error; nothing leaks */
   rb_console_flush();                   /* output first, then the reply */
   rb_report_released_callables(rq);
+  /* Idle before the reply leaves: a client that pings or interrupts as soon
+   * as it has the reply must not find this request still running. */
+  pop_request(rq);
   rb_send_to_client(rq, &e.sb);
   rb_encoder_free(&e);
-  pop_request(rq);
   rb_spin_after_send();
   return R_NilValue;
 }
