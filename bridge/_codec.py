@@ -60,9 +60,9 @@ def _decode_handle(data: bytes) -> HandleRef:
     return HandleRef(hid, [str(c) for c in rclass])
 
 
-def vector_ext(kind: bytes, count: int, body: bytes) -> msgpack.ExtType:
-    """An atomic-vector ext: kind byte, u32 little-endian count, body."""
-    return msgpack.ExtType(EXT_VECTOR, kind + struct.pack("<I", count) + body)
+def vector_ext(kind: bytes, count: int, body: bytes | memoryview) -> msgpack.ExtType:
+    """An atomic-vector ext: kind byte, u32 little-endian count, body (copied once)."""
+    return msgpack.ExtType(EXT_VECTOR, b"".join((kind, struct.pack("<I", count), body)))
 
 
 def _masked(values: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -36,33 +36,38 @@ def _strings(values: np.ndarray, mask: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def _as(data: np.ndarray, dtype: str, mask: np.ndarray | None, na: int, view: str) -> memoryview:
+    """data as a contiguous little-endian `dtype` buffer with masked elements set to
+    the NA bit pattern; copies only when the dtype, layout or a mask requires it."""
+    out = np.ascontiguousarray(data, dtype=dtype)
+    if mask is not None:
+        if np.may_share_memory(out, data):   # never write into the caller's array
+            out = out.copy()
+        out.view(view)[mask] = na
+    return memoryview(out).cast("B")
+
+
 def array_to_wire(array: np.ndarray) -> msgpack.ExtType:
     """A 1-D numpy (or masked) array as an atomic-vector ext."""
     if array.ndim != 1:
         raise TypeError(f"only 1-D arrays can be sent to R in this version (got {array.ndim}-D)")
-    mask = np.ma.getmaskarray(array)
+    mask = np.ma.getmaskarray(array) if np.ma.is_masked(array) else None
     data = np.ma.getdata(array)
     n = len(data)
     kind = data.dtype.kind
     if kind == "b":
-        ints = data.astype("<i4")
-        ints[mask] = INT_NA
-        return vector_ext(b"l", n, ints.tobytes())
+        return vector_ext(b"l", n, _as(data, "<i4", mask, INT_NA, "<i4"))
     if kind in "iu":
         if n and ((data > 2**31 - 1).any() or (data <= INT_NA).any()):
             if (data > EXACT_INT).any() or (data < -EXACT_INT).any():
                 raise ValueError("array holds integers beyond 2^53, which R cannot represent exactly")
             kind = "f"   # R has no 64-bit integers: exact doubles instead
         else:
-            ints = data.astype("<i4")
-            ints[mask] = INT_NA
-            return vector_ext(b"i", n, ints.tobytes())
+            return vector_ext(b"i", n, _as(data, "<i4", mask, INT_NA, "<i4"))
     if kind == "f":
-        reals = data.astype("<f8")
-        reals.view("<u8")[mask] = REAL_NA_BITS
-        return vector_ext(b"d", n, reals.tobytes())
+        return vector_ext(b"d", n, _as(data, "<f8", mask, REAL_NA_BITS, "<u8"))
     if kind in "OU":
-        return vector_ext(b"s", n, _strings(data, mask))
+        return vector_ext(b"s", n, _strings(data, np.zeros(n, dtype=bool) if mask is None else mask))
     raise TypeError(f"numpy arrays of dtype {data.dtype} cannot be sent to R")
 
 

@@ -134,3 +134,13 @@ def test_large_vectors_round_trip(r):
     assert r.sum(big) == float(big.sum())
     back = r.identity(big)
     assert np.array_equal(back, big)
+
+
+def test_sending_a_masked_array_leaves_it_unchanged(r):
+    data = np.array([1.5, 2.5, 3.5])
+    masked = np.ma.MaskedArray(data, mask=[False, True, False])
+    assert r.eval("function(x) identical(x, c(1.5, NA, 3.5))")(masked) is True
+    assert data.tolist() == [1.5, 2.5, 3.5]          # the NA bit pattern went into a copy
+    ints = np.array([1, 2], dtype=np.int32)
+    assert r.eval("function(x) identical(x, c(NA, 2L))")(np.ma.MaskedArray(ints, mask=[True, False]))
+    assert ints.tolist() == [1, 2]
