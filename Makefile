@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 rserver: .stamp-rserver
 
 .stamp-rserver: $(RSERVER_SOURCES) | system
-	R CMD INSTALL --no-docs rserver
+	R CMD INSTALL --preclean --no-docs rserver   # headers are not tracked: rebuild all
 	touch $@
 
 demo: setup

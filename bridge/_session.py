@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
-import shutil
 import sys
 import threading
 import traceback
@@ -30,7 +29,7 @@ from ._errors import (
 )
 from ._proxies import Namespace, RFunction, RObject, python_names
 from ._transport import Channel
-from ._worker import LocalWorker, stop_process
+from ._worker import LocalWorker
 
 #: Per-call options and their defaults (see Session.with_options).
 DEFAULT_OPTIONS: dict[str, Any] = {"timeout": None, "convert": True}
@@ -221,14 +220,17 @@ class _Core:
             with self.channel.lock:
                 self._send_releases()
 
-    def _send_releases(self) -> None:
-        """Sends queued releases as one message, without waiting for its reply."""
-        if not self.pending_releases:
-            return
+    def take_releases(self) -> list[Any]:
+        """The queued releases as handle references, emptying the queue."""
         batch = []
         while self.pending_releases:
             batch.append(_codec.handle_ext(self.pending_releases.popleft()))
-        self.channel.send(self.message("release", handles=batch))
+        return batch
+
+    def _send_releases(self) -> None:
+        """Sends queued releases as one message, without waiting for its reply."""
+        if self.pending_releases:
+            self.channel.send(self.message("release", handles=self.take_releases()))
 
     # -- lifecycle --------------------------------------------------------------
     def close(self) -> None:
@@ -259,11 +261,10 @@ class _Core:
 
 def _finalize(worker: LocalWorker | None) -> None:
     """At interpreter exit or collection of an unclosed session."""
-    if worker is not None and worker.is_alive():
-        worker.process.terminate()
-        stop_process(worker.process, 2.0)
     if worker is not None:
-        shutil.rmtree(worker.directory, ignore_errors=True)
+        if worker.is_alive():
+            worker.process.terminate()
+        worker.stop(wait=2.0)
 
 
 class Session:
@@ -387,9 +388,7 @@ class Session:
         core = self._core
         core.check_usable()
         with core.channel.lock:
-            batch = [_codec.handle_ext(core.pending_releases.popleft())
-                     for _ in range(len(core.pending_releases))]
-            value = core.request("release", {"handles": batch})
+            value = core.request("release", {"handles": core.take_releases()})
         return int(value["live"])
 
     @contextlib.contextmanager

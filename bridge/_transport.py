@@ -10,7 +10,6 @@ worker's I/O thread (which answers even while R computes).
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,10 +28,6 @@ DEAD_AFTER = 3.0
 #: How long past its timeout a request waits for the worker's own timeout reply.
 TIMEOUT_GRACE = 2.0
 POLL_MS = 100
-#: How long a waiting client polls without sleeping before it blocks. A small
-#: call's reply usually comes sooner, and waking a sleeping thread costs tens
-#: of microseconds on a virtual machine (see README, "Performance").
-SPIN_SECONDS = float(os.environ.get("RBRIDGE_CLIENT_SPIN_US", "0")) * 1e-6
 
 OutputSink = Callable[[str, Any], None]
 
@@ -100,16 +95,9 @@ class Channel:
         start = last_heard = time.monotonic()
         pinged_at: float | None = None
         give_up = None if timeout is None else start + timeout + TIMEOUT_GRACE
-        spin_until = time.perf_counter() + SPIN_SECONDS
         while True:
             try:
-                if time.perf_counter() < spin_until:
-                    try:
-                        frame = self._sock.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        continue
-                else:
-                    frame = self._sock.recv()
+                frame = self._sock.recv()
             except zmq.Again:
                 now = time.monotonic()
                 if not self._is_alive():

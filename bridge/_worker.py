@@ -84,13 +84,9 @@ class LocalWorker:
     def stop(self, wait: float = SHUTDOWN_WAIT) -> None:
         """Waits for the process to exit (after a shutdown request), then
         kills it if needed, and removes the private directory."""
-        stop_process(self.process, wait)
+        try:
+            self.process.wait(wait)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def stop_process(process: subprocess.Popen, wait: float) -> None:
-    try:
-        process.wait(wait)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGKILL)
-        process.wait()

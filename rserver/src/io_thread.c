@@ -21,11 +21,10 @@
 #define MAX_FRAMES 64
 #define MAX_FDS 4096         /* connections whose client we remember */
 #define ORPHAN_GRACE 5.0     /* seconds an orphan may take to shut down */
-/* After forwarding a request, poll without sleeping for this long: a small
- * call's reply usually comes sooner, and a sleeping thread's wake-up costs
- * tens of microseconds on a VM. */
-#define REPLY_SPIN (rb_spin_seconds)
 
+/* After forwarding a request (and, on the main thread, after a reply), poll
+ * without sleeping for this long: a small call's reply usually comes sooner,
+ * and a sleeping thread's wake-up costs tens of microseconds on a VM. */
 double rb_spin_seconds = 0.0002;
 
 double rb_monotonic(void) {
@@ -232,7 +231,7 @@ static void on_client_message(io_state *st) {
       reply_error(st, rid, rid_len, pk.id, "rbridge_busy_error", "the worker's request queue is full");
     else {
       for (int i = 1; i < n; i++) zmq_msg_send(&f[i], st->pair, i + 1 < n ? ZMQ_SNDMORE : 0);
-      st->spin_until = rb_monotonic() + REPLY_SPIN;
+      st->spin_until = rb_monotonic() + rb_spin_seconds;
     }
   } else {
     char msg[64];

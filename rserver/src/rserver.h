@@ -97,7 +97,6 @@ typedef struct {
   double busy_since;      /* monotonic seconds */
   double deadline;        /* monotonic seconds, 0 = none */
   uint64_t timed_out_id;  /* request the I/O thread interrupted for its deadline */
-  int stop;
 } rb_io_shared;
 
 int rb_io_start(rb_io_shared *sh, pthread_t *tid, char *err, size_t errlen);

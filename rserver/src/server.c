@@ -20,10 +20,8 @@
 extern int R_interrupts_pending;   /* R_ext/GraphicsDevice.h declares it too */
 
 #define MAX_POLL 64
-/* After a reply, poll for the next request without sleeping for this long, so
- * back-to-back calls skip a thread wake-up (see REPLY_SPIN in io_thread.c). */
 
-static double spin_until = 0;   /* see rb_spin_after_send */
+static double spin_until = 0;   /* busy-poll until then: see rb_spin_after_send */
 
 static rb_io_shared shared;
 static int running = 0;
