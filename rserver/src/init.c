@@ -21,6 +21,8 @@ SEXP C_callback_send(SEXP, SEXP);
 SEXP C_request_reply_id(SEXP);
 SEXP C_request_release_client(SEXP);
 SEXP C_request_ends_callback(SEXP, SEXP);
+SEXP C_arrow_decode(SEXP);
+SEXP C_arrow_encode(SEXP);
 
 /* Through void (*)(void), which GCC lets any function type convert to. */
 #define CALLDEF(name, n) {#name, (DL_FUNC)(void (*)(void))&name, n}
@@ -43,6 +45,8 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_request_reply_id, 1),
   CALLDEF(C_request_release_client, 1),
   CALLDEF(C_request_ends_callback, 2),
+  CALLDEF(C_arrow_decode, 1),
+  CALLDEF(C_arrow_encode, 1),
   {NULL, NULL, 0}
 };
 

@@ -30,6 +30,16 @@ void rb_encode_protected(rb_encoder *e, void (*fill)(rb_encoder *, void *), void
 SEXP rb_make_callable(const uint8_t *p, uint32_t len);
 void rb_report_released_callables(const rb_request *rq);
 
+/* arrow_to_r.c, arrow_from_r.c: Arrow IPC streams (SPEC "Arrow payloads") */
+enum { RB_AK_NONE, RB_AK_PLAIN, RB_AK_VECTOR, RB_AK_ARRAY, RB_AK_FRAME };
+typedef struct rb_arrow_plan rb_arrow_plan;
+SEXP rb_arrow_to_r(const uint8_t *buf, size_t len);
+int rb_arrow_kind(SEXP x);                 /* RB_AK_NONE: no Arrow form */
+rb_arrow_plan *rb_arrow_plan_new(SEXP x);  /* may raise; R_alloc'd, then malloc'd builders */
+size_t rb_arrow_plan_size(const rb_arrow_plan *p);
+void rb_arrow_write(const rb_arrow_plan *p, uint8_t *dst);   /* never raises */
+void rb_arrow_plan_free(rb_arrow_plan *p);
+
 /* server.c */
 rb_request *rb_request_from(SEXP ctx);
 #endif
