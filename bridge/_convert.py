@@ -12,7 +12,12 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from ._arrow import numpy_to_table, to_table
 from ._codec import EXACT_INT, INT_NA, REAL_NA_BITS, vector_ext
+from ._payloads import PayloadWriter
+
+#: 1-D arrays at least this long travel as Arrow payloads rather than ext 2.
+ARROW_MIN_LENGTH = 4096
 
 
 def _int_value(x: int) -> int | float:
@@ -71,29 +76,45 @@ def array_to_wire(array: np.ndarray) -> msgpack.ExtType:
     raise TypeError(f"numpy arrays of dtype {data.dtype} cannot be sent to R")
 
 
-def to_wire(value: Any, reference: Callable[[Any], Any]) -> Any:
+def _travels_as_arrow(array: np.ndarray) -> bool:
+    return array.ndim != 1 or len(array) >= ARROW_MIN_LENGTH or array.dtype.kind not in "biufUO"
+
+
+def to_wire(value: Any, reference: Callable[[Any], Any], payloads: PayloadWriter | None) -> Any:
     """Converts a Python value for the envelope. ``reference`` gives the wire
     form of objects bound to the session (RObjects, R functions by name, Python
-    callables), or None for anything else; it raises for one of another session."""
+    callables), or None for anything else; it raises for one of another session.
+    Tables and large arrays are added to ``payloads`` (see _payloads)."""
     if value is None or isinstance(value, (bool, float, str, bytes)):
         return value
     if isinstance(value, int):
         return _int_value(value)
     if isinstance(value, (list, tuple)):
-        return [to_wire(v, reference) for v in value]
+        return [to_wire(v, reference, payloads) for v in value]
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise TypeError(f"dict keys sent to R must be str, not {type(k).__name__}")
-            out[k] = to_wire(v, reference)
+            out[k] = to_wire(v, reference, payloads)
         return out
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
+    table = None
     if isinstance(value, np.ndarray):
-        return array_to_wire(value)
-    if isinstance(value, np.generic):
-        return to_wire(value.item(), reference)
+        if value.ndim == 0:
+            return to_wire(value.item(), reference, payloads)
+        if not _travels_as_arrow(value):
+            return array_to_wire(value)
+        table = numpy_to_table(value)
+    elif isinstance(value, np.generic):
+        return to_wire(value.item(), reference, payloads)
+    else:
+        table = to_table(value)
+    if table is not None:
+        if payloads is None:
+            raise TypeError(f"a {type(value).__name__} cannot be sent in this message")
+        return payloads.add(table)
     wire = reference(value)
     if wire is not None:
         return wire

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import _codec
 from ._errors import RBridgeError
 
 if TYPE_CHECKING:
@@ -40,6 +41,17 @@ class RObject:
         environments and S4 objects cannot be converted (:class:`bridge.RError`).
         """
         return self._core.session.call("rserver:::plain", self)
+
+    def to_arrow(self) -> Any:
+        """The object as a lossless pyarrow object: a ``pyarrow.Table`` for a
+        data.frame (and for named vectors and matrices, whose names and ``dim``
+        are in the table's columns and schema metadata), a ``pyarrow.Array``
+        for other vectors. Raises :class:`bridge.RError` for objects without
+        an Arrow form (functions, environments, models...)."""
+        if self._id is None:
+            raise ValueError("this RObject was released")
+        return self._core.session.with_options(results="arrow")._request(
+            "call", fn="identity", args=[_codec.handle_ext(self._id)], kwargs={}, mode="arrow")
 
     def release(self) -> None:
         """Releases the R object now; the proxy is unusable afterwards."""

@@ -17,6 +17,7 @@ from typing import IO, Any
 import zmq
 
 from . import _codec
+from ._arrow import ArrowValue, resolve
 from ._convert import to_wire
 from ._errors import (
     ProtocolError,
@@ -27,13 +28,16 @@ from ._errors import (
     WorkerNotAvailable,
     error_from_reply,
 )
+from ._payloads import EXT_PAYLOAD, PayloadWriter, discard_probe, make_probe, read_payload, sweep_segments
 from ._proxies import Namespace, RFunction, RObject, python_names
 from ._transport import Channel
 from ._worker import LocalWorker
 
 #: Per-call options and their defaults (see Session.with_options).
-DEFAULT_OPTIONS: dict[str, Any] = {"timeout": None, "convert": True}
+DEFAULT_OPTIONS: dict[str, Any] = {"timeout": None, "convert": True, "results": "pandas"}
+RESULT_TYPES = ("pandas", "arrow")
 SHUTDOWN_REPLY_WAIT = 2.0
+FRAMES_PER_LEVEL = 40
 
 
 class CapturedOutput:
@@ -79,13 +83,17 @@ class _Core:
         self.closed = False
         self.dead = False
         self.session: Session = None  # type: ignore[assignment]  # set by connect()
+        self.shm = False          # the worker reads and writes shared-memory payloads
+        self.sent_segments: list[str] = []   # from callback replies, unlinked after the request
         self.finalizer: weakref.finalize | None = None
 
     # -- liveness and wire hooks ------------------------------------------------
     def is_alive(self) -> bool:
         return self.worker is None or self.worker.is_alive()
 
-    def _ext_hook(self, code: int, data: bytes) -> Any:
+    def _ext_hook(self, code: int, data: bytes, frames: list[Any]) -> Any:
+        if code == EXT_PAYLOAD:
+            return ArrowValue(read_payload(data, frames))
         value = _codec._ext_hook(code, data)
         if isinstance(value, _codec.HandleRef):
             self.live_ids.add(value.id)
@@ -129,12 +137,20 @@ class _Core:
         request, and answers with its result or its exception."""
         fn = self.callables.get(msg.get("fn"))
         self.callbacks_running.append(msg["id"])
+        # Each level of R <-> Python nesting costs Python a few dozen frames; R
+        # bounds the nesting, so lift Python's limit to what that bound needs
+        # (hitting it between receiving a callback and answering would hang R).
+        needed = 1000 + FRAMES_PER_LEVEL * len(self.callbacks_running)
+        if sys.getrecursionlimit() < needed:
+            sys.setrecursionlimit(needed)
+        payloads = self.new_payloads()
         try:
             if fn is None:
                 raise RBridgeError(f"Python function {msg.get('fn')} is no longer registered")
-            value = fn(*(msg.get("args") or ()), **(msg.get("kwargs") or {}))
+            results = self.session._options["results"]
+            value = fn(*resolve(msg.get("args") or [], results), **resolve(msg.get("kwargs") or {}, results))
             reply = {"v": _codec.PROTOCOL_VERSION, "id": msg["id"], "op": "result",
-                     "value": to_wire(value, self.reference)}
+                     "value": to_wire(value, self.reference, payloads)}
         except Exception as exc:   # becomes an R condition; KeyboardInterrupt passes on
             self.callback_errors.append(exc)
             reply = {"v": _codec.PROTOCOL_VERSION, "id": msg["id"], "op": "error",
@@ -144,7 +160,10 @@ class _Core:
                                "python_type": f"{type(exc).__module__}.{type(exc).__qualname__}"}}
         finally:
             self.callbacks_running.pop()
-        self.channel.send(reply)
+        if reply["op"] == "error":
+            payloads.discard()
+        self.sent_segments.extend(payloads.segments)
+        self.channel.send(reply, payloads.frames)
 
     def write_output(self, stream: str, text: Any) -> None:
         if isinstance(text, bytes):
@@ -163,12 +182,31 @@ class _Core:
     def message(self, op: str, **fields: Any) -> dict[str, Any]:
         return {"v": _codec.PROTOCOL_VERSION, "id": self.channel.next_id(), "op": op, **fields}
 
-    def request(self, op: str, fields: dict[str, Any], timeout: float | None = None) -> Any:
+    def new_payloads(self) -> PayloadWriter:
+        """Where the Arrow payloads of one outgoing message are collected."""
+        return PayloadWriter(self.shm)
+
+    def request(self, op: str, fields: dict[str, Any], timeout: float | None = None,
+                payloads: PayloadWriter | None = None) -> Any:
         """Sends one request and returns the ``value`` of its result."""
+        try:
+            return self._request(op, fields, timeout, payloads)
+        finally:
+            if payloads is not None:
+                payloads.discard()   # the worker unlinks segments it read; this covers the rest
+            if not self.callbacks_running:
+                for name in self.sent_segments:
+                    PayloadWriter.unlink(name)
+                self.sent_segments.clear()
+
+    def _request(self, op: str, fields: dict[str, Any], timeout: float | None,
+                 payloads: PayloadWriter | None) -> Any:
         self.check_usable()
         with self.channel.lock:
             self._send_releases()
             msg = self.message(op, **fields)
+            if self.shm:
+                msg["shm"] = True
             if self.callbacks_running:      # a call into R from inside a callback
                 msg["parent"] = self.callbacks_running[-1]
             else:
@@ -176,7 +214,8 @@ class _Core:
             if timeout is not None:
                 msg["timeout"] = float(timeout)
             try:
-                reply = self.channel.request(msg, timeout=timeout, on_output=self.write_output,
+                frames = payloads.frames if payloads else ()
+                reply = self.channel.request(msg, frames=frames, timeout=timeout, on_output=self.write_output,
                                              on_interrupt=self._interrupt_on_main)
             except WorkerDied:
                 self.dead = True
@@ -289,13 +328,15 @@ class Session:
     def call(self, fn: str | RObject, *args: Any, **kwargs: Any) -> Any:
         """Calls an R function by name (``"sum"``, ``"stats::median"``) or by
         handle, with positional and named arguments."""
-        wire = self._core.reference
-        return self._request(
-            "call",
-            fn=fn if isinstance(fn, str) else _codec.handle_ext(self._handle_of(fn)),
-            args=[to_wire(a, wire) for a in args],
-            kwargs={k: to_wire(v, wire) for k, v in kwargs.items()},
-        )
+        wire, payloads = self._core.reference, self._core.new_payloads()
+        try:
+            fields = {"fn": fn if isinstance(fn, str) else _codec.handle_ext(self._handle_of(fn)),
+                      "args": [to_wire(a, wire, payloads) for a in args],
+                      "kwargs": {k: to_wire(v, wire, payloads) for k, v in kwargs.items()}}
+        except BaseException:
+            payloads.discard()
+            raise
+        return self._request("call", _payloads=payloads, **fields)
 
     def get(self, name: str) -> Any:
         """The value of an R variable, looked up from the global environment."""
@@ -303,7 +344,13 @@ class Session:
 
     def assign(self, name: str, value: Any) -> None:
         """Assigns a Python value to an R global variable."""
-        self._request("assign", name=name, value=to_wire(value, self._core.reference))
+        payloads = self._core.new_payloads()
+        try:
+            wire = to_wire(value, self._core.reference, payloads)
+        except BaseException:
+            payloads.discard()
+            raise
+        self._request("assign", _payloads=payloads, name=name, value=wire)
 
     def __getitem__(self, name: str) -> Any:
         return self.get(name)
@@ -319,7 +366,7 @@ class Session:
     def __dir__(self) -> list[str]:
         own = set(super().__dir__())
         try:
-            names = self._request_with({"convert": True, "timeout": 10.0}, "call",
+            names = self._request_with({**DEFAULT_OPTIONS, "timeout": 10.0}, "call",
                                        fn="rserver:::completion_names", args=[], kwargs={})
         except RBridgeError:
             return sorted(own)
@@ -337,21 +384,27 @@ class Session:
         - ``timeout``: seconds; R is interrupted and :class:`bridge.RTimeout`
           raised when a request takes longer.
         - ``convert``: ``False`` returns every result as an :class:`RObject`.
+        - ``results``: ``"pandas"`` (default) or ``"arrow"``: the type of
+          converted data (see README, "Data"): data.frames as pandas
+          DataFrames or pyarrow Tables, vectors as numpy arrays or pyarrow Arrays.
 
         Options never collide with R argument names, which go to the R function.
         """
         unknown = set(options) - set(DEFAULT_OPTIONS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        _check_results(options.get("results", "pandas"))
         return Session(self._core, {**self._options, **options})
 
-    def _request(self, op: str, **fields: Any) -> Any:
-        return self._request_with(self._options, op, **fields)
+    def _request(self, op: str, _payloads: PayloadWriter | None = None, **fields: Any) -> Any:
+        return self._request_with(self._options, op, _payloads, **fields)
 
-    def _request_with(self, options: dict[str, Any], op: str, **fields: Any) -> Any:
-        if not options["convert"] and op in ("eval", "call", "get"):
+    def _request_with(self, options: dict[str, Any], op: str, _payloads: PayloadWriter | None = None,
+                      **fields: Any) -> Any:
+        if not options["convert"] and op in ("eval", "call", "get") and "mode" not in fields:
             fields["mode"] = "handle"
-        return self._core.request(op, fields, timeout=options["timeout"])
+        value = self._core.request(op, fields, timeout=options["timeout"], payloads=_payloads)
+        return resolve(value, options["results"])
 
     def _handle_of(self, obj: Any) -> int:
         hid = self._core.handle_id(obj)
@@ -422,6 +475,11 @@ class Session:
         return f"<bridge.Session {self._core.endpoint} ({state})>"
 
 
+def _check_results(results: Any) -> None:
+    if results not in RESULT_TYPES:
+        raise ValueError(f"results must be one of {RESULT_TYPES}, not {results!r}")
+
+
 def _as_list(values: Any) -> list[str]:
     if values is None:
         return []
@@ -433,7 +491,8 @@ def _as_list(values: Any) -> list[str]:
 def connect(endpoint: str | None = None, *, timeout: float | None = None,
             startup_timeout: float = 30.0, rscript: str | None = None,
             worker_env: dict[str, str] | None = None,
-            stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> Session:
+            stdout: IO[str] | None = None, stderr: IO[str] | None = None,
+            results: str = "pandas", shm: bool | None = None) -> Session:
     """Opens a session.
 
     Args:
@@ -447,27 +506,43 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
         worker_env: extra environment variables for a private worker.
         stdout, stderr: where R's output goes (default: ``sys.stdout``/``sys.stderr``
             at the time of writing).
+        results: ``"pandas"`` or ``"arrow"``, the default result type for data
+            (see :meth:`Session.with_options`).
+        shm: ``None`` (default) moves large payloads through shared memory when
+            the handshake proves that the worker sees this host's segments;
+            ``False`` always uses socket frames.
 
     Raises:
         WorkerNotAvailable: R or the ``rserver`` package is missing, or no
             worker answered at ``endpoint``.
     """
+    _check_results(results)
+    sweep_segments()      # shared-memory payloads of processes that died
     worker = LocalWorker(rscript, worker_env) if endpoint is None else None
     core = _Core(endpoint or worker.endpoint, worker, stdout, stderr)  # type: ignore[union-attr]
-    session = Session(core, {**DEFAULT_OPTIONS, "timeout": timeout})
+    session = Session(core, {**DEFAULT_OPTIONS, "timeout": timeout, "results": results})
     core.session = session
     core.finalizer = weakref.finalize(core, _finalize, worker)
+    hello = core.message("hello", versions=[_codec.PROTOCOL_VERSION])
+    probe = None
+    if shm is not False:
+        with contextlib.suppress(OSError):
+            probe = make_probe()
+            hello["shm_probe"] = {"name": probe[0], "token": probe[1]}
     try:
-        reply = core.channel.request(core.message("hello", versions=[_codec.PROTOCOL_VERSION]),
-                                     timeout=startup_timeout)
+        reply = core.channel.request(hello, timeout=startup_timeout)
     except (WorkerDied, RTimeout):
         failure = (worker.startup_failure() if worker is not None and not worker.is_alive()
                    else WorkerNotAvailable(f"no rbridge worker answered at {core.endpoint}"))
         core.dead = True
         core.close()
         raise failure from None
+    finally:
+        if probe is not None:
+            discard_probe(probe[0])
     if reply["op"] == "error":
         core.close()
         raise error_from_reply(reply.get("error") or {})
     core.info = reply.get("worker") or {}
+    core.shm = bool(reply.get("shm"))
     return session

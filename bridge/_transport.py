@@ -9,16 +9,18 @@ worker's I/O thread (which answers even while R computes).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
 
 from . import _codec
 from ._errors import RTimeout, WorkerDied
+from ._payloads import ZERO_COPY_MIN
 
 HEARTBEAT_MS = 1000
 #: Silence after which a waiting client pings the worker.
@@ -30,6 +32,16 @@ TIMEOUT_GRACE = 2.0
 POLL_MS = 100
 
 OutputSink = Callable[[str, Any], None]
+#: Decodes an ext value given the message's payload frames.
+ExtHook = Callable[[int, bytes, list[Any]], Any]
+
+
+def _plain_ext_hook(code: int, data: bytes, frames: list[Any]) -> Any:
+    return _codec._ext_hook(code, data)
+
+
+def _with_frames(hook: ExtHook, frames: list[Any], code: int, data: bytes) -> Any:
+    return hook(code, data, frames)
 
 
 def new_socket(context: zmq.Context, endpoint: str) -> zmq.Socket:
@@ -56,29 +68,37 @@ class Channel:
         self._ids = ids
         self._is_alive = is_alive
         self._ping_liveness = ping_liveness   # False where is_alive is authoritative
-        self._ext_hook: Callable[[int, bytes], Any] = _codec._ext_hook
+        self._ext_hook: ExtHook = _plain_ext_hook
         #: Called with the worker's messages that are not replies: "callback"
         #: (R calls a Python function; answered from the waiting thread) and
         #: "release_callables".
         self.on_worker_message: Callable[[dict[str, Any]], None] | None = None
         self.closed = False
 
-    def set_ext_hook(self, hook: Callable[[int, bytes], Any]) -> None:
+    def set_ext_hook(self, hook: ExtHook) -> None:
         self._ext_hook = hook
 
     def next_id(self) -> int:
         return next(self._ids)
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Sends without waiting; the reply, if any, is dropped when it comes."""
-        self._sock.send(_codec.pack(message))
+    def send(self, message: dict[str, Any], frames: Sequence[Any] = ()) -> None:
+        """Sends without waiting; the reply, if any, is dropped when it comes.
+        ``frames`` (payloads) follow the envelope; large ones are not copied."""
+        envelope = _codec.pack(message)
+        if not frames:
+            self._sock.send(envelope)
+            return
+        self._sock.send(envelope, zmq.SNDMORE)
+        last = len(frames) - 1
+        for i, frame in enumerate(frames):
+            self._sock.send(frame, zmq.SNDMORE if i < last else 0, copy=len(frame) < ZERO_COPY_MIN)
 
-    def request(self, message: dict[str, Any], *, timeout: float | None = None,
+    def request(self, message: dict[str, Any], *, frames: Sequence[Any] = (), timeout: float | None = None,
                 on_output: OutputSink | None = None,
                 on_interrupt: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Sends ``message`` (which has ``id``) and returns its final reply."""
         rid = message["id"]
-        self._sock.send(_codec.pack(message))
+        self.send(message, frames)
         try:
             return self._wait(rid, timeout, on_output)
         except KeyboardInterrupt:
@@ -117,7 +137,10 @@ class Channel:
                 continue
             last_heard = time.monotonic()
             pinged_at = None
-            msg = _codec.unpack(frame, self._ext_hook)
+            payloads: list[Any] = []     # received without copying, read in place
+            while self._sock.getsockopt(zmq.RCVMORE):
+                payloads.append(self._sock.recv(copy=False))
+            msg = _codec.unpack(frame, functools.partial(_with_frames, self._ext_hook, payloads))
             if msg["op"] in ("callback", "release_callables") and self.on_worker_message is not None:
                 self.on_worker_message(msg)
                 continue

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from ._errors import WorkerNotAvailable
+from ._payloads import sweep_segments
 
 INSTALL_HINT = (
     "rbridge runs R in a separate worker process, which needs R and the R package "
@@ -90,3 +91,4 @@ class LocalWorker:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
+        sweep_segments(self.pid)   # shared-memory payloads it made and nobody read

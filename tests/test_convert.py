@@ -52,10 +52,10 @@ def test_unsupported_python_values_are_refused_clearly(r):
         r.identity({1, 2})
     with pytest.raises(TypeError, match="keys sent to R must be str"):
         r.identity({1: "a"})
-    with pytest.raises(TypeError, match="1-D"):
-        r.identity(np.zeros((2, 2)))
-    with pytest.raises(TypeError, match="dtype complex"):
+    with pytest.raises(TypeError, match="complex"):
         r.identity(np.array([1j]))
+    with pytest.raises(TypeError, match="complex"):
+        r.identity(np.zeros((2, 2), dtype=complex))
     assert r.sum(1) == 1.0   # nothing was sent; the session is fine
 
 
@@ -90,9 +90,9 @@ def test_r_vectors_become_numpy_arrays_with_na_masked(r):
     assert r.eval("integer(0)").dtype == np.int32 and len(r.eval("character(0)")) == 0
 
 
-@pytest.mark.parametrize("code", ["factor('a')", "c(a = 1)", "matrix(1:4, 2)", "Sys.Date()", "mean",
-                                  "globalenv()", "data.frame(x = 1)", "list(1, b = 2)", "1i",
-                                  "list(a = 1, a = 2)", "quote(x + y)"])
+@pytest.mark.parametrize("code", ["structure(1:2, label = 'x')", "matrix(1:4, 2, dimnames = list(c('a', 'b')))",
+                                  "mean", "globalenv()", "list(1, b = 2)", "1i", "structure(list(1), class = 'foo')",
+                                  "data.frame(x = I(list(1, 2)))", "list(a = 1, a = 2)", "quote(x + y)"])
 def test_objects_with_attributes_or_no_python_equivalent_stay_in_r(r, code):
     got = r.eval(code)
     assert isinstance(got, bridge.RObject)

@@ -68,7 +68,7 @@ serve_requests <- function(state) {
     state$warnings <- list()
     state$trace <- NULL
     out <- run_op(ctx, .Call(C_request_decode, ctx))
-    .Call(C_reply_value, ctx, out$value, state$warnings, out$as_handle)
+    .Call(C_reply_value, ctx, out$value, state$warnings, out$mode)
     state$ctx <- NULL
     if (!is.null(state$callable) && .Call(C_request_ends_callback, ctx, state$callable)) {
       state$client_gone <- TRUE
@@ -117,27 +117,32 @@ reply_failure <- function(state, condition) {
                                    conditionMessage(sent), NULL, character()), list())
 }
 
+# How a result is sent (SPEC "Ops"): converted, as a handle, or as an Arrow payload.
+RESULT_MODES <- c("convert", "handle", "arrow")
+
 run_op <- function(ctx, msg) {
-  as_handle <- identical(msg$mode, "handle")
+  mode <- if (is.null(msg$mode)) "convert" else msg$mode
+  if (!is.character(mode) || length(mode) != 1L || !mode %in% RESULT_MODES)
+    stop("'mode' must be one of ", paste(RESULT_MODES, collapse = ", "))
   switch(msg$op,
-    call = result(call_function(msg$fn, msg$args, msg$kwargs), as_handle),
-    eval = result(eval_code(msg$code, target_env(msg$env)), as_handle),
-    get = result(get(msg$name, envir = target_env(msg$env)), as_handle),
+    call = result(call_function(msg$fn, msg$args, msg$kwargs), mode),
+    eval = result(eval_code(msg$code, target_env(msg$env)), mode),
+    get = result(get(msg$name, envir = target_env(msg$env)), mode),
     assign = {
       assign(msg$name, msg$value, envir = target_env(msg$env))
-      result(NULL, FALSE)
+      result(NULL)
     },
     release = {
       counts <- .Call(C_request_release, ctx)
-      result(list(released = counts[[1L]], live = counts[[2L]]), FALSE)
+      result(list(released = counts[[1L]], live = counts[[2L]]))
     },
-    shutdown = list(value = NULL, as_handle = FALSE, stop = TRUE),
-    client_gone = result(.Call(C_request_release_client, ctx), FALSE),
+    shutdown = list(value = NULL, mode = "convert", stop = TRUE),
+    client_gone = result(.Call(C_request_release_client, ctx)),
     stop("unknown op '", msg$op, "'")
   )
 }
 
-result <- function(value, as_handle) list(value = value, as_handle = as_handle, stop = FALSE)
+result <- function(value, mode = "convert") list(value = value, mode = mode, stop = FALSE)
 
 target_env <- function(env) {
   if (is.null(env)) return(globalenv())

@@ -160,9 +160,10 @@ SEXP C_callback_send(SEXP ptr, SEXP args) {
   callback_args a = {rq, WORKER_ID_BIT | next_callback_id++, c->id, args};
   rb_encoder e;
   rb_encoder_init(&e);
+  e.shm_ok = rq->shm;
   rb_encode_protected(&e, fill_callback, &a);
   rb_console_flush();                   /* what R printed so far comes first */
-  rb_send_to_client(rq, &e.sb);
+  rb_send_encoded(rq, &e);
   rb_encoder_free(&e);
   rb_spin_after_send();                 /* the reply of a quick callback comes soon */
   SEXP out = Rf_allocVector(RAWSXP, 8);

@@ -3,6 +3,8 @@
  * I/O thread validated it: this decoder is also used directly by tests. */
 #include <string.h>
 #include <math.h>
+#include <sys/mman.h>
+#include <zmq.h>
 #define R_NO_REMAP
 #include <Rinternals.h>
 #include "rserver.h"
@@ -99,7 +101,61 @@ static SEXP decode_handle(const uint8_t *p, uint32_t len, int resolve) {
   return rb_handle_get(id);
 }
 
-static SEXP decode_value(mp_reader *r, int depth, int resolve) {
+typedef struct {
+  int resolve;
+  zmq_msg_t *frames;      /* the message's payload frames */
+  int nframes;
+} decode_ctx;
+
+typedef struct { const void *map; size_t len; } shm_view;
+
+static SEXP decode_mapped(void *p) {
+  shm_view *v = p;
+  return rb_arrow_to_r(v->map, v->len);
+}
+
+static void unmap_after(void *p, Rboolean jump) {
+  (void)jump;
+  shm_view *v = p;
+  if (v->map) munmap((void *)v->map, v->len);
+  v->map = NULL;
+}
+
+/* ext 3: 'f' + u32 LE frame number (1 = the first frame after the envelope),
+ * or 'm' + u64 LE length + segment name (SPEC "Arrow payloads"). */
+static SEXP decode_payload(const uint8_t *p, uint32_t len, const decode_ctx *ctx) {
+  if (!ctx->resolve) {   /* kept as its bytes, for tests of the codec */
+    SEXP ref = PROTECT(Rf_allocVector(RAWSXP, len));
+    if (len) memcpy(RAW(ref), p, len);
+    Rf_setAttrib(ref, R_ClassSymbol, Rf_mkString("rbridge_payload_ref"));
+    UNPROTECT(1);
+    return ref;
+  }
+  if (len == 5 && p[0] == 'f') {
+    uint32_t frame = le32(p + 1);
+    if (frame < 1 || frame > (uint32_t)ctx->nframes)
+      Rf_error("rbridge: a payload refers to frame %u, but the message has %d payload frame(s)", frame, ctx->nframes);
+    zmq_msg_t *m = &ctx->frames[frame - 1];
+    return rb_arrow_to_r(zmq_msg_data(m), zmq_msg_size(m));
+  }
+  if (len > 9 && len - 9 < RB_SHM_NAME_MAX && p[0] == 'm') {
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | p[1 + i];
+    char name[RB_SHM_NAME_MAX];
+    memcpy(name, p + 9, len - 9);
+    name[len - 9] = 0;
+    if (n > ((uint64_t)1 << 48)) Rf_error("rbridge: shared-memory payload length is implausible");
+    const char *err = NULL;
+    shm_view v = {rb_shm_map(name, (size_t)n, &err), (size_t)n};
+    if (!v.map && n) Rf_error("rbridge: shared-memory payload %s: %s", name, err);
+    return R_UnwindProtect(decode_mapped, &v, unmap_after, &v, NULL);
+  }
+  Rf_error("rbridge: malformed payload reference");
+  return R_NilValue;
+}
+
+static SEXP decode_value(mp_reader *r, int depth, const decode_ctx *ctx) {
+  int resolve = ctx->resolve;
   mp_item it;
   if (mp_next(r, &it)) Rf_error("rbridge: malformed msgpack: %s", r->err);
   switch (it.kind) {
@@ -129,7 +185,7 @@ static SEXP decode_value(mp_reader *r, int depth, int resolve) {
         if (key.kind != MP_STR) Rf_error("rbridge: map keys must be strings");
         SET_STRING_ELT(names, i, make_string(key.ptr, key.len));
       }
-      SET_VECTOR_ELT(x, i, decode_value(r, depth - 1, resolve));
+      SET_VECTOR_ELT(x, i, decode_value(r, depth - 1, ctx));
     }
     if (is_map) Rf_setAttrib(x, R_NamesSymbol, names);
     UNPROTECT(2);
@@ -138,6 +194,7 @@ static SEXP decode_value(mp_reader *r, int depth, int resolve) {
   case MP_EXT:
     if (it.ext_type == RB_EXT_HANDLE) return decode_handle(it.ptr, it.len, resolve);
     if (it.ext_type == RB_EXT_VECTOR) return decode_vector(it.ptr, it.len);
+    if (it.ext_type == RB_EXT_PAYLOAD) return decode_payload(it.ptr, it.len, ctx);
     if (it.ext_type == RB_EXT_CALLABLE) {
       if (resolve) return rb_make_callable(it.ptr, it.len);
       return decode_ref(it.ptr, it.len, "rbridge_callable_ref");
@@ -147,13 +204,23 @@ static SEXP decode_value(mp_reader *r, int depth, int resolve) {
   return R_NilValue;
 }
 
-SEXP rb_decode(const void *buf, size_t len, int resolve) {
+static SEXP decode_all(const void *buf, size_t len, const decode_ctx *ctx) {
   mp_reader r;
   mp_init(&r, buf, len);
-  SEXP x = PROTECT(decode_value(&r, RB_MAX_DEPTH, resolve));
+  SEXP x = PROTECT(decode_value(&r, RB_MAX_DEPTH, ctx));
   if (r.pos != len) Rf_error("rbridge: trailing bytes after the msgpack value");
   UNPROTECT(1);
   return x;
+}
+
+SEXP rb_decode(const void *buf, size_t len, int resolve) {
+  decode_ctx ctx = {resolve, NULL, 0};
+  return decode_all(buf, len, &ctx);
+}
+
+SEXP rb_decode_request(rb_request *rq) {
+  decode_ctx ctx = {1, rq->frames, rq->nframes};
+  return decode_all(rq->envelope, rq->envelope_len, &ctx);
 }
 
 /* .Call entry for tests and tools: decode a raw vector. */

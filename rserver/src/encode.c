@@ -3,18 +3,27 @@
  * in the handle table and sent as a handle. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #define R_NO_REMAP
 #include <Rinternals.h>
 #include "rserver.h"
 #include "rserver_r.h"
 
 void rb_encoder_init(rb_encoder *e) {
+  memset(e, 0, sizeof *e);
   msgpack_sbuffer_init(&e->sb);
   msgpack_sbuffer_init(&e->scratch);
   msgpack_packer_init(&e->pk, &e->sb, msgpack_sbuffer_write);
 }
 
 void rb_encoder_free(rb_encoder *e) {
+  for (int i = 0; i < e->npayloads; i++) {
+    free(e->payloads[i].data);
+    if (e->payloads[i].shm[0]) shm_unlink(e->payloads[i].shm);
+  }
+  free(e->payloads);
+  e->payloads = NULL;
+  e->npayloads = e->cap = 0;
   msgpack_sbuffer_destroy(&e->sb);
   msgpack_sbuffer_destroy(&e->scratch);
   msgpack_sbuffer_init(&e->sb);
@@ -82,6 +91,65 @@ static void pack_handle(rb_encoder *e, SEXP x) {
   UNPROTECT(2);
 }
 
+/* Vectors at least this long travel as Arrow payloads rather than ext 2. */
+#define ARROW_MIN_LENGTH 4096
+
+/* ext 3 from the worker: 'f' + u32 LE frame number, or 'm' + u64 LE length +
+ * the shared-memory segment's name (SPEC "Arrow payloads"). */
+static void pack_arrow(rb_encoder *e, SEXP x) {
+  if (e->npayloads == e->cap) {
+    int cap = e->cap ? 2 * e->cap : 4;
+    rb_payload *np = realloc(e->payloads, (size_t)cap * sizeof *np);
+    if (!np) Rf_error("rbridge: out of memory");
+    e->payloads = np;
+    e->cap = cap;
+  }
+  const void *vmax = vmaxget();
+  rb_arrow_plan *plan = rb_arrow_plan_new(x);
+  size_t len = rb_arrow_plan_size(plan);
+  rb_payload *pl = &e->payloads[e->npayloads];
+  memset(pl, 0, sizeof *pl);
+  uint8_t ref[1 + 8 + RB_SHM_NAME_MAX];
+  size_t ref_len;
+  void *map = e->shm_ok && len >= RB_SHM_MIN ? rb_shm_create(len, pl->shm) : NULL;
+  if (map) {
+    rb_arrow_write(plan, map);
+    munmap(map, len);
+    ref[0] = 'm';
+    for (int i = 0; i < 8; i++) ref[1 + i] = (uint8_t)((uint64_t)len >> (8 * i));
+    size_t n = strlen(pl->shm);
+    memcpy(ref + 9, pl->shm, n);
+    ref_len = 9 + n;
+  } else {
+    pl->shm[0] = 0;
+    pl->data = malloc(len ? len : 1);
+    if (!pl->data) { rb_arrow_plan_free(plan); Rf_error("rbridge: out of memory"); }
+    pl->len = len;
+    rb_arrow_write(plan, pl->data);
+    uint32_t frame = 1;   /* frames are numbered among frame payloads only */
+    for (int i = 0; i < e->npayloads; i++) frame += e->payloads[i].data != NULL;
+    ref[0] = 'f';
+    for (int i = 0; i < 4; i++) ref[1 + i] = (uint8_t)(frame >> (8 * i));
+    ref_len = 5;
+  }
+  e->npayloads++;
+  rb_arrow_plan_free(plan);
+  vmaxset(vmax);
+  msgpack_pack_ext(&e->pk, ref_len, RB_EXT_PAYLOAD);
+  msgpack_pack_ext_body(&e->pk, ref, ref_len);
+}
+
+/* A value that must travel as Arrow (a client's to_arrow()). */
+void rb_pack_arrow(rb_encoder *e, SEXP x) {
+  if (rb_arrow_kind(x) == RB_AK_NONE) {
+    SEXP cls = Rf_getAttrib(x, R_ClassSymbol);
+    const char *name = TYPEOF(cls) == STRSXP && XLENGTH(cls) ? CHAR(STRING_ELT(cls, 0)) : Rf_type2char(TYPEOF(x));
+    Rf_error("rbridge: an R object of class '%s' has no Arrow form (data.frames, atomic vectors, "
+             "factors, dates, times and matrices without dimnames have one)", name);
+  }
+  pack_arrow(e, x);
+}
+
 static int only_names_attribute(SEXP x) {
   SEXP a = ATTRIB(x);
   return a != R_NilValue && TAG(a) == R_NamesSymbol && CDR(a) == R_NilValue;
@@ -102,6 +170,11 @@ void rb_pack_value(rb_encoder *e, SEXP x, int depth, int as_handle) {
   int type = TYPEOF(x);
   if (type == NILSXP && !as_handle) { msgpack_pack_nil(pk); return; }
   if (as_handle || depth <= 0) { pack_handle(e, x); return; }
+  int arrow = rb_arrow_kind(x);
+  if (arrow != RB_AK_NONE && (arrow != RB_AK_PLAIN || XLENGTH(x) >= ARROW_MIN_LENGTH)) {
+    pack_arrow(e, x);
+    return;
+  }
   if (type == VECSXP) {
     int named = only_names_attribute(x);
     if (ATTRIB(x) != R_NilValue && !(named && names_are_keys(Rf_getAttrib(x, R_NamesSymbol)))) {

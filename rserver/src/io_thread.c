@@ -18,7 +18,6 @@
 #include <zmq.h>
 #include "rserver.h"
 
-#define MAX_FRAMES 64
 #define MAX_FDS 4096         /* connections whose client we remember */
 #define ORPHAN_GRACE 5.0     /* seconds an orphan may take to shut down */
 
@@ -117,11 +116,15 @@ static void reply_hello(io_state *st, const void *rid, size_t rid_len, const rb_
   msgpack_packer pk;
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  rb_pack_header(&pk, 5, pk_in->id, "hello");
+  /* shared memory is used only when this process can read the client's probe */
+  int shm = pk_in->probe_name[0] && rb_shm_probe(pk_in->probe_name, pk_in->probe_token, pk_in->probe_token_len);
+  rb_pack_header(&pk, 6, pk_in->id, "hello");
   rb_pack_cstr(&pk, "version");
   msgpack_pack_uint8(&pk, RB_PROTOCOL_VERSION);
   rb_pack_cstr(&pk, "worker");
   msgpack_sbuffer_write(&sb, st->sh->worker_info, st->sh->worker_info_len);
+  rb_pack_cstr(&pk, "shm");
+  if (shm) msgpack_pack_true(&pk); else msgpack_pack_false(&pk);
   send_to_client(st, rid, rid_len, &sb);
 }
 
@@ -174,10 +177,10 @@ static void close_frames(zmq_msg_t *f, int n) {
 }
 
 static void on_client_message(io_state *st) {
-  zmq_msg_t f[MAX_FRAMES];
+  static zmq_msg_t f[RB_MAX_FRAMES];   /* only this thread runs here */
   int n = 0, more = 1;
   size_t sz = sizeof more;
-  while (more && n < MAX_FRAMES) {
+  while (more && n < RB_MAX_FRAMES) {
     zmq_msg_init(&f[n]);
     if (zmq_msg_recv(&f[n], st->router, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&f[n]); break; }
     n++;

@@ -44,6 +44,29 @@ int rb_peek_envelope(const void *buf, size_t len, rb_peek *pk, const char **err)
         if (read_u64(&val, &pk->target)) { *err = "field 'target' must be a request id"; return -1; }
         pk->has_target = 1;
       }
+    } else if (mp_str_eq(&key, "shm")) {
+      pk->shm = val.kind == MP_BOOL && val.v.b;
+    } else if (mp_str_eq(&key, "shm_probe")) {
+      /* {"name": str, "token": bin}; anything else means no probe */
+      if (val.kind != MP_MAP) { r.pos = vpos; if (mp_skip_value(&r, RB_MAX_DEPTH)) { *err = r.err; return -1; } continue; }
+      for (uint32_t j = 0; j < val.len; j++) {
+        mp_item k2, v2;
+        size_t at;
+        if (mp_next(&r, &k2)) { *err = r.err; return -1; }
+        at = r.pos;
+        if (mp_next(&r, &v2)) { *err = r.err; return -1; }
+        if (mp_str_eq(&k2, "name") && v2.kind == MP_STR && v2.len < RB_SHM_NAME_MAX) {
+          memcpy(pk->probe_name, v2.ptr, v2.len);
+          pk->probe_name[v2.len] = 0;
+        } else if (mp_str_eq(&k2, "token") && v2.kind == MP_BIN && v2.len <= sizeof pk->probe_token) {
+          memcpy(pk->probe_token, v2.ptr, v2.len);
+          pk->probe_token_len = v2.len;
+        } else if (v2.kind == MP_ARRAY || v2.kind == MP_MAP) {
+          r.pos = at;
+          if (mp_skip_value(&r, RB_MAX_DEPTH)) { *err = r.err; return -1; }
+        }
+      }
+      continue;
     } else if (mp_str_eq(&key, "versions")) {
       if (val.kind != MP_ARRAY) { *err = "field 'versions' must be an array"; return -1; }
       for (uint32_t j = 0; j < val.len; j++) {

@@ -9,6 +9,11 @@
  *   callbacks.c     Python callables as R functions
  *   decode.c        msgpack -> R objects (main thread)
  *   encode.c        R objects -> msgpack (main thread)
+ *   flatbuf.c       flatbuffers, the encoding of Arrow metadata (pure C)
+ *   arrow_read.c    Arrow IPC stream parsing and validation (pure C)
+ *   arrow_to_r.c    Arrow IPC stream -> R objects (main thread)
+ *   arrow_from_r.c  R objects -> Arrow IPC stream (main thread)
+ *   shm.c           shared-memory segments for payloads on one host (pure C)
  *   handles.c       the table of R objects held for clients
  *   console.c       capture of R console output per request
  *   init.c          .Call registration
@@ -24,7 +29,11 @@
 #define RB_PROTOCOL_VERSION 1
 #define RB_EXT_HANDLE 1
 #define RB_EXT_VECTOR 2
+#define RB_EXT_PAYLOAD 3
 #define RB_EXT_CALLABLE 4
+#define RB_MAX_FRAMES 1024       /* frames in one message from a client */
+#define RB_SHM_NAME_MAX 64
+#define RB_SHM_MIN ((size_t)1 << 20)   /* payloads this big go through shared memory */
 #define RB_MAX_DEPTH 64          /* nesting of msgpack containers */
 #define RB_MAX_ROUTING_ID 255
 #define RB_OP_MAX 16
@@ -67,6 +76,10 @@ typedef struct {
   int has_target;
   uint64_t target;        /* "target" of an interrupt */
   int versions_ok;        /* hello: client offers our version */
+  int shm;                /* request: the client takes shared-memory payloads */
+  char probe_name[RB_SHM_NAME_MAX];   /* hello: shm_probe */
+  uint8_t probe_token[32];
+  size_t probe_token_len;
 } rb_peek;
 
 int rb_peek_envelope(const void *buf, size_t len, rb_peek *pk, const char **err);
@@ -120,11 +133,23 @@ typedef struct rb_request {
   size_t envelope_len;
   int done;
   int is_reply;               /* a client's reply to a callback, not a request */
+  int shm;                    /* the client takes shared-memory payloads */
+  void *frames;               /* zmq_msg_t[nframes]: payload frames after the envelope */
+  int nframes;
   struct rb_request *outer;   /* request this one is nested in */
 } rb_request;
 
 rb_request *rb_current_request(void);
 void rb_spin_after_send(void);
 int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb);
+
+/* ---- shm.c ----------------------------------------------------------------- */
+int rb_shm_name_ok(const char *name, size_t n, char kind);
+int rb_shm_probe(const char *name, const uint8_t *token, size_t n);
+const void *rb_shm_map(const char *name, size_t len, const char **err);
+void *rb_shm_create(size_t len, char name[RB_SHM_NAME_MAX]);
+void rb_shm_sweep(void);
+void rb_shm_track(const char *name, const uint8_t *rid, size_t rid_len);
+void rb_shm_forget(const uint8_t *rid, size_t rid_len);
 
 #endif

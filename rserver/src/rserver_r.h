@@ -10,19 +10,31 @@ int rb_handle_release(uint64_t id);
 size_t rb_handle_count(void);
 size_t rb_handle_release_client(const uint8_t *rid, size_t len);
 
-/* decode.c: resolve = 1 looks handles up, 0 keeps them as "rbridge_handle_ref" */
+/* decode.c: resolve = 1 looks handles up, 0 keeps them (and payload
+ * references) as raw references of class "rbridge_*_ref" */
 SEXP rb_decode(const void *buf, size_t len, int resolve);
+SEXP rb_decode_request(rb_request *rq);   /* the envelope with its payload frames */
 
 /* encode.c */
+typedef struct {
+  void *data;                   /* frame payload (malloc'd), NULL for shared memory */
+  size_t len;
+  char shm[RB_SHM_NAME_MAX];    /* shared-memory payload: the segment's name */
+} rb_payload;
+
 typedef struct {
   msgpack_sbuffer sb;       /* the message being built */
   msgpack_sbuffer scratch;  /* bodies that need their length first */
   msgpack_packer pk;
+  int shm_ok;               /* the client takes shared-memory payloads */
+  rb_payload *payloads;     /* Arrow payloads referenced by the message */
+  int npayloads, cap;
 } rb_encoder;
 void rb_encoder_init(rb_encoder *e);
-void rb_encoder_free(rb_encoder *e);
+void rb_encoder_free(rb_encoder *e);   /* also drops payloads not sent */
 void rb_pack_value(rb_encoder *e, SEXP x, int depth, int as_handle);
 void rb_pack_strings(msgpack_packer *pk, SEXP x);
+void rb_pack_arrow(rb_encoder *e, SEXP x);   /* raises when x has no Arrow form */
 /* Runs fill(e, data) with e freed if an R error jumps out of it. */
 void rb_encode_protected(rb_encoder *e, void (*fill)(rb_encoder *, void *), void *data);
 
@@ -42,4 +54,6 @@ void rb_arrow_plan_free(rb_arrow_plan *p);
 
 /* server.c */
 rb_request *rb_request_from(SEXP ctx);
+/* Sends the encoder's message and payload frames; the payloads are handed over. */
+int rb_send_encoded(const rb_request *rq, rb_encoder *e);
 #endif

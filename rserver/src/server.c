@@ -42,16 +42,47 @@ static int send_retry(void *sock, const void *buf, size_t len, int flags) {
   return rc;
 }
 
-/* Sends [rid, envelope] to the request's client; takes the buffer's memory. */
-int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb) {
+/* Sends a malloc'd frame without copying; zmq frees it. */
+static int send_owned(void *data, size_t n, int flags) {
   zmq_msg_t m;
+  if (zmq_msg_init_data(&m, data, n, free_data, NULL)) { free(data); return -1; }
+  int rc;
+  while ((rc = zmq_msg_send(&m, main_pair, flags)) < 0 && errno == EINTR) {}
+  if (rc < 0) zmq_msg_close(&m);
+  return rc;
+}
+
+/* Sends [rid, envelope, payload frames...] to the request's client, taking the
+ * memory of the buffer and of the payloads. */
+static int send_message(const rb_request *rq, msgpack_sbuffer *sb, rb_payload *pl, int npl) {
   size_t n = sb->size;
   void *data = msgpack_sbuffer_release(sb);
-  if (send_retry(main_pair, rq->rid, rq->rid_len, ZMQ_SNDMORE) < 0) { free(data); return -1; }
-  zmq_msg_init_data(&m, data, n, free_data, NULL);
-  int rc;
-  while ((rc = zmq_msg_send(&m, main_pair, 0)) < 0 && errno == EINTR) {}
-  if (rc < 0) zmq_msg_close(&m);
+  int nframes = 0, rc = 0;
+  for (int i = 0; i < npl; i++) {
+    if (pl[i].data) nframes++;
+    else if (pl[i].shm[0]) rb_shm_track(pl[i].shm, rq->rid, rq->rid_len);   /* unlinked later if unread */
+  }
+  if (send_retry(main_pair, rq->rid, rq->rid_len, ZMQ_SNDMORE) < 0) {
+    free(data);
+    rc = -1;
+  } else {
+    rc = send_owned(data, n, nframes ? ZMQ_SNDMORE : 0);
+  }
+  for (int i = 0; i < npl; i++) {
+    if (!pl[i].data) continue;
+    if (rc >= 0) rc = send_owned(pl[i].data, pl[i].len, --nframes ? ZMQ_SNDMORE : 0);
+    else free(pl[i].data);
+    pl[i].data = NULL;
+  }
+  return rc;
+}
+
+int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb) { return send_message(rq, sb, NULL, 0); }
+
+int rb_send_encoded(const rb_request *rq, rb_encoder *e) {
+  int rc = send_message(rq, &e->sb, e->payloads, e->npayloads);
+  for (int i = 0; i < e->npayloads; i++) e->payloads[i].shm[0] = 0;   /* handed over */
+  e->npayloads = 0;
   return rc;
 }
 
@@ -91,9 +122,18 @@ static void pop_request(rb_request *rq) {
   publish_top();
 }
 
+static void free_frames(rb_request *rq) {
+  zmq_msg_t *f = rq->frames;
+  for (int i = 0; i < rq->nframes; i++) zmq_msg_close(&f[i]);
+  free(f);
+  rq->frames = NULL;
+  rq->nframes = 0;
+}
+
 static void request_finalizer(SEXP ptr) {
   rb_request *rq = R_ExternalPtrAddr(ptr);
   if (!rq || !rq->done) return;   /* still on the stack: never free it under it */
+  free_frames(rq);
   free(rq->envelope);
   free(rq);
   R_ClearExternalPtr(ptr);
@@ -122,6 +162,14 @@ static SEXP receive_request(void) {
     } else if (idx == 1 && (rq->envelope = malloc(n ? n : 1)) != NULL) {
       memcpy(rq->envelope, zmq_msg_data(&f), n);
       rq->envelope_len = n;
+    } else if (idx >= 2) {
+      /* payload frames are kept as they are (no copy) until decoded */
+      zmq_msg_t *frames = realloc(rq->frames, (size_t)(rq->nframes + 1) * sizeof *frames);
+      if (frames) {
+        rq->frames = frames;
+        zmq_msg_init(&frames[rq->nframes]);
+        zmq_msg_move(&frames[rq->nframes++], &f);
+      }
     }
     zmq_msg_close(&f);
     idx++;
@@ -129,6 +177,7 @@ static SEXP receive_request(void) {
   rb_peek pk;
   const char *err;
   if (!rq->envelope || rb_peek_envelope(rq->envelope, rq->envelope_len, &pk, &err)) {
+    free_frames(rq);
     free(rq->envelope);   /* validated by the I/O thread; only allocation can fail */
     free(rq);
     Rf_error("rbridge: could not take a request from the I/O thread");
@@ -136,6 +185,10 @@ static SEXP receive_request(void) {
   rq->id = pk.id;
   memcpy(rq->op, pk.op, RB_OP_MAX);
   rq->timeout = pk.timeout;
+  rq->shm = pk.shm;
+  /* A new outermost request means the client has read every earlier reply:
+   * shared-memory segments it left unread (an abandoned reply) go now. */
+  if (!active) rb_shm_forget(rq->rid, rq->rid_len);
   if (strcmp(rq->op, "result") == 0 || strcmp(rq->op, "error") == 0) {
     rq->is_reply = 1;   /* answers a callback: never on the stack of requests */
     rq->done = 1;
@@ -190,13 +243,15 @@ static void pack_conditions(rb_encoder *e, SEXP conds) {
   }
 }
 
-typedef struct { rb_request *rq; SEXP value, warnings; int as_handle; } reply_args;
+enum { MODE_CONVERT, MODE_HANDLE, MODE_ARROW };
+typedef struct { rb_request *rq; SEXP value, warnings; int mode; } reply_args;
 
 static void fill_result(rb_encoder *e, void *p) {
   reply_args *a = p;
   rb_pack_header(&e->pk, 5, a->rq->id, "result");
   rb_pack_cstr(&e->pk, "value");
-  rb_pack_value(e, a->value, RB_MAX_DEPTH, a->as_handle);
+  if (a->mode == MODE_ARROW) rb_pack_arrow(e, a->value);
+  else rb_pack_value(e, a->value, RB_MAX_DEPTH, a->mode == MODE_HANDLE);
   rb_pack_cstr(&e->pk, "warnings");
   pack_conditions(e, a->warnings);
 }
@@ -215,36 +270,42 @@ static void fill_error(rb_encoder *e, void *p) {
   pack_conditions(e, a->warnings);
 }
 
-static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEXP warnings, int as_handle) {
+static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEXP warnings, int mode) {
   rb_request *rq = rb_request_from(ctx);
   if (rq->done) Rf_error("rbridge: request %llu was already answered", (unsigned long long)rq->id);
-  reply_args a = {rq, value, warnings, as_handle};
+  reply_args a = {rq, value, warnings, mode};
   rb_encoder e;
   rb_encoder_init(&e);
+  e.shm_ok = rq->shm;
   rb_encode_protected(&e, fill, &a);   /* may raise an R error; nothing leaks */
   rb_console_flush();                   /* output first, then the reply */
   rb_report_released_callables(rq);
   /* Idle before the reply leaves: a client that pings or interrupts as soon
    * as it has the reply must not find this request still running. */
   pop_request(rq);
-  rb_send_to_client(rq, &e.sb);
+  rb_send_encoded(rq, &e);
   rb_encoder_free(&e);
   rb_spin_after_send();
   return R_NilValue;
 }
 
-SEXP C_reply_value(SEXP ctx, SEXP value, SEXP warnings, SEXP as_handle) {
-  return finish(ctx, fill_result, value, warnings, Rf_asLogical(as_handle) == TRUE);
+SEXP C_reply_value(SEXP ctx, SEXP value, SEXP warnings, SEXP mode) {
+  const char *m = TYPEOF(mode) == STRSXP && XLENGTH(mode) == 1 ? CHAR(STRING_ELT(mode, 0)) : "";
+  return finish(ctx, fill_result, value, warnings,
+                strcmp(m, "handle") == 0 ? MODE_HANDLE : strcmp(m, "arrow") == 0 ? MODE_ARROW : MODE_CONVERT);
 }
 
 SEXP C_reply_error(SEXP ctx, SEXP info, SEXP warnings) {
   if (TYPEOF(info) != VECSXP || XLENGTH(info) != 4) Rf_error("rbridge: bad error description");
-  return finish(ctx, fill_error, info, warnings, 0);
+  return finish(ctx, fill_error, info, warnings, MODE_CONVERT);
 }
 
 SEXP C_request_decode(SEXP ctx) {
   rb_request *rq = rb_request_from(ctx);
-  return rb_decode(rq->envelope, rq->envelope_len, 1);
+  SEXP x = PROTECT(rb_decode_request(rq));
+  free_frames(rq);   /* the payloads are R objects now: free their memory early */
+  UNPROTECT(1);
+  return x;
 }
 
 /* The id of the callback a client's reply answers (raw(8)), or NULL for a request. */
@@ -267,6 +328,7 @@ SEXP C_request_timed_out(SEXP ctx) {
 /* client_gone (made by the I/O thread in the name of a vanished client). */
 SEXP C_request_release_client(SEXP ctx) {
   rb_request *rq = rb_request_from(ctx);
+  rb_shm_forget(rq->rid, rq->rid_len);
   return Rf_ScalarReal((double)rb_handle_release_client(rq->rid, rq->rid_len));
 }
 
@@ -310,6 +372,7 @@ SEXP C_server_start(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP paren
   if (TYPEOF(info) != RAWSXP || (size_t)XLENGTH(info) > sizeof shared.worker_info)
     Rf_error("rbridge: worker info must be a raw vector of at most 1024 bytes");
 
+  rb_shm_sweep();   /* segments left by processes that died */
   memset(&shared, 0, sizeof shared);
   pthread_mutex_init(&shared.mu, NULL);
   strcpy(shared.endpoint, ep);
@@ -361,6 +424,7 @@ SEXP C_server_start(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP paren
 SEXP C_server_stop(void) {
   if (!running) return R_NilValue;
   rb_console_restore();
+  rb_shm_forget(NULL, 0);
   send_retry(main_pair, "", 0, ZMQ_SNDMORE);
   send_retry(main_pair, "stop", 4, 0);
   pthread_join(io_tid, NULL);

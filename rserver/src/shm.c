@@ -1,0 +1,135 @@
+/* Shared-memory segments for Arrow payloads between processes on one host
+ * (protocol/SPEC.md, "Shared memory"). A segment is a POSIX shm object named
+ * /rbridge-<c|w><creator pid>-<32 random hex digits>, mode 0600. The receiver
+ * maps it and unlinks it at once; the worker also remembers the segments it
+ * sent until the client's next request, and unlinks what is left. Segments of
+ * dead processes are swept at start-up. No R API. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "rserver.h"
+
+#define PREFIX "/rbridge-"
+
+int rb_shm_name_ok(const char *name, size_t n, char kind) {
+  size_t p = sizeof PREFIX - 1;
+  if (n >= RB_SHM_NAME_MAX || n < p + 4 || memcmp(name, PREFIX, p) != 0 || name[p] != kind) return 0;
+  size_t digits = 0, hex = 0;
+  for (p++; p < n && name[p] >= '0' && name[p] <= '9'; p++) digits++;
+  if (!digits || p >= n || name[p++] != '-') return 0;
+  for (; p < n && ((name[p] >= '0' && name[p] <= '9') || (name[p] >= 'a' && name[p] <= 'f')); p++) hex++;
+  return p == n && hex == 32;
+}
+
+/* Opens a segment made by someone else: it must be ours (same user), private
+ * (no group or other access) and at least `len` bytes. */
+static int open_checked(const char *name, size_t len, const char **err) {
+  int fd = shm_open(name, O_RDONLY | O_NOFOLLOW, 0);
+  if (fd < 0) { *err = "cannot open the shared-memory segment"; return -1; }
+  struct stat st;
+  if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) ||
+      (uint64_t)st.st_size < (uint64_t)len) {
+    close(fd);
+    *err = "the shared-memory segment is not a private segment of the stated size";
+    return -1;
+  }
+  return fd;
+}
+
+int rb_shm_probe(const char *name, const uint8_t *token, size_t n) {
+  const char *err;
+  if (!rb_shm_name_ok(name, strlen(name), 'c')) return 0;
+  int fd = open_checked(name, n, &err);
+  if (fd < 0) return 0;
+  uint8_t got[64];
+  int ok = n <= sizeof got && pread(fd, got, n, 0) == (ssize_t)n && memcmp(got, token, n) == 0;
+  close(fd);
+  shm_unlink(name);
+  return ok;
+}
+
+const void *rb_shm_map(const char *name, size_t len, const char **err) {
+  if (!rb_shm_name_ok(name, strlen(name), 'c')) { *err = "invalid shared-memory segment name"; return NULL; }
+  int fd = open_checked(name, len, err);
+  if (fd < 0) return NULL;
+  void *p = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0) : NULL;
+  close(fd);
+  shm_unlink(name);   /* promptly: the mapping keeps the memory */
+  if (p == MAP_FAILED) { *err = "cannot map the shared-memory segment"; return NULL; }
+  return p;
+}
+
+void *rb_shm_create(size_t len, char name[RB_SHM_NAME_MAX]) {
+  uint8_t rnd[16];
+  if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) return NULL;
+  int at = snprintf(name, RB_SHM_NAME_MAX, PREFIX "w%ld-", (long)getpid());
+  for (int i = 0; i < 16; i++) at += snprintf(name + at, RB_SHM_NAME_MAX - (size_t)at, "%02x", rnd[i]);
+  int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+  if (fd < 0) return NULL;
+  void *p = MAP_FAILED;
+  if (ftruncate(fd, (off_t)len) == 0)
+    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) { shm_unlink(name); return NULL; }
+  return p;
+}
+
+/* Removes segments whose creator (the pid in the name) no longer exists. */
+void rb_shm_sweep(void) {
+  DIR *d = opendir("/dev/shm");
+  if (!d) return;
+  struct dirent *e;
+  char name[300];   /* d_name is at most 255 bytes */
+  while ((e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, PREFIX + 1, sizeof PREFIX - 2) != 0) continue;
+    snprintf(name, sizeof name, "/%s", e->d_name);
+    size_t n = strlen(name);
+    if (!rb_shm_name_ok(name, n, 'c') && !rb_shm_name_ok(name, n, 'w')) continue;
+    long pid = strtol(name + sizeof PREFIX, NULL, 10);
+    if (pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH) shm_unlink(name);
+  }
+  closedir(d);
+}
+
+/* ---- segments sent to clients and not yet known to be consumed ---- */
+
+typedef struct {
+  char name[RB_SHM_NAME_MAX];
+  uint8_t rid[RB_MAX_ROUTING_ID];
+  size_t rid_len;
+} sent_segment;
+
+static sent_segment *sent = NULL;
+static size_t nsent = 0, capsent = 0;
+
+void rb_shm_track(const char *name, const uint8_t *rid, size_t rid_len) {
+  if (nsent == capsent) {
+    size_t cap = capsent ? 2 * capsent : 16;
+    sent_segment *ns = realloc(sent, cap * sizeof *ns);
+    if (!ns) { shm_unlink(name); return; }   /* cannot track it: never leak it */
+    sent = ns;
+    capsent = cap;
+  }
+  sent_segment *s = &sent[nsent++];
+  snprintf(s->name, sizeof s->name, "%s", name);
+  memcpy(s->rid, rid, rid_len);
+  s->rid_len = rid_len;
+}
+
+/* Unlinks the tracked segments of one client (rid != NULL) or of all. */
+void rb_shm_forget(const uint8_t *rid, size_t rid_len) {
+  size_t keep = 0;
+  for (size_t i = 0; i < nsent; i++) {
+    if (!rid || (sent[i].rid_len == rid_len && memcmp(sent[i].rid, rid, rid_len) == 0)) shm_unlink(sent[i].name);
+    else sent[keep++] = sent[i];
+  }
+  nsent = keep;
+}
