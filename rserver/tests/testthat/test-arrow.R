@@ -1,0 +1,74 @@
+# The Arrow IPC reader and writer (protocol/SPEC.md, "Arrow payloads").
+arrow_dir <- file.path("..", "..", "..", "protocol", "vectors", "arrow")
+manifest <- jsonlite::fromJSON(file.path(dirname(arrow_dir), "arrow.json"), simplifyVector = FALSE)
+read_payload <- function(file) readBin(file.path(arrow_dir, file), "raw", file.size(file.path(arrow_dir, file)))
+enc <- rserver:::arrow_encode
+dec <- rserver:::arrow_decode
+
+for (v in manifest$pyarrow) {
+  test_that(paste("pyarrow's golden payload", v$name, "decodes to the R object"), {
+    expect_identical(dec(read_payload(v$file)), eval(parse(text = v$r)))
+  })
+}
+
+for (v in manifest$rserver) {
+  test_that(paste("the writer still produces the golden payload", v$name), {
+    x <- eval(parse(text = v$r))
+    expect_identical(enc(x), read_payload(v$file))
+    expect_identical(dec(enc(x)), x)
+  })
+}
+
+test_that("R objects survive a round trip through Arrow unchanged", {
+  objects <- list(
+    c(1.5, NA, NaN, Inf, -Inf), c(1L, NA), c(TRUE, NA, FALSE), c("a", NA, "\u00e9\u4e2d"), character(0),
+    factor(c("b", "a", NA)), factor(character(0)), as.Date(c("2024-01-01", NA)),
+    as.POSIXct("2024-05-06 07:08:09", tz = "UTC"), as.POSIXct(c(0, NA), origin = "1970-01-01"),
+    structure(c(0, 1.25), class = c("POSIXct", "POSIXt"), tzone = ""),
+    as.difftime(c(1, NA), units = "weeks"), array(1:24, c(2, 3, 4)), matrix(c("a", NA), 1),
+    c(x = "a", y = NA), data.frame(), data.frame(a = 1)[0, , drop = FALSE],
+    data.frame(x = 1:5)[c(4, 2), , drop = FALSE],
+    structure(list(1:2, c("a", "b")), names = c("dup", "dup"), class = "data.frame", row.names = c(NA, -2L)),
+    data.frame(`a b` = 1, check.names = FALSE), runif(1e5), sample(c(letters, NA), 1e4, TRUE))
+  for (x in objects) expect_identical(dec(enc(x)), x)
+})
+
+test_that("objects without an Arrow form are refused by the writer", {
+  expect_error(enc(list(1, 2)), "no Arrow representation")
+  expect_error(enc(matrix(1:4, 2, dimnames = list(c("a", "b"), NULL))), "no Arrow representation")
+  expect_error(enc(structure(1, label = "x")), "no Arrow representation")
+  expect_error(enc(as.Date(Inf)), "out of Arrow's date32 range")
+})
+
+test_that("a truncated payload is an error at every length, never a crash", {
+  full <- enc(data.frame(x = c(1.5, NA), s = c("a", NA), f = factor(c("u", "v"))))
+  for (n in seq_len(length(full) - 9L)) {
+    res <- tryCatch(dec(full[seq_len(n)]), error = function(e) e)
+    if (!inherits(res, "error")) expect_s3_class(res, "data.frame") else expect_match(conditionMessage(res), "Arrow")
+  }
+})
+
+test_that("random corruption of payloads gives errors or values, never crashes", {
+  set.seed(42)
+  seeds <- lapply(manifest$pyarrow, function(v) read_payload(v$file))
+  for (i in 1:3000) {
+    p <- seeds[[(i %% length(seeds)) + 1L]]
+    at <- sample(length(p), sample(1:4, 1))
+    p[at] <- as.raw(sample(0:255, length(at), TRUE))
+    res <- tryCatch(dec(p), error = function(e) e)
+    expect_true(inherits(res, "error") || is.list(res) || is.atomic(res))
+  }
+})
+
+test_that("hostile headers are refused with a reason", {
+  good <- enc(c(1, 2, 3))
+  expect_error(dec(raw(0)), "no schema")
+  expect_error(dec(as.raw(c(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f))), "outside the stream")
+  expect_error(dec(as.raw(c(1, 2, 3, 4, 5, 6, 7, 8))), "continuation")
+  bad <- good
+  bad[5:8] <- as.raw(c(4, 0, 0, 0))   # metadata too short to hold a table
+  expect_error(dec(bad), "Arrow")
+  big <- enc(data.frame(x = 1:3))
+  schema <- big[seq_len(8L + readBin(big[5:8], "integer", size = 4L, endian = "little"))]
+  expect_error(dec(c(big[1:(length(big) - 8)], schema)), "second schema")
+})
