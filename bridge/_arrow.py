@@ -37,7 +37,7 @@ def _check_type(arr: pa.Array | pa.ChunkedArray, what: str) -> pa.Array | pa.Chu
     t = arr.type
     if pa.types.is_dictionary(t):
         if not (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
-            arr = arr.cast(pa.dictionary(t.index_type, pa.string()))   # R levels are strings
+            arr = arr.cast(pa.dictionary(t.index_type, pa.string(), t.ordered))   # R levels are strings
         return arr
     if pa.types.is_float16(t):
         return arr.cast(pa.float64())
@@ -120,7 +120,7 @@ def series_to_table(series: pd.Series) -> pa.Table:
                   ["", "names"], meta)
 
 
-def frame_to_table(frame: pd.DataFrame) -> pa.Table:
+def frame_to_table(frame: pd.DataFrame) -> pa.Table | pa.RecordBatch:
     """A pandas DataFrame as an R data.frame. Column names become strings. A
     unique index of strings or integers becomes row.names; any other
     non-default index is turned into leading columns (``reset_index()``)."""
@@ -146,7 +146,7 @@ def frame_to_table(frame: pd.DataFrame) -> pa.Table:
         meta["rbridge.row_names"] = "1"
     if not columns:     # zero columns: the row count travels as a batch's length
         batch = pa.record_batch([pa.nulls(len(frame))], names=["x"]).drop_columns(["x"])
-        return pa.Table.from_batches([batch]).replace_schema_metadata(meta)
+        return batch.replace_schema_metadata(meta)
     return _table(columns, names, meta)
 
 
@@ -156,10 +156,12 @@ def arrow_to_table(value: pa.Array | pa.ChunkedArray | pa.RecordBatch | pa.Table
         return _table([value], [""], _vector_meta())
     if isinstance(value, pa.RecordBatch):
         value = pa.Table.from_batches([value])
-    return _table(list(value.columns), list(value.column_names), {"rbridge.kind": "data.frame"})
+    # rbridge's own metadata (from to_arrow()) is kept, so such tables go back unchanged
+    meta = {k.decode(): v.decode() for k, v in (value.schema.metadata or {}).items() if k.startswith(b"rbridge.")}
+    return _table(list(value.columns), list(value.column_names), {"rbridge.kind": "data.frame", **meta})
 
 
-def to_table(value: Any) -> pa.Table | None:
+def to_table(value: Any) -> pa.Table | pa.RecordBatch | None:
     """The Arrow form of values that travel as payloads, else None."""
     if isinstance(value, pd.DataFrame):
         return frame_to_table(value)

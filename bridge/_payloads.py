@@ -101,9 +101,9 @@ def discard_probe(name: str) -> None:
     _unlink(name)
 
 
-def _write_stream(table: pa.Table, sink: Any) -> None:
+def _write_stream(table: pa.Table | pa.RecordBatch, sink: Any) -> None:
     with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
+        writer.write(table)   # a RecordBatch keeps its row count even without columns
 
 
 class PayloadWriter:
@@ -117,7 +117,7 @@ class PayloadWriter:
         self.frames: list[pa.Buffer] = []
         self.segments: list[str] = []
 
-    def add(self, table: pa.Table) -> msgpack.ExtType:
+    def add(self, table: pa.Table | pa.RecordBatch) -> msgpack.ExtType:
         """Serializes ``table`` and returns the ext value that refers to it."""
         if self.shm:
             mock = pa.MockOutputStream()
@@ -130,7 +130,7 @@ class PayloadWriter:
         self.frames.append(sink.getvalue())
         return msgpack.ExtType(EXT_PAYLOAD, b"f" + struct.pack("<I", len(self.frames)))
 
-    def _add_segment(self, table: pa.Table, size: int) -> msgpack.ExtType:
+    def _add_segment(self, table: pa.Table | pa.RecordBatch, size: int) -> msgpack.ExtType:
         name, mm = _create_segment(size)
         self.segments.append(name)
         try:
