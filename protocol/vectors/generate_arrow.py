@@ -56,7 +56,8 @@ PY_CASES: list[tuple[str, Callable[[], pa.Table], str]] = [
      "factor(c('s', 'l', 'm'), levels = c('s', 'm', 'l'), ordered = TRUE)"),
     ("dates", lambda: _frame({"d32": pa.array([0, 19723, None], pa.date32()),
                              "d64": pa.array([86400000, None, -86400000], pa.date64())}),
-     "data.frame(d32 = as.Date(c(0, 19723, NA), origin = '1970-01-01'), d64 = as.Date(c(1, NA, -1), origin = '1970-01-01'))"),
+     "data.frame(d32 = as.Date(c(0, 19723, NA), origin = '1970-01-01'), "
+     "d64 = as.Date(c(1, NA, -1), origin = '1970-01-01'))"),
     ("timestamps", lambda: _frame({
         "s": pa.array([1, None], pa.timestamp("s", tz="UTC")),
         "ms": pa.array([1500, 0], pa.timestamp("ms", tz="America/New_York")),
