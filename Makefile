@@ -14,6 +14,8 @@ RSERVER_SOURCES := $(shell find rserver -type f -not -name '*.o' -not -name '*.s
 FUZZ_PACKAGES := clang-14 libclang-rt-14-dev
 FUZZ_RUNS ?= 2000000
 FUZZ_SOURCES := fuzz/fuzz_envelope.c rserver/src/mpack_reader.c rserver/src/protocol.c
+FUZZ_ARROW_SOURCES := fuzz/fuzz_arrow.c rserver/src/arrow_read.c rserver/src/flatbuf.c
+FUZZ_FLAGS := -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 .PHONY: setup system venv rserver demo test test-r test-python lint bench bench-quick bench-smoke \
 	fuzz fuzz-smoke memcheck clean
@@ -69,20 +71,27 @@ bench-smoke: setup
 	$(MAKE) -C benchmarks smoke
 
 # libFuzzer with AddressSanitizer and UndefinedBehaviorSanitizer on the C code
-# that reads every byte a client sends (msgpack reader, envelope peeking),
-# seeded with the golden vectors; inputs that crashed once stay as regressions.
+# that reads every byte a client sends: the msgpack reader and envelope peeking
+# (seeded with the golden messages) and the Arrow IPC reader (seeded with the
+# golden payloads). Inputs that crashed once stay as regressions.
 fuzz/fuzz_envelope: $(FUZZ_SOURCES) rserver/src/rserver.h
 	$(MAKE) system EXTRA_PACKAGES="$(FUZZ_PACKAGES)"
-	clang-14 -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	  -Irserver/src $(FUZZ_SOURCES) -lmsgpackc -o $@
+	clang-14 $(FUZZ_FLAGS) -Irserver/src $(FUZZ_SOURCES) -lmsgpackc -o $@
+
+fuzz/fuzz_arrow: $(FUZZ_ARROW_SOURCES) rserver/src/arrow_format.h
+	$(MAKE) system EXTRA_PACKAGES="$(FUZZ_PACKAGES)"
+	clang-14 $(FUZZ_FLAGS) -Irserver/src $(FUZZ_ARROW_SOURCES) -o $@
 
 # Bounded by a number of runs, so that a run's length does not depend on the
 # machine's speed; `timeout` is a safety net.
-fuzz: fuzz/fuzz_envelope
-	mkdir -p fuzz/out
+fuzz: fuzz/fuzz_envelope fuzz/fuzz_arrow
+	mkdir -p fuzz/out fuzz/out-arrow
 	./fuzz/fuzz_envelope fuzz/regressions/*
 	timeout 1800 ./fuzz/fuzz_envelope -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 \
 	  fuzz/out fuzz/corpus
+	./fuzz/fuzz_arrow fuzz/regressions-arrow/* protocol/vectors/arrow/*.arrow
+	timeout 1800 ./fuzz/fuzz_arrow -runs=$(FUZZ_RUNS) -max_len=8192 -print_final_stats=1 \
+	  fuzz/out-arrow protocol/vectors/arrow
 
 # The R-facing C code (decoder, encoder, handle table) under valgrind's memcheck,
 # through the R tests that feed it hostile and random input.
@@ -95,4 +104,5 @@ fuzz-smoke:
 	$(MAKE) fuzz FUZZ_RUNS=200000
 
 clean:
-	rm -rf $(VENV) .stamp-rserver rserver/src/*.o rserver/src/*.so .pytest_cache fuzz/out fuzz/fuzz_envelope
+	rm -rf $(VENV) .stamp-rserver rserver/src/*.o rserver/src/*.so .pytest_cache fuzz/out fuzz/out-arrow \
+	  fuzz/fuzz_envelope fuzz/fuzz_arrow

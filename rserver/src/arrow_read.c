@@ -54,6 +54,7 @@ uint64_t ar_offset_at(const ar_array *a, int large, int64_t i) {
 
 int ar_valid(const ar_array *a, int64_t i) {
   if (a->null_count == 0) return 1;
+  if (!a->validity.p) return 0;   /* the null type: no bitmap, every value null */
   return (a->validity.p[i >> 3] >> (i & 7)) & 1;
 }
 
