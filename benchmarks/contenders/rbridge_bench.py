@@ -1,5 +1,7 @@
-"""rbridge, over ipc:// (a private worker) or tcp:// loopback (a worker started
-from the shell), written the way its README says to use it.
+"""rbridge, over ipc:// (a private worker, large data through shared memory) or
+tcp:// loopback (a worker started from the shell; shared memory turned off so
+that data crosses the socket, as it would between hosts), written the way its
+README says to use it.
 
 Usage: rbridge_bench.py ipc|tcp [--quick]
 """
@@ -23,13 +25,14 @@ from common import (  # noqa: E402
     N_DOUBLES,
     emit,
     errors_as_na,
-    na,
     peak_rss_mb,
     reset_peak_rss,
     sequential,
     small_calls,
     timed,
 )
+
+from contenders.pyrserve_bench import R_FRAME, make_frame  # noqa: E402
 
 import bridge  # noqa: E402
 
@@ -50,7 +53,7 @@ def connect(transport: str) -> tuple[bridge.Session, subprocess.Popen | None]:
     if transport == "ipc":
         return bridge.connect(), None
     endpoint, proc = start_tcp_worker()
-    return bridge.connect(endpoint), proc
+    return bridge.connect(endpoint, shm=False), proc
 
 
 def close(r: bridge.Session, proc: subprocess.Popen | None) -> None:
@@ -71,8 +74,11 @@ def main() -> None:
     arr = np.arange(N_DOUBLES, dtype=np.float64)
     errors_as_na(results, "dbl_r2py", lambda: timed(lambda: r["x"], BULK_REPEATS))
     errors_as_na(results, "dbl_py2r", lambda: timed(lambda: r.assign("y", arr), BULK_REPEATS))
-    results["df_r2py"] = results["df_py2r"] = na(
-        "rbridge: data frames arrive with the Arrow data plane (not yet implemented)")
+    r.eval("rm(x, y); gc(); NULL")
+    frame = make_frame()
+    r.eval(R_FRAME + "; NULL")
+    errors_as_na(results, "df_r2py", lambda: timed(lambda: r["df"], BULK_REPEATS))
+    errors_as_na(results, "df_py2r", lambda: timed(lambda: r.assign("df2", frame), BULK_REPEATS))
     loop = r.eval(f"function(f) {{ for (i in seq_len({N_CALLBACKS})) f(i); NULL }}")
     errors_as_na(results, "callback_loop",
                  lambda: timed(lambda: loop(lambda v: v + 1), BULK_REPEATS, per=N_CALLBACKS))
