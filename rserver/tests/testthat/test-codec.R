@@ -29,9 +29,19 @@ test_that("integers outside int32 become doubles up to 2^53 and are refused beyo
   expect_error(dec(as.raw(c(0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))), "2\\^53")
 })
 
-test_that("objects with attributes, functions and environments become handles", {
-  for (x in list(factor("a"), c(a = 1), matrix(1:4, 2), Sys.Date(), mean, globalenv(),
-                 data.frame(x = 1), list(1, b = 2), list(a = 1, a = 2), 1i)) {
+test_that("data with an Arrow form becomes a payload reference (frame 1, 2, ...)", {
+  for (x in list(factor("a"), c(a = 1), matrix(1:4, 2), Sys.Date(), data.frame(x = 1), runif(5000))) {
+    ref <- dec(enc(x))
+    expect_s3_class(ref, "rbridge_payload_ref")
+    expect_identical(unclass(ref), as.raw(c(0x66, 1, 0, 0, 0)))
+  }
+  two <- dec(enc(list(data.frame(x = 1), factor("b"))))
+  expect_identical(unclass(two[[2]]), as.raw(c(0x66, 2, 0, 0, 0)))
+})
+
+test_that("objects with other attributes, functions and environments become handles", {
+  for (x in list(structure(1:2, label = "x"), matrix(1:4, 2, dimnames = list(c("a", "b"), NULL)), mean,
+                 globalenv(), list(1, b = 2), list(a = 1, a = 2), 1i)) {
     bytes <- enc(x)
     ref <- dec(bytes)
     expect_s3_class(ref, "rbridge_handle_ref")
