@@ -31,7 +31,6 @@ from common import (  # noqa: E402
     small_calls,
     timed,
 )
-
 from contenders.pyrserve_bench import R_FRAME, make_frame  # noqa: E402
 
 import bridge  # noqa: E402
