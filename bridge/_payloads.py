@@ -37,7 +37,8 @@ def _path(name: str) -> str:
     return SHM_DIR + name
 
 
-def _unlink(name: str) -> None:
+def unlink_segment(name: str) -> None:
+    """Unlinks a segment; one that is already gone is fine."""
     try:
         os.unlink(_path(name))
     except FileNotFoundError:
@@ -68,7 +69,7 @@ def sweep_segments(pid: int | None = None) -> int:
             continue
         owner = int(m.group(2))
         if (pid is not None and owner == pid) or (pid is None and not _pid_alive(owner)):
-            _unlink("/" + entry)
+            unlink_segment("/" + entry)
             removed += 1
     return removed
 
@@ -81,7 +82,7 @@ def _create_segment(size: int) -> tuple[str, mmap.mmap]:
         mm = mmap.mmap(fd, size) if size else mmap.mmap(-1, 1)
     except BaseException:
         os.close(fd)
-        _unlink(name)
+        unlink_segment(name)
         raise
     os.close(fd)
     return name, mm
@@ -95,10 +96,6 @@ def make_probe() -> tuple[str, bytes]:
     mm.write(token)
     mm.close()
     return name, token
-
-
-def discard_probe(name: str) -> None:
-    _unlink(name)
 
 
 def _write_stream(table: pa.Table | pa.RecordBatch, sink: Any) -> None:
@@ -141,13 +138,9 @@ class PayloadWriter:
             mm.close()
         return msgpack.ExtType(EXT_PAYLOAD, b"m" + struct.pack("<Q", size) + name.encode())
 
-    @staticmethod
-    def unlink(name: str) -> None:
-        _unlink(name)
-
     def discard(self) -> None:
         for name in self.segments:
-            _unlink(name)
+            unlink_segment(name)
         self.segments.clear()
         self.frames.clear()
 

@@ -28,7 +28,7 @@ from ._errors import (
     WorkerNotAvailable,
     error_from_reply,
 )
-from ._payloads import EXT_PAYLOAD, PayloadWriter, discard_probe, make_probe, read_payload, sweep_segments
+from ._payloads import EXT_PAYLOAD, PayloadWriter, make_probe, read_payload, sweep_segments, unlink_segment
 from ._proxies import Namespace, RFunction, RObject, python_names
 from ._transport import Channel
 from ._worker import LocalWorker
@@ -143,14 +143,14 @@ class _Core:
         needed = 1000 + FRAMES_PER_LEVEL * len(self.callbacks_running)
         if sys.getrecursionlimit() < needed:
             sys.setrecursionlimit(needed)
-        payloads = self.new_payloads()
+        payloads: PayloadWriter | None = None
         try:
             if fn is None:
                 raise RBridgeError(f"Python function {msg.get('fn')} is no longer registered")
             results = self.session._options["results"]
             value = fn(*resolve(msg.get("args") or [], results), **resolve(msg.get("kwargs") or {}, results))
-            reply = {"v": _codec.PROTOCOL_VERSION, "id": msg["id"], "op": "result",
-                     "value": to_wire(value, self.reference, payloads)}
+            wire, payloads = self.outgoing(value=value)
+            reply = {"v": _codec.PROTOCOL_VERSION, "id": msg["id"], "op": "result", **wire}
         except Exception as exc:   # becomes an R condition; KeyboardInterrupt passes on
             self.callback_errors.append(exc)
             reply = {"v": _codec.PROTOCOL_VERSION, "id": msg["id"], "op": "error",
@@ -160,8 +160,9 @@ class _Core:
                                "python_type": f"{type(exc).__module__}.{type(exc).__qualname__}"}}
         finally:
             self.callbacks_running.pop()
-        if reply["op"] == "error":
-            payloads.discard()
+        if payloads is None:
+            self.channel.send(reply)
+            return
         self.sent_segments.extend(payloads.segments)
         self.channel.send(reply, payloads.frames)
 
@@ -182,9 +183,15 @@ class _Core:
     def message(self, op: str, **fields: Any) -> dict[str, Any]:
         return {"v": _codec.PROTOCOL_VERSION, "id": self.channel.next_id(), "op": op, **fields}
 
-    def new_payloads(self) -> PayloadWriter:
-        """Where the Arrow payloads of one outgoing message are collected."""
-        return PayloadWriter(self.shm)
+    def outgoing(self, **values: Any) -> tuple[dict[str, Any], PayloadWriter]:
+        """The wire forms of ``values`` (see _convert.to_wire) and the Arrow
+        payloads they refer to; nothing is left behind when one cannot be sent."""
+        payloads = PayloadWriter(self.shm)
+        try:
+            return {k: to_wire(v, self.reference, payloads) for k, v in values.items()}, payloads
+        except BaseException:
+            payloads.discard()
+            raise
 
     def request(self, op: str, fields: dict[str, Any], timeout: float | None = None,
                 payloads: PayloadWriter | None = None) -> Any:
@@ -196,7 +203,7 @@ class _Core:
                 payloads.discard()   # the worker unlinks segments it read; this covers the rest
             if not self.callbacks_running:
                 for name in self.sent_segments:
-                    PayloadWriter.unlink(name)
+                    unlink_segment(name)
                 self.sent_segments.clear()
 
     def _request(self, op: str, fields: dict[str, Any], timeout: float | None,
@@ -328,15 +335,9 @@ class Session:
     def call(self, fn: str | RObject, *args: Any, **kwargs: Any) -> Any:
         """Calls an R function by name (``"sum"``, ``"stats::median"``) or by
         handle, with positional and named arguments."""
-        wire, payloads = self._core.reference, self._core.new_payloads()
-        try:
-            fields = {"fn": fn if isinstance(fn, str) else _codec.handle_ext(self._handle_of(fn)),
-                      "args": [to_wire(a, wire, payloads) for a in args],
-                      "kwargs": {k: to_wire(v, wire, payloads) for k, v in kwargs.items()}}
-        except BaseException:
-            payloads.discard()
-            raise
-        return self._request("call", _payloads=payloads, **fields)
+        target = fn if isinstance(fn, str) else _codec.handle_ext(self._handle_of(fn))
+        fields, payloads = self._core.outgoing(args=args, kwargs=kwargs)
+        return self._request("call", _payloads=payloads, fn=target, **fields)
 
     def get(self, name: str) -> Any:
         """The value of an R variable, looked up from the global environment."""
@@ -344,13 +345,8 @@ class Session:
 
     def assign(self, name: str, value: Any) -> None:
         """Assigns a Python value to an R global variable."""
-        payloads = self._core.new_payloads()
-        try:
-            wire = to_wire(value, self._core.reference, payloads)
-        except BaseException:
-            payloads.discard()
-            raise
-        self._request("assign", _payloads=payloads, name=name, value=wire)
+        fields, payloads = self._core.outgoing(value=value)
+        self._request("assign", _payloads=payloads, name=name, **fields)
 
     def __getitem__(self, name: str) -> Any:
         return self.get(name)
@@ -539,7 +535,7 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
         raise failure from None
     finally:
         if probe is not None:
-            discard_probe(probe[0])
+            unlink_segment(probe[0])
     if reply["op"] == "error":
         core.close()
         raise error_from_reply(reply.get("error") or {})

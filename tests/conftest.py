@@ -9,7 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import msgpack
 import pytest
+import zmq
 
 import bridge
 
@@ -114,3 +116,18 @@ def wait_until(predicate, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def raw_exchange(endpoint: str, frames: list[bytes], timeout_ms: int = 5000) -> dict:
+    """Sends raw frames with a bare DEALER and returns the decoded reply."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        sock.send_multipart(frames)
+        assert sock.poll(timeout_ms), "no reply to a malformed message"
+        return msgpack.unpackb(sock.recv(), raw=False)
+    finally:
+        sock.close()
+        ctx.term()

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import zmq
-from conftest import wait_until
+from conftest import raw_exchange, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -355,20 +355,6 @@ def test_a_killed_worker_leaves_no_segment(fresh):
 
 # ---- hostile payloads -----------------------------------------------------------------------
 
-def _exchange(endpoint, frames):
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    try:
-        sock.send_multipart(frames)
-        assert sock.poll(10000), "no reply"
-        return msgpack.unpackb(sock.recv(), raw=False)
-    finally:
-        sock.close()
-        ctx.term()
-
-
 def _assign(ref):
     return msgpack.packb({"v": 1, "id": 9, "op": "assign", "name": "x", "value": msgpack.ExtType(3, ref)})
 
@@ -394,7 +380,7 @@ GOOD = _stream(pa.table({"x": pa.array([1.0, None]), "s": pa.array(["a", "b"])})
     ([_assign(b"z")], "malformed payload reference"),
 ])
 def test_hostile_payloads_get_error_replies(fresh, frames, message):
-    reply = _exchange(fresh._core.endpoint, frames)
+    reply = raw_exchange(fresh._core.endpoint, frames, timeout_ms=10000)
     assert reply["op"] == "error" and message in reply["error"]["message"]
     assert fresh.sum(1, 2) == 3
 
@@ -406,7 +392,7 @@ def test_mutated_arrow_payloads_never_crash_the_worker(fresh):
         bad = bytearray(good)
         for at in rng.integers(0, len(bad), 3):
             bad[at] = int(rng.integers(0, 256))
-        reply = _exchange(fresh._core.endpoint, [_assign(b"f\x01\x00\x00\x00"), bytes(bad)])
+        reply = raw_exchange(fresh._core.endpoint, [_assign(b"f\x01\x00\x00\x00"), bytes(bad)], timeout_ms=10000)
         assert reply["op"] in ("result", "error")
     assert fresh.sum(1, 2) == 3
 
@@ -417,7 +403,8 @@ def test_a_foreign_segment_is_refused(fresh):
     os.write(fd, GOOD)
     os.close(fd)
     try:
-        reply = _exchange(fresh._core.endpoint, [_assign(b"m" + struct.pack("<Q", len(GOOD)) + name.encode())])
+        reply = raw_exchange(fresh._core.endpoint, [_assign(b"m" + struct.pack("<Q", len(GOOD)) + name.encode())],
+                             timeout_ms=10000)
         assert reply["op"] == "error" and "not a private segment" in reply["error"]["message"]
     finally:
         Path("/dev/shm" + name).unlink(missing_ok=True)

@@ -15,25 +15,9 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from conftest import pid_alive, seconds_until_raised, start_tcp_worker, wait_until
+from conftest import pid_alive, raw_exchange, seconds_until_raised, start_tcp_worker, wait_until
 
 import bridge
-
-
-def raw_exchange(endpoint: str, frames: list[bytes], timeout_ms: int = 5000) -> dict:
-    """Sends raw frames with a bare DEALER and returns the decoded reply."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    try:
-        sock.send_multipart(frames)
-        assert sock.poll(timeout_ms), "no reply to a malformed message"
-        return msgpack.unpackb(sock.recv(), raw=False)
-    finally:
-        sock.close()
-        ctx.term()
-
 
 GARBAGE = [
     pytest.param([b""], "truncated", id="empty-frame"),

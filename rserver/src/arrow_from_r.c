@@ -139,10 +139,6 @@ int rb_arrow_kind(SEXP x) {
 
 /* ---- planning ------------------------------------------------------------------ */
 
-static const char *utf8_of(SEXP c) {
-  return Rf_translateCharUTF8(c);
-}
-
 static int is_null_at(const wcol *c, R_xlen_t i) {
   switch (c->kind) {
   case CK_LGL: return LOGICAL(c->x)[i] == NA_LOGICAL;
@@ -172,7 +168,7 @@ static void plan_col(wcol *c, SEXP x, int kind, const char *name, double scale) 
     if (is_null_at(c, i)) { c->nulls++; continue; }
     if (kind == CK_STR) {
       const void *vmax = vmaxget();
-      c->data_bytes += strlen(utf8_of(STRING_ELT(x, i)));
+      c->data_bytes += strlen(Rf_translateCharUTF8(STRING_ELT(x, i)));
       vmaxset(vmax);
     } else if (kind == CK_BLOB) {
       c->data_bytes += (uint64_t)XLENGTH(VECTOR_ELT(x, i));
@@ -200,7 +196,7 @@ static void plan_column(wcol *c, SEXP x, const char *name) {
   plan_col(c, x, kind, name, 1);
   if (kind == CK_POSIXCT) {
     SEXP tz = Rf_getAttrib(x, Rf_install("tzone"));
-    if (tz != R_NilValue) c->tz = utf8_of(STRING_ELT(tz, 0));
+    if (tz != R_NilValue) c->tz = Rf_translateCharUTF8(STRING_ELT(tz, 0));
   } else if (kind == CK_FACTOR) {
     SEXP lev = Rf_getAttrib(x, R_LevelsSymbol);
     c->levels = (wcol *)R_alloc(1, sizeof *c->levels);
@@ -417,7 +413,7 @@ rb_arrow_plan *rb_arrow_plan_new(SEXP x) {
     int explicit_rn = !compact_row_names(rn) && !Rf_isNull(rn);
     p->ncol = (int)XLENGTH(x) + explicit_rn;
     p->cols = (wcol *)R_alloc((size_t)p->ncol + 1, sizeof *p->cols);
-    for (int i = 0; i < (int)XLENGTH(x); i++) plan_column(&p->cols[i], VECTOR_ELT(x, i), utf8_of(STRING_ELT(names, i)));
+    for (int i = 0; i < (int)XLENGTH(x); i++) plan_column(&p->cols[i], VECTOR_ELT(x, i), Rf_translateCharUTF8(STRING_ELT(names, i)));
     p->rows = compact_row_names(rn) ? abs(INTEGER(rn)[1]) : (Rf_isNull(rn) ? 0 : XLENGTH(rn));
     p->meta[p->nmeta++] = (kv){"rbridge.kind", "data.frame"};
     if (explicit_rn) {
@@ -519,7 +515,7 @@ static uint8_t *write_buffer(uint8_t *dst, const wcol *c, int which) {
       if (i == n || is_null_at(c, i)) continue;
       if (c->kind == CK_STR) {
         const void *vmax = vmaxget();
-        off += strlen(utf8_of(STRING_ELT(c->x, i)));
+        off += strlen(Rf_translateCharUTF8(STRING_ELT(c->x, i)));
         vmaxset(vmax);
       } else {
         off += (uint64_t)XLENGTH(VECTOR_ELT(c->x, i));
@@ -531,7 +527,7 @@ static uint8_t *write_buffer(uint8_t *dst, const wcol *c, int which) {
       if (is_null_at(c, i)) continue;
       if (c->kind == CK_STR) {
         const void *vmax = vmaxget();
-        const char *s = utf8_of(STRING_ELT(c->x, i));
+        const char *s = Rf_translateCharUTF8(STRING_ELT(c->x, i));
         size_t k = strlen(s);
         memcpy(p, s, k);
         p += k;
