@@ -16,9 +16,13 @@ enum { CK_NONE, CK_LGL, CK_INT, CK_DBL, CK_STR, CK_FACTOR, CK_DATE, CK_POSIXCT, 
 
 struct rb_arrow_col {
   SEXP x;
+  const int *ints;           /* the data of x, fetched once: INTEGER() and */
+  const double *reals;       /* friends are calls outside R itself */
+  const SEXP *strs;
   int kind;
   R_xlen_t n, nulls;
   int large;                 /* var-width data over 2^31-1 bytes: 64-bit offsets */
+  int translated;            /* some string needed translation to UTF-8 */
   uint64_t data_bytes;
   const char *name;          /* UTF-8 */
   const char *tz;            /* POSIXct: tzone, NULL when absent */
@@ -139,22 +143,34 @@ int rb_arrow_kind(SEXP x) {
 
 /* ---- planning ------------------------------------------------------------------ */
 
+/* R_IsNA without a call per element: NaN whose low word is 1954. */
+static inline int is_na_real(double v) {
+  uint64_t b;
+  memcpy(&b, &v, 8);
+  return (b & 0x7FF0000000000000u) == 0x7FF0000000000000u && (uint32_t)b == 1954;
+}
+
+/* A string as UTF-8 and its length; LENGTH() when no translation was needed. */
+static const char *utf8_of(SEXP ch, size_t *len) {
+  const char *u = Rf_translateCharUTF8(ch);
+  *len = u == CHAR(ch) ? (size_t)LENGTH(ch) : strlen(u);
+  return u;
+}
+
 static int is_null_at(const wcol *c, R_xlen_t i) {
   switch (c->kind) {
-  case CK_LGL: return LOGICAL(c->x)[i] == NA_LOGICAL;
-  case CK_INT: case CK_FACTOR: return INTEGER(c->x)[i] == NA_INTEGER;
-  case CK_DBL: return R_IsNA(REAL(c->x)[i]);
-  case CK_DATE:
-    return TYPEOF(c->x) == INTSXP ? INTEGER(c->x)[i] == NA_INTEGER : ISNAN(REAL(c->x)[i]);
-  case CK_POSIXCT: case CK_DIFFTIME: return ISNAN(REAL(c->x)[i]);
-  case CK_STR: return STRING_ELT(c->x, i) == NA_STRING;
+  case CK_LGL: case CK_INT: case CK_FACTOR: return c->ints[i] == NA_INTEGER;
+  case CK_DBL: return is_na_real(c->reals[i]);
+  case CK_DATE: return c->ints ? c->ints[i] == NA_INTEGER : ISNAN(c->reals[i]);
+  case CK_POSIXCT: case CK_DIFFTIME: return ISNAN(c->reals[i]);
+  case CK_STR: return c->strs[i] == NA_STRING;
   case CK_BLOB: return VECTOR_ELT(c->x, i) == R_NilValue;
   default: return 0;
   }
 }
 
 static double time_value(const wcol *c, R_xlen_t i) {
-  return TYPEOF(c->x) == INTSXP ? (double)INTEGER(c->x)[i] : REAL(c->x)[i];
+  return c->ints ? (double)c->ints[i] : c->reals[i];
 }
 
 static void plan_col(wcol *c, SEXP x, int kind, const char *name, double scale) {
@@ -164,11 +180,24 @@ static void plan_col(wcol *c, SEXP x, int kind, const char *name, double scale) 
   c->kind = kind;
   c->n = XLENGTH(x);
   c->name = name;
+  switch (TYPEOF(x)) {
+  case LGLSXP: c->ints = LOGICAL(x); break;
+  case INTSXP: c->ints = INTEGER(x); break;
+  case REALSXP: c->reals = REAL(x); break;
+  case STRSXP: c->strs = STRING_PTR_RO(x); break;
+  default: break;
+  }
+  if (kind == CK_DBL || kind == CK_INT || kind == CK_LGL) {   /* the common bulk case: one tight scan */
+    for (R_xlen_t i = 0; i < c->n; i++) c->nulls += is_null_at(c, i);
+    return;
+  }
   for (R_xlen_t i = 0; i < c->n; i++) {
     if (is_null_at(c, i)) { c->nulls++; continue; }
     if (kind == CK_STR) {
       const void *vmax = vmaxget();
-      c->data_bytes += strlen(Rf_translateCharUTF8(STRING_ELT(x, i)));
+      size_t len;
+      if (utf8_of(c->strs[i], &len) != CHAR(c->strs[i])) c->translated = 1;
+      c->data_bytes += len;
       vmaxset(vmax);
     } else if (kind == CK_BLOB) {
       c->data_bytes += (uint64_t)XLENGTH(VECTOR_ELT(x, i));
@@ -176,7 +205,7 @@ static void plan_col(wcol *c, SEXP x, int kind, const char *name, double scale) 
       double v = floor(time_value(c, i));
       if (!(v >= INT32_MIN && v <= INT32_MAX)) Rf_error("rbridge: column '%s': a date is out of Arrow's date32 range", name);
     } else if (kind == CK_POSIXCT || kind == CK_DIFFTIME) {
-      double v = REAL(x)[i] * (kind == CK_DIFFTIME ? c->scale : 1) * 1e6;
+      double v = c->reals[i] * (kind == CK_DIFFTIME ? c->scale : 1) * 1e6;
       if (!(fabs(v) < 9.2e18)) Rf_error("rbridge: column '%s': a time is out of range for microseconds in 64 bits", name);
     }
   }
@@ -203,7 +232,7 @@ static void plan_column(wcol *c, SEXP x, const char *name) {
     plan_col(c->levels, lev, CK_STR, name, 1);
     if (c->levels->nulls) Rf_error("rbridge: column '%s': a factor level is NA", name);
     for (R_xlen_t i = 0; i < c->n; i++) {
-      int v = INTEGER(x)[i];
+      int v = c->ints[i];
       if (v != NA_INTEGER && (v < 1 || v > XLENGTH(lev))) Rf_error("rbridge: column '%s': a factor code is out of range", name);
     }
   }
@@ -507,48 +536,43 @@ static uint8_t *write_buffer(uint8_t *dst, const wcol *c, int which) {
   if (which == BUF_VALIDITY && len) {
     memset(dst, 0, len);
     for (R_xlen_t i = 0; i < n; i++) if (!is_null_at(c, i)) dst[i >> 3] |= (uint8_t)(1u << (i & 7));
-  } else if (which == BUF_OFFSETS) {
+  } else if (which == BUF_OFFSETS) {   /* the data buffer too, which follows: one pass */
+    uint8_t *data = dst + pad8(len);
     uint64_t off = 0;
     for (R_xlen_t i = 0; i <= n; i++) {
       if (c->large) { int64_t o = (int64_t)off; memcpy(dst + 8 * i, &o, 8); }
       else { int32_t o = (int32_t)off; memcpy(dst + 4 * i, &o, 4); }
       if (i == n || is_null_at(c, i)) continue;
-      if (c->kind == CK_STR) {
-        const void *vmax = vmaxget();
-        off += strlen(Rf_translateCharUTF8(STRING_ELT(c->x, i)));
-        vmaxset(vmax);
-      } else {
-        off += (uint64_t)XLENGTH(VECTOR_ELT(c->x, i));
-      }
-    }
-  } else if (which == BUF_DATA) {
-    uint8_t *p = dst;
-    for (R_xlen_t i = 0; i < n; i++) {
-      if (is_null_at(c, i)) continue;
-      if (c->kind == CK_STR) {
-        const void *vmax = vmaxget();
-        const char *s = Rf_translateCharUTF8(STRING_ELT(c->x, i));
-        size_t k = strlen(s);
-        memcpy(p, s, k);
-        p += k;
-        vmaxset(vmax);
+      size_t k;
+      const void *vmax = vmaxget();
+      const void *src;
+      if (c->kind == CK_STR && !c->translated) {   /* all UTF-8 or ASCII already */
+        src = CHAR(c->strs[i]);
+        k = (size_t)LENGTH(c->strs[i]);
+      } else if (c->kind == CK_STR) {
+        src = utf8_of(c->strs[i], &k);
       } else {
         SEXP r = VECTOR_ELT(c->x, i);
-        if (XLENGTH(r)) memcpy(p, RAW(r), (size_t)XLENGTH(r));
-        p += XLENGTH(r);
+        k = (size_t)XLENGTH(r);
+        src = RAW(r);
       }
+      if (k) memcpy(data + off, src, k);
+      vmaxset(vmax);
+      off += k;
     }
+  } else if (which == BUF_DATA) {
+    /* written with the offsets */
   } else if (which == BUF_VALUES) {
     switch (c->kind) {
     case CK_LGL:
       memset(dst, 0, len);
-      for (R_xlen_t i = 0; i < n; i++) if (LOGICAL(c->x)[i] == 1) dst[i >> 3] |= (uint8_t)(1u << (i & 7));
+      for (R_xlen_t i = 0; i < n; i++) if (c->ints[i] == 1) dst[i >> 3] |= (uint8_t)(1u << (i & 7));
       break;
-    case CK_INT: memcpy(dst, INTEGER(c->x), (size_t)n * 4); break;
-    case CK_DBL: memcpy(dst, REAL(c->x), (size_t)n * 8); break;
+    case CK_INT: memcpy(dst, c->ints, (size_t)n * 4); break;
+    case CK_DBL: memcpy(dst, c->reals, (size_t)n * 8); break;
     case CK_FACTOR:
       for (R_xlen_t i = 0; i < n; i++) {
-        int32_t v = INTEGER(c->x)[i] == NA_INTEGER ? 0 : INTEGER(c->x)[i] - 1;
+        int32_t v = c->ints[i] == NA_INTEGER ? 0 : c->ints[i] - 1;
         memcpy(dst + 4 * i, &v, 4);
       }
       break;
@@ -561,7 +585,7 @@ static uint8_t *write_buffer(uint8_t *dst, const wcol *c, int which) {
     default: {   /* POSIXct, difftime: microseconds */
       double scale = (c->kind == CK_DIFFTIME ? c->scale : 1) * 1e6;
       for (R_xlen_t i = 0; i < n; i++) {
-        int64_t v = is_null_at(c, i) ? 0 : llround(REAL(c->x)[i] * scale);
+        int64_t v = is_null_at(c, i) ? 0 : llround(c->reals[i] * scale);
         memcpy(dst + 8 * i, &v, 8);
       }
     }
