@@ -187,8 +187,18 @@ static void plan_col(wcol *c, SEXP x, int kind, const char *name, double scale) 
   case STRSXP: c->strs = STRING_PTR_RO(x); break;
   default: break;
   }
-  if (kind == CK_DBL || kind == CK_INT || kind == CK_LGL) {   /* the common bulk case: one tight scan */
-    for (R_xlen_t i = 0; i < c->n; i++) c->nulls += is_null_at(c, i);
+  if (kind == CK_DBL) {   /* the common bulk cases: one tight scan, no branches */
+    const uint64_t *b = (const uint64_t *)c->reals;
+    R_xlen_t nulls = 0;
+    for (R_xlen_t i = 0; i < c->n; i++)
+      nulls += ((b[i] & 0x7FF0000000000000u) == 0x7FF0000000000000u) & ((uint32_t)b[i] == 1954);
+    c->nulls = nulls;
+    return;
+  }
+  if (kind == CK_INT || kind == CK_LGL) {
+    R_xlen_t nulls = 0;
+    for (R_xlen_t i = 0; i < c->n; i++) nulls += c->ints[i] == NA_INTEGER;
+    c->nulls = nulls;
     return;
   }
   for (R_xlen_t i = 0; i < c->n; i++) {

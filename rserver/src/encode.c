@@ -18,7 +18,7 @@ void rb_encoder_init(rb_encoder *e) {
 
 void rb_encoder_free(rb_encoder *e) {
   for (int i = 0; i < e->npayloads; i++) {
-    free(e->payloads[i].data);
+    if (e->payloads[i].data) rb_sendbuf_put(e->payloads[i].data, (void *)(uintptr_t)e->payloads[i].cap);
     if (e->payloads[i].shm[0]) shm_unlink(e->payloads[i].shm);
   }
   free(e->payloads);
@@ -122,7 +122,7 @@ static void pack_arrow(rb_encoder *e, SEXP x) {
     ref_len = 9 + n;
   } else {
     pl->shm[0] = 0;
-    pl->data = malloc(len ? len : 1);
+    pl->data = rb_sendbuf_get(len, &pl->cap);
     if (!pl->data) { rb_arrow_plan_free(plan); Rf_error("rbridge: out of memory"); }
     pl->len = len;
     rb_arrow_write(plan, pl->data);

@@ -14,6 +14,7 @@
  *   arrow_to_r.c    Arrow IPC stream -> R objects (main thread)
  *   arrow_from_r.c  R objects -> Arrow IPC stream (main thread)
  *   shm.c           shared-memory segments for payloads on one host (pure C)
+ *   sendbuf.c       reuse of large payload buffers sent to clients (pure C)
  *   handles.c       the table of R objects held for clients
  *   console.c       capture of R console output per request
  *   init.c          .Call registration
@@ -142,6 +143,11 @@ typedef struct rb_request {
 rb_request *rb_current_request(void);
 void rb_spin_after_send(void);
 int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb);
+
+/* ---- sendbuf.c ------------------------------------------------------------- */
+void *rb_sendbuf_get(size_t len, size_t *cap);   /* malloc'd, or the kept buffer */
+void rb_sendbuf_put(void *data, void *hint);     /* zmq_free_fn; hint = capacity */
+void rb_sendbuf_trim(int all);                   /* drops the kept buffer when idle (or always) */
 
 /* ---- shm.c ----------------------------------------------------------------- */
 int rb_shm_name_ok(const char *name, size_t n, char kind);

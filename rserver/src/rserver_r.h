@@ -17,8 +17,8 @@ SEXP rb_decode_request(rb_request *rq);   /* the envelope with its payload frame
 
 /* encode.c */
 typedef struct {
-  void *data;                   /* frame payload (malloc'd), NULL for shared memory */
-  size_t len;
+  void *data;                   /* frame payload (from rb_sendbuf_get), NULL for shared memory */
+  size_t len, cap;
   char shm[RB_SHM_NAME_MAX];    /* shared-memory payload: the segment's name */
 } rb_payload;
 

@@ -42,10 +42,10 @@ static int send_retry(void *sock, const void *buf, size_t len, int flags) {
   return rc;
 }
 
-/* Sends a malloc'd frame without copying; zmq frees it. */
-static int send_owned(void *data, size_t n, int flags) {
+/* Sends a frame without copying; zmq releases it with release(data, hint). */
+static int send_owned(void *data, size_t n, int flags, zmq_free_fn *release, void *hint) {
   zmq_msg_t m;
-  if (zmq_msg_init_data(&m, data, n, free_data, NULL)) { free(data); return -1; }
+  if (zmq_msg_init_data(&m, data, n, release, hint)) { release(data, hint); return -1; }
   int rc;
   while ((rc = zmq_msg_send(&m, main_pair, flags)) < 0 && errno == EINTR) {}
   if (rc < 0) zmq_msg_close(&m);
@@ -66,12 +66,13 @@ static int send_message(const rb_request *rq, msgpack_sbuffer *sb, rb_payload *p
     free(data);
     rc = -1;
   } else {
-    rc = send_owned(data, n, nframes ? ZMQ_SNDMORE : 0);
+    rc = send_owned(data, n, nframes ? ZMQ_SNDMORE : 0, free_data, NULL);
   }
   for (int i = 0; i < npl; i++) {
     if (!pl[i].data) continue;
-    if (rc >= 0) rc = send_owned(pl[i].data, pl[i].len, --nframes ? ZMQ_SNDMORE : 0);
-    else free(pl[i].data);
+    void *cap = (void *)(uintptr_t)pl[i].cap;
+    if (rc >= 0) rc = send_owned(pl[i].data, pl[i].len, --nframes ? ZMQ_SNDMORE : 0, rb_sendbuf_put, cap);
+    else rb_sendbuf_put(pl[i].data, cap);
     pl[i].data = NULL;
   }
   return rc;
@@ -215,6 +216,7 @@ SEXP C_server_next(SEXP timeout_ms) {
   while (rb_monotonic() < spin_until && (rc = zmq_poll(items, 1, 0)) == 0) {}
   spin_until = 0;
   if (rc == 0) rc = zmq_poll(items, n, Rf_asInteger(timeout_ms));
+  if (rc == 0) rb_sendbuf_trim(0);
   if (rc <= 0) return R_NilValue;   /* timeout, or EINTR: R sees any pending interrupt */
   if (items[0].revents & ZMQ_POLLIN) return receive_request();
   R_runHandlers(R_InputHandlers, R_checkActivity(0, 1));
@@ -430,6 +432,7 @@ SEXP C_server_stop(void) {
   pthread_join(io_tid, NULL);
   zmq_close(main_pair);
   zmq_ctx_term(zctx);
+  rb_sendbuf_trim(1);
   /* libzmq leaves the socket file of an ipc:// endpoint behind */
   if (strncmp(shared.bound_endpoint, "ipc://", 6) == 0) unlink(shared.bound_endpoint + 6);
   main_pair = zctx = NULL;
