@@ -1,11 +1,14 @@
 """Arrow payloads on the wire: binary frames, or shared memory on one host.
 
 A payload is one Arrow IPC stream. The envelope refers to it with an ext 3
-value (``protocol/SPEC.md``, "Arrow payloads"): ``b"f"`` + u32 frame number,
-or ``b"m"`` + u64 length + the name of a POSIX shared-memory segment. Segments
-are private (mode 0600), unguessably named ``/rbridge-<c|w><pid>-<32 hex>``,
-unlinked by the receiver as soon as it has mapped them, and swept at start-up
-when their creator has died.
+value (``protocol/SPEC.md``, "Arrow payloads"): ``b"f"`` + u32 frame number;
+``b"F"`` + u32 first frame + u32 count, for a stream sent as several frames so
+that large buffers go out without a copy; ``b"a"`` + u64 offset + u64 length +
+u32 slot + name, a region of a shared-memory arena (``_arena``); or ``b"m"`` +
+u64 length + name, a one-off shared-memory segment. Segments are private
+(mode 0600), unguessably named ``/rbridge-<c|w><pid>-<32 hex>``, unlinked by
+the receiver as soon as it has mapped them, and swept at start-up when their
+creator has died.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import msgpack
 import pyarrow as pa
 
+from ._arena import ArenaReader, ArenaWriter
 from ._errors import ProtocolError
 
 EXT_PAYLOAD = 3
@@ -29,6 +33,10 @@ EXT_PAYLOAD = 3
 SHM_MIN = 1 << 20
 #: pyzmq copies smaller frames anyway (zmq.COPY_THRESHOLD).
 ZERO_COPY_MIN = 1 << 16
+#: Buffers at least this big get a frame of their own, sent without a copy ...
+OWN_FRAME_MIN = 1 << 20
+#: ... up to this many per payload (the worker takes 1024 frames per message).
+MAX_OWN_FRAMES = 64
 SHM_DIR = "/dev/shm"
 _NAME = re.compile(r"/rbridge-([cw])([0-9]+)-[0-9a-f]{32}")
 
@@ -74,11 +82,13 @@ def sweep_segments(pid: int | None = None) -> int:
     return removed
 
 
-def _create_segment(size: int) -> tuple[str, mmap.mmap]:
+def create_segment(size: int) -> tuple[str, mmap.mmap]:
     name = f"/rbridge-c{os.getpid()}-{secrets.token_hex(16)}"
     fd = os.open(_path(name), os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, 0o600)
     try:
         os.ftruncate(fd, size)
+        if size:   # reserve the pages: a full /dev/shm fails here, not with SIGBUS later
+            os.posix_fallocate(fd, 0, size)
         mm = mmap.mmap(fd, size) if size else mmap.mmap(-1, 1)
     except BaseException:
         os.close(fd)
@@ -92,7 +102,7 @@ def make_probe() -> tuple[str, bytes]:
     """A small segment holding a random token, for the worker to read back
     during the handshake: proof that both sides see the same segments."""
     token = secrets.token_bytes(16)
-    name, mm = _create_segment(len(token))
+    name, mm = create_segment(len(token))
     mm.write(token)
     mm.close()
     return name, token
@@ -103,32 +113,93 @@ def _write_stream(table: pa.Table | pa.RecordBatch, sink: Any) -> None:
         writer.write(table)   # a RecordBatch keeps its row count even without columns
 
 
+class _ChunkSink:
+    """A pyarrow output stream that keeps what it is given: pyarrow hands large
+    buffers over as the original memory, so they can be sent without a copy."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Any] = []
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        self.chunks.append(data)
+        return len(memoryview(data))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _stream_frames(table: pa.Table | pa.RecordBatch) -> list[Any]:
+    """The stream as frames: each large buffer alone (not copied), what lies
+    between them joined."""
+    sink = _ChunkSink()
+    _write_stream(table, sink)
+    big = [isinstance(c, pa.Buffer) and c.size >= OWN_FRAME_MIN for c in sink.chunks]
+    if sum(big) > MAX_OWN_FRAMES:
+        big = [False] * len(big)
+    frames: list[Any] = []
+    small: list[bytes] = []
+    for chunk, alone in zip(sink.chunks, big, strict=True):
+        if not alone:
+            small.append(chunk.to_pybytes() if isinstance(chunk, pa.Buffer) else bytes(chunk))
+            continue
+        if small:
+            frames.append(b"".join(small))
+            small = []
+        frames.append(chunk)
+    if small or not frames:
+        frames.append(b"".join(small))
+    return frames
+
+
 class PayloadWriter:
     """Collects the payloads of one outgoing message. ``frames`` go after the
     envelope; ``segments`` must be unlinked once the message's reply is in
     (the worker unlinks them as it reads them; this covers the case where it
-    never does)."""
+    never does). With ``arenas``, large payloads go through shared memory."""
 
-    def __init__(self, shm: bool) -> None:
-        self.shm = shm
-        self.frames: list[pa.Buffer] = []
+    def __init__(self, arenas: ArenaWriter | None) -> None:
+        self.arenas = arenas
+        self.frames: list[Any] = []
         self.segments: list[str] = []
+        self.regions: list[tuple[Any, int]] = []   # (arena, slot) handed over
 
     def add(self, table: pa.Table | pa.RecordBatch) -> msgpack.ExtType:
         """Serializes ``table`` and returns the ext value that refers to it."""
-        if self.shm:
+        if self.arenas is not None:
             mock = pa.MockOutputStream()
             _write_stream(table, mock)
             size = mock.size()
             if size >= SHM_MIN:
-                return self._add_segment(table, size)
-        sink = pa.BufferOutputStream()
-        _write_stream(table, sink)
-        self.frames.append(sink.getvalue())
-        return msgpack.ExtType(EXT_PAYLOAD, b"f" + struct.pack("<I", len(self.frames)))
+                return self._add_region(table, size) or self._add_segment(table, size)
+        first = len(self.frames) + 1
+        self.frames.extend(_stream_frames(table))
+        count = len(self.frames) - first + 1
+        if count == 1:
+            return msgpack.ExtType(EXT_PAYLOAD, b"f" + struct.pack("<I", first))
+        return msgpack.ExtType(EXT_PAYLOAD, b"F" + struct.pack("<II", first, count))
+
+    def _add_region(self, table: pa.Table | pa.RecordBatch, size: int) -> msgpack.ExtType | None:
+        assert self.arenas is not None
+        spot = self.arenas.allocate(size)
+        if spot is None:
+            return None
+        arena, slot, offset, view = spot
+        self.regions.append((arena, slot))
+        try:
+            _write_stream(table, pa.FixedSizeBufferWriter(pa.py_buffer(view)))
+        finally:
+            view.release()
+        if not arena.announced:   # the worker unlinks the name once mapped; so do we, after the reply
+            arena.announced = True
+            self.segments.append(arena.name)
+        return msgpack.ExtType(EXT_PAYLOAD, b"a" + struct.pack("<QQI", offset, size, slot) + arena.name.encode())
 
     def _add_segment(self, table: pa.Table | pa.RecordBatch, size: int) -> msgpack.ExtType:
-        name, mm = _create_segment(size)
+        name, mm = create_segment(size)
         self.segments.append(name)
         try:
             buf = pa.py_buffer(mm)
@@ -138,19 +209,26 @@ class PayloadWriter:
             mm.close()
         return msgpack.ExtType(EXT_PAYLOAD, b"m" + struct.pack("<Q", size) + name.encode())
 
-    def discard(self) -> None:
+    def discard(self, sent: bool = True) -> None:
+        """Drops the payloads; regions never sent go back to their arena."""
         for name in self.segments:
             unlink_segment(name)
+        if not sent:
+            for arena, slot in self.regions:
+                arena.release(slot)
         self.segments.clear()
         self.frames.clear()
+        self.regions.clear()
 
 
-def _map_segment(name: str, size: int) -> pa.Buffer:
+def open_segment(name: str, kind: str = "w", size: int = 0) -> int:
+    """A file descriptor of a segment the worker made, checked to be private
+    and at least ``size`` bytes, and unlinked: the mapping keeps the memory."""
     m = _NAME.fullmatch(name)
-    if not m or m.group(1) != "w":
+    if not m or m.group(1) != kind:
         raise ProtocolError(f"invalid shared-memory segment name {name!r}")
     try:
-        fd = os.open(_path(name), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(_path(name), os.O_RDWR | os.O_NOFOLLOW)
     except OSError as exc:
         raise ProtocolError(f"cannot open shared-memory payload {name}: {exc.strerror}") from None
     try:
@@ -158,26 +236,46 @@ def _map_segment(name: str, size: int) -> pa.Buffer:
         if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077
                 or st.st_size < size):
             raise ProtocolError(f"shared-memory payload {name} is not a private segment of {size} bytes")
-        mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) if size else b""
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    finally:
         try:
             os.unlink(_path(name))     # promptly: the mapping keeps the memory
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise
+    return fd
+
+
+def _map_segment(name: str, size: int) -> pa.Buffer:
+    fd = open_segment(name, "w", size)
+    try:
+        mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) if size else b""
+    finally:
+        os.close(fd)
     return pa.py_buffer(mm)
 
 
-def read_payload(ref: bytes, frames: list[Any]) -> pa.Table:
-    """The Arrow table an ext 3 value refers to, read without copying."""
-    if len(ref) == 5 and ref[:1] == b"f":
-        (index,) = struct.unpack("<I", ref[1:])
-        if not 1 <= index <= len(frames):
-            raise ProtocolError(f"payload refers to frame {index}, but the message has {len(frames)}")
-        frame = frames[index - 1]
-        buf = pa.py_buffer(frame.buffer if hasattr(frame, "buffer") else frame)
-    elif len(ref) > 9 and ref[:1] == b"m":
+def _frame_buffer(frame: Any) -> Any:
+    return frame.buffer if hasattr(frame, "buffer") else frame
+
+
+def read_payload(ref: bytes, frames: list[Any], arenas: ArenaReader | None = None) -> pa.Table:
+    """The Arrow table an ext 3 value refers to, read without copying (except
+    a stream split over several frames, which is joined)."""
+    kind = ref[:1]
+    if (kind == b"f" and len(ref) == 5) or (kind == b"F" and len(ref) == 9):
+        index, count = (struct.unpack("<I", ref[1:])[0], 1) if kind == b"f" else struct.unpack("<II", ref[1:])
+        if not (index >= 1 and count >= 1 and index + count - 1 <= len(frames)):
+            raise ProtocolError(f"payload refers to frames {index}..{index + count - 1}, "
+                                f"but the message has {len(frames)}")
+        parts = [_frame_buffer(f) for f in frames[index - 1:index - 1 + count]]
+        buf = pa.py_buffer(parts[0] if count == 1 else b"".join(parts))
+    elif kind == b"a" and len(ref) > 21 and arenas is not None:
+        offset, size, slot = struct.unpack("<QQI", ref[1:21])
+        buf = arenas.region(ref[21:].decode("ascii", errors="replace"), offset, size, slot)
+    elif kind == b"m" and len(ref) > 9:
         (size,) = struct.unpack("<Q", ref[1:9])
         buf = _map_segment(ref[9:].decode("ascii", errors="replace"), size)
     else:

@@ -17,6 +17,7 @@ from typing import IO, Any
 import zmq
 
 from . import _codec
+from ._arena import ArenaReader, ArenaWriter
 from ._arrow import ArrowValue, resolve
 from ._convert import to_wire
 from ._errors import (
@@ -28,7 +29,16 @@ from ._errors import (
     WorkerNotAvailable,
     error_from_reply,
 )
-from ._payloads import EXT_PAYLOAD, PayloadWriter, make_probe, read_payload, sweep_segments, unlink_segment
+from ._payloads import (
+    EXT_PAYLOAD,
+    PayloadWriter,
+    create_segment,
+    make_probe,
+    open_segment,
+    read_payload,
+    sweep_segments,
+    unlink_segment,
+)
 from ._proxies import Namespace, RFunction, RObject, python_names
 from ._transport import Channel
 from ._worker import LocalWorker
@@ -84,6 +94,8 @@ class _Core:
         self.dead = False
         self.session: Session = None  # type: ignore[assignment]  # set by connect()
         self.shm = False          # the worker reads and writes shared-memory payloads
+        self.arena_writer: ArenaWriter | None = None   # our arenas, when shm
+        self.arena_reader = ArenaReader(open_segment)   # the worker's, mapped
         self.sent_segments: list[str] = []   # from callback replies, unlinked after the request
         self.finalizer: weakref.finalize | None = None
 
@@ -93,7 +105,7 @@ class _Core:
 
     def _ext_hook(self, code: int, data: bytes, frames: list[Any]) -> Any:
         if code == EXT_PAYLOAD:
-            return ArrowValue(read_payload(data, frames))
+            return ArrowValue(read_payload(data, frames, self.arena_reader))
         value = _codec._ext_hook(code, data)
         if isinstance(value, _codec.HandleRef):
             self.live_ids.add(value.id)
@@ -186,11 +198,11 @@ class _Core:
     def outgoing(self, **values: Any) -> tuple[dict[str, Any], PayloadWriter]:
         """The wire forms of ``values`` (see _convert.to_wire) and the Arrow
         payloads they refer to; nothing is left behind when one cannot be sent."""
-        payloads = PayloadWriter(self.shm)
+        payloads = PayloadWriter(self.arena_writer)
         try:
             return {k: to_wire(v, self.reference, payloads) for k, v in values.items()}, payloads
         except BaseException:
-            payloads.discard()
+            payloads.discard(sent=False)
             raise
 
     def request(self, op: str, fields: dict[str, Any], timeout: float | None = None,
@@ -296,6 +308,11 @@ class _Core:
         self.live_ids.clear()
         self.pending_releases.clear()
         self.channel.close()
+        if self.arena_writer is not None:
+            for arena in self.arena_writer.arenas:
+                unlink_segment(arena.name)   # normally gone already: the worker unlinks on mapping
+            self.arena_writer.close()
+        self.arena_reader.close()
         if self._control is not None:
             self._control.close()
         self.context.term()
@@ -541,4 +558,5 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
         raise error_from_reply(reply.get("error") or {})
     core.info = reply.get("worker") or {}
     core.shm = bool(reply.get("shm"))
+    core.arena_writer = ArenaWriter(create_segment) if core.shm else None
     return session

@@ -251,7 +251,7 @@ def test_hypothesis_float_series_round_trip(r, values, mask):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.tuples(st.one_of(st.none(), st.text(st.characters(exclude_characters="\x00"), max_size=8)),
+@given(rows=st.lists(st.tuples(st.one_of(st.none(), st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8)),
                                st.one_of(st.none(), st.integers(-(2**31) + 1, 2**31 - 1)),
                                st.one_of(st.none(), st.sampled_from(["lo", "mid", "hi"]))), max_size=60))
 def test_hypothesis_frame_round_trip(r, rows):
@@ -319,7 +319,7 @@ def test_segments_of_dead_processes_are_swept_at_start_up(tcp_worker):
         Path("/dev/shm", alive_name).unlink(missing_ok=True)
 
 
-def test_an_unread_result_segment_goes_when_its_client_disconnects(tcp_worker):
+def test_an_unread_result_arena_goes_when_its_client_disconnects(tcp_worker):
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -333,9 +333,9 @@ def test_an_unread_result_segment_goes_when_its_client_disconnects(tcp_worker):
         assert sock.poll(10000)
         reply = msgpack.unpackb(sock.recv(), raw=False, ext_hook=lambda c, d: (c, d))
         code, ref = reply["value"]
-        assert code == 3 and ref[:1] == b"m"
-        seg = ref[9:].decode()
-        assert Path("/dev/shm" + seg).exists()       # sent, and nobody has read it
+        assert code == 3 and ref[:1] == b"a"          # a region of the worker's arena for this client
+        seg = ref[21:].decode()
+        assert Path("/dev/shm" + seg).exists()       # sent, and nobody has mapped it
     finally:
         sock.close()
         ctx.term()

@@ -22,10 +22,10 @@ import pyRserve  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from common import (  # noqa: E402
-    BULK_REPEATS,
     COLD_REPEATS,
     N_DOUBLES,
     N_ROWS,
+    bulk,
     emit,
     errors_as_na,
     na,
@@ -105,13 +105,13 @@ def main() -> None:
         conn.r.flev = numpy.array(frame["f"].cat.categories, dtype=str)
         conn.eval("df2 <- data.frame(d = d, s = s, f = factor(flev[fcodes], levels = flev)); NULL")
 
-    errors_as_na(results, "dbl_r2py", lambda: timed(lambda: conn.eval("x"), BULK_REPEATS))
+    errors_as_na(results, "dbl_r2py", lambda: bulk(lambda: conn.eval("x")))
 
     def py2r_vector() -> None:
         conn.r.y = arr
-    errors_as_na(results, "dbl_py2r", lambda: timed(py2r_vector, BULK_REPEATS))
-    errors_as_na(results, "df_r2py", lambda: timed(lambda: df_to_pandas(conn.eval("df")), BULK_REPEATS))
-    errors_as_na(results, "df_py2r", lambda: timed(py2r_frame, BULK_REPEATS))
+    errors_as_na(results, "dbl_py2r", lambda: bulk(py2r_vector))
+    errors_as_na(results, "df_r2py", lambda: bulk(lambda: df_to_pandas(conn.eval("df"))))
+    errors_as_na(results, "df_py2r", lambda: bulk(py2r_frame))
     results["callback_loop"] = na("pyRserve cannot call Python from R")
 
     def memory() -> dict:

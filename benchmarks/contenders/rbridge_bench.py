@@ -23,6 +23,7 @@ from common import (  # noqa: E402
     COLD_REPEATS,
     N_CALLBACKS,
     N_DOUBLES,
+    bulk,
     emit,
     errors_as_na,
     peak_rss_mb,
@@ -71,13 +72,13 @@ def main() -> None:
     errors_as_na(results, "seq_10k", lambda: sequential(lambda: r.call("sum", 1)))
     r.eval(f"x <- as.numeric(seq_len({N_DOUBLES}))")
     arr = np.arange(N_DOUBLES, dtype=np.float64)
-    errors_as_na(results, "dbl_r2py", lambda: timed(lambda: r["x"], BULK_REPEATS))
-    errors_as_na(results, "dbl_py2r", lambda: timed(lambda: r.assign("y", arr), BULK_REPEATS))
+    errors_as_na(results, "dbl_r2py", lambda: bulk(lambda: r["x"]))
+    errors_as_na(results, "dbl_py2r", lambda: bulk(lambda: r.assign("y", arr)))
     r.eval("rm(x, y); gc(); NULL")
     frame = make_frame()
     r.eval(R_FRAME + "; NULL")
-    errors_as_na(results, "df_r2py", lambda: timed(lambda: r["df"], BULK_REPEATS))
-    errors_as_na(results, "df_py2r", lambda: timed(lambda: r.assign("df2", frame), BULK_REPEATS))
+    errors_as_na(results, "df_r2py", lambda: bulk(lambda: r["df"]))
+    errors_as_na(results, "df_py2r", lambda: bulk(lambda: r.assign("df2", frame)))
     loop = r.eval(f"function(f) {{ for (i in seq_len({N_CALLBACKS})) f(i); NULL }}")
     errors_as_na(results, "callback_loop",
                  lambda: timed(lambda: loop(lambda v: v + 1), BULK_REPEATS, per=N_CALLBACKS))

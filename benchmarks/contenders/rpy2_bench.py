@@ -18,6 +18,7 @@ from common import (  # noqa: E402
     COLD_REPEATS,
     N_CALLBACKS,
     N_DOUBLES,
+    bulk,
     emit,
     errors_as_na,
     sequential,
@@ -41,12 +42,12 @@ def main() -> None:
 
     # R -> numpy through the vector's memory view (a copy, so the array owns its data)
     errors_as_na(results, "dbl_r2py",
-                 lambda: timed(lambda: numpy.array(ro.globalenv["x"].memoryview()), BULK_REPEATS))
+                 lambda: bulk(lambda: numpy.array(ro.globalenv["x"].memoryview())))
 
     def py2r_vector() -> None:
         with localconverter(np_conv):
             ro.globalenv["y"] = arr
-    errors_as_na(results, "dbl_py2r", lambda: timed(py2r_vector, BULK_REPEATS))
+    errors_as_na(results, "dbl_py2r", lambda: bulk(py2r_vector))
 
     def r2py_frame() -> None:
         with localconverter(pd_conv):
@@ -55,8 +56,8 @@ def main() -> None:
     def py2r_frame() -> None:
         with localconverter(pd_conv):
             ro.globalenv["df2"] = frame
-    errors_as_na(results, "df_r2py", lambda: timed(r2py_frame, BULK_REPEATS))
-    errors_as_na(results, "df_py2r", lambda: timed(py2r_frame, BULK_REPEATS))
+    errors_as_na(results, "df_r2py", lambda: bulk(r2py_frame))
+    errors_as_na(results, "df_py2r", lambda: bulk(py2r_frame))
 
     @ri.rternalize
     def py_add_one(v):

@@ -15,9 +15,9 @@ import zmq
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from common import (  # noqa: E402
-    BULK_REPEATS,
     COLD_REPEATS,
     N_DOUBLES,
+    bulk,
     emit,
     errors_as_na,
     na,
@@ -72,8 +72,8 @@ def main() -> None:
     time.sleep(0.3)
     errors_as_na(results, "small_call", lambda: small_calls(echo))
     errors_as_na(results, "seq_10k", lambda: sequential(echo))
-    errors_as_na(results, "dbl_r2py", lambda: timed(pull, BULK_REPEATS))
-    errors_as_na(results, "dbl_py2r", lambda: timed(push, BULK_REPEATS))
+    errors_as_na(results, "dbl_r2py", lambda: bulk(pull))
+    errors_as_na(results, "dbl_py2r", lambda: bulk(push))
     results["df_r2py"] = results["df_py2r"] = na("the wire moves bytes, not data frames")
     results["callback_loop"] = na("one callback is one round trip: see small_call")
     if transport == "ipc":

@@ -126,12 +126,19 @@ typedef struct {
   int64_t rows;
   ar_dict *dicts;
   int ndicts;
+  const ar_span *segs;   /* the input, during ar_read_segments only */
+  int nseg;
+  size_t stream_len, copied;
+  uint8_t **copies;      /* ranges that crossed segments, copied */
+  int ncopies;
   char err[200];
 } ar_stream;
 
 /* Parses and validates a whole stream (schema, dictionaries, batches, EOS or
  * end of input). Returns 0, or -1 with s->err set; always call ar_free. */
 int ar_read(const uint8_t *buf, size_t len, ar_stream *s);
+/* The same for a stream split over segments, read as their concatenation. */
+int ar_read_segments(const ar_span *segs, int nseg, ar_stream *s);
 void ar_free(ar_stream *s);
 int ar_valid(const ar_array *a, int64_t i);
 int ar_field_meta(const ar_field *f, const char *key, ar_span *value);

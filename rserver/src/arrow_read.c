@@ -242,10 +242,38 @@ static int read_schema(ar_stream *s, const fb_table *t) {
 
 /* ---- batches ----------------------------------------------------------------- */
 
+/* A contiguous view of bytes [pos, pos + n) of the stream, which may be split
+ * over several segments (frames). A range that crosses a boundary is copied,
+ * in all at most as many bytes as the stream has, so a hostile split cannot
+ * make the reader allocate without bound. */
+static int gather(ar_stream *s, size_t pos, size_t n, const uint8_t **out) {
+  size_t at = 0;
+  int i = 0;
+  while (i < s->nseg && pos >= at + s->segs[i].n && !(n == 0 && pos == at + s->segs[i].n)) at += s->segs[i++].n;
+  if (i == s->nseg) return fail(s, "range outside the stream");
+  if (pos - at + n <= s->segs[i].n) { *out = s->segs[i].p + (pos - at); return 0; }
+  if (n > s->stream_len - s->copied) return fail(s, "the stream is split into frames too often");
+  uint8_t **copies = realloc(s->copies, (size_t)(s->ncopies + 1) * sizeof *copies);
+  if (!copies) return fail(s, "out of memory");
+  s->copies = copies;
+  uint8_t *buf = malloc(n);
+  if (!buf) return fail(s, "out of memory");
+  s->copies[s->ncopies++] = buf;
+  s->copied += n;
+  for (size_t done = 0; done < n; i++) {   /* the range lies inside the stream: i stays < nseg */
+    size_t from = pos + done - at, k = s->segs[i].n - from < n - done ? s->segs[i].n - from : n - done;
+    memcpy(buf + done, s->segs[i].p + from, k);
+    done += k;
+    at += s->segs[i].n;
+  }
+  *out = buf;
+  return 0;
+}
+
 typedef struct {
   fb_vector nodes, buffers;
   uint32_t next_node, next_buffer;
-  const uint8_t *body;
+  size_t body;      /* stream position */
   int64_t body_len;
   size_t stream_len;
 } batch_cursor;
@@ -256,7 +284,9 @@ static int take_buffer(ar_stream *s, batch_cursor *c, ar_span *out) {
   int64_t off = fb_i64_at(b), len = fb_i64_at(b + 8);
   if (off < 0 || len < 0 || off > c->body_len || len > c->body_len - off)
     return fail(s, "buffer outside the message body");
-  *out = (ar_span){c->body + off, (size_t)len};
+  const uint8_t *p;
+  if (gather(s, c->body + (size_t)off, (size_t)len, &p)) return -1;
+  *out = (ar_span){p, (size_t)len};
   return 0;
 }
 
@@ -314,7 +344,7 @@ static int take_array(ar_stream *s, batch_cursor *c, const ar_type *t, int index
   return 0;
 }
 
-static int open_batch(ar_stream *s, const fb_table *rb, const uint8_t *body, int64_t body_len,
+static int open_batch(ar_stream *s, const fb_table *rb, size_t body, int64_t body_len,
                       size_t stream_len, int64_t *length, batch_cursor *c) {
   fb_table comp;
   int rc = fb_table_field(rb, 3, &comp);
@@ -334,7 +364,7 @@ static int open_batch(ar_stream *s, const fb_table *rb, const uint8_t *body, int
   return 0;
 }
 
-static int read_record_batch(ar_stream *s, const fb_table *rb, const uint8_t *body, int64_t body_len,
+static int read_record_batch(ar_stream *s, const fb_table *rb, size_t body, int64_t body_len,
                              size_t stream_len) {
   batch_cursor c;
   int64_t length;
@@ -362,7 +392,7 @@ static int read_record_batch(ar_stream *s, const fb_table *rb, const uint8_t *bo
   return 0;
 }
 
-static int read_dictionary_batch(ar_stream *s, const fb_table *db, const uint8_t *body, int64_t body_len,
+static int read_dictionary_batch(ar_stream *s, const fb_table *db, size_t body, int64_t body_len,
                                  size_t stream_len) {
   int64_t id = 0;
   uint8_t delta = 0;
@@ -393,19 +423,34 @@ static int read_dictionary_batch(ar_stream *s, const fb_table *db, const uint8_t
 }
 
 int ar_read(const uint8_t *buf, size_t len, ar_stream *s) {
+  ar_span one = {buf, len};
+  return ar_read_segments(&one, 1, s);
+}
+
+int ar_read_segments(const ar_span *segs, int nseg, ar_stream *s) {
   memset(s, 0, sizeof *s);
+  size_t len = 0;
+  for (int i = 0; i < nseg; i++) {
+    if (segs[i].n > SIZE_MAX / 2 - len) return fail(s, "the stream is too long");
+    len += segs[i].n;
+  }
+  s->segs = segs;
+  s->nseg = nseg;
+  s->stream_len = len;
   size_t pos = 0;
   int have_schema = 0;
   while (pos < len) {
     if (len - pos < 8) return fail(s, "truncated message prefix");
     uint32_t cont;
     int32_t msize;
-    memcpy(&cont, buf + pos, 4);
-    memcpy(&msize, buf + pos + 4, 4);
+    const uint8_t *prefix, *meta;
+    if (gather(s, pos, 8, &prefix)) return -1;
+    memcpy(&cont, prefix, 4);
+    memcpy(&msize, prefix + 4, 4);
     if (cont != 0xFFFFFFFFu) return fail(s, "missing continuation marker");
     if (msize == 0) break;   /* end of stream */
     if (msize < 0 || (size_t)msize > len - pos - 8) return fail(s, "message metadata outside the stream");
-    const uint8_t *meta = buf + pos + 8;
+    if (gather(s, pos + 8, (size_t)msize, &meta)) return -1;
     pos += 8 + (size_t)msize;
     fb_table msg, header;
     int16_t version = 0;
@@ -420,7 +465,7 @@ int ar_read(const uint8_t *buf, size_t len, ar_stream *s) {
     int rc = fb_table_field(&msg, 2, &header);
     CHECK(rc, "message header");
     if (!rc) return fail(s, "message without a header");
-    const uint8_t *body = buf + pos;
+    size_t body = pos;
     pos += (size_t)body_len;
     if (header_type == AH_SCHEMA) {
       if (have_schema) return fail(s, "a second schema in one stream");
@@ -446,5 +491,7 @@ void ar_free(ar_stream *s) {
   free(s->batches);
   free(s->dicts);
   free(s->fields);
+  for (int i = 0; i < s->ncopies; i++) free(s->copies[i]);
+  free(s->copies);
   memset(s, 0, sizeof *s);
 }

@@ -11,6 +11,62 @@
 #include "arrow_format.h"
 
 #define EXACT_INT 9007199254740992.0   /* 2^53 */
+#define VIEW_MIN_BYTES ((size_t)1 << 20)   /* smaller columns are copied */
+#define MAX_VIEWS 256
+
+/* Where the stream's bytes live, for zero-copy views (views.c); the build
+ * has one input at a time, so it is kept here rather than passed down. */
+static const rb_arrow_input *input = NULL;
+static ar_span viewed[MAX_VIEWS];
+static int nviewed = 0;
+
+static int is_na_bits(uint64_t b) {
+  return ((b & 0x7FF0000000000000u) == 0x7FF0000000000000u) & ((uint32_t)b == 1954);
+}
+
+/* Non-null doubles that carry R's NA bit pattern are NaN to the sender: they
+ * must not turn into NA here. */
+static int has_na_pattern(const uint8_t *p, int64_t n) {
+  int found = 0;
+  for (int64_t i = 0; i < n; i++) {
+    uint64_t b;
+    memcpy(&b, p + 8 * i, 8);
+    found |= is_na_bits(b);
+  }
+  return found;
+}
+
+static int has_int_min(const uint8_t *p, int64_t n) {
+  int found = 0;
+  for (int64_t i = 0; i < n; i++) {
+    int32_t v;
+    memcpy(&v, p + 4 * i, 4);
+    found |= v == INT32_MIN;
+  }
+  return found;
+}
+
+/* A view of a null-free column's values in place, or NULL to copy them:
+ * when the values are small, misaligned, copied out of several segments,
+ * shared with another view, or need changing for R. */
+static SEXP try_view(const ar_stream *s, const ar_array *a, SEXPTYPE type) {
+  size_t width = type == REALSXP ? 8 : 4, bytes = (size_t)a->length * width;
+  if (!input || !input->backing || s->nbatches != 1 || a->null_count || bytes < VIEW_MIN_BYTES ||
+      (uintptr_t)a->values.p % width || nviewed == MAX_VIEWS)
+    return NULL;
+  int seg = -1;
+  for (int i = 0; i < input->nseg && seg < 0; i++)
+    if (a->values.p >= input->segs[i].p && bytes <= input->segs[i].n &&
+        (size_t)(a->values.p - input->segs[i].p) <= input->segs[i].n - bytes) seg = i;
+  if (seg < 0) return NULL;
+  for (int i = 0; i < nviewed; i++)
+    if (a->values.p < viewed[i].p + viewed[i].n && viewed[i].p < a->values.p + bytes) return NULL;
+  if (type == REALSXP ? has_na_pattern(a->values.p, a->length) : has_int_min(a->values.p, a->length)) return NULL;
+  SEXP backing = input->backing(input->ctx, seg);
+  if (backing == R_NilValue) return NULL;
+  viewed[nviewed++] = (ar_span){a->values.p, bytes};
+  return rb_view(type, backing, a->values.p, (R_xlen_t)a->length);
+}
 
 static const double unit_per_second[] = {1.0, 1e3, 1e6, 1e9};
 
@@ -47,6 +103,8 @@ static int64_t int_at(const ar_array *a, int bits, int is_signed, int64_t i, int
 static SEXP int_column(const ar_stream *s, int col, R_xlen_t n) {
   const ar_field *f = &s->fields[col];
   int bits = f->type.bit_width, sg = f->type.is_signed, as_double = 0, too_big = 0;
+  SEXP view;
+  if (bits == 32 && sg && s->nbatches == 1 && (view = try_view(s, &s->batches[0].columns[col], INTSXP))) return view;
   /* R integers hold (-2^31, 2^31); anything wider becomes an exact double */
   FOR_CHUNKS(s, col, a) {
     if (bits < 32) continue;
@@ -80,12 +138,21 @@ static SEXP int_column(const ar_stream *s, int col, R_xlen_t n) {
 /* Doubles: float64/float32, and times as numbers of `scale` units. */
 static SEXP real_column(const ar_stream *s, int col, R_xlen_t n, double scale) {
   const ar_type *t = &s->fields[col].type;
-  SEXP x = PROTECT(Rf_allocVector(REALSXP, n));
+  int plain = t->type == AT_FLOAT && t->bit_width == 64;
+  SEXP x;
+  if (plain && s->nbatches == 1 && (x = try_view(s, &s->batches[0].columns[col], REALSXP))) return x;
+  x = PROTECT(Rf_allocVector(REALSXP, n));
   double *out = REAL(x);
   R_xlen_t k = 0;
   FOR_CHUNKS(s, col, a) {
-    if (t->type == AT_FLOAT && t->bit_width == 64) {
+    if (plain) {
       memcpy(out + k, a->values.p, (size_t)a->length * 8);
+      if (has_na_pattern(a->values.p, a->length))
+        for (int64_t i = 0; i < a->length; i++) {
+          uint64_t b;
+          memcpy(&b, &out[k + i], 8);
+          if (is_na_bits(b)) out[k + i] = R_NaN;
+        }
       if (a->null_count)
         for (int64_t i = 0; i < a->length; i++) if (!ar_valid(a, i)) out[k + i] = NA_REAL;
       k += a->length;
@@ -339,18 +406,27 @@ typedef struct { ar_stream s; } build_ctx;
 static SEXP run_build(void *p) { return build(&((build_ctx *)p)->s); }
 static void free_on_jump(void *p, Rboolean jump) { if (jump) ar_free(&((build_ctx *)p)->s); }
 
-SEXP rb_arrow_to_r(const uint8_t *buf, size_t len) {
+SEXP rb_arrow_to_r_input(const rb_arrow_input *in) {
   build_ctx c;
-  if (ar_read(buf, len, &c.s)) {
+  if (ar_read_segments(in->segs, in->nseg, &c.s)) {
     char msg[sizeof c.s.err];
     memcpy(msg, c.s.err, sizeof msg);
     ar_free(&c.s);
     Rf_error("rbridge: bad Arrow payload: %s", msg);
   }
+  input = in;
+  nviewed = 0;
   SEXP x = PROTECT(R_UnwindProtect(run_build, &c, free_on_jump, &c, NULL));
+  input = NULL;
   ar_free(&c.s);
   UNPROTECT(1);
   return x;
+}
+
+SEXP rb_arrow_to_r(const uint8_t *buf, size_t len) {
+  ar_span one = {buf, len};
+  rb_arrow_input in = {&one, 1, NULL, NULL};
+  return rb_arrow_to_r_input(&in);
 }
 
 /* .Call entry for tests and tools: an Arrow IPC stream in a raw vector -> R. */

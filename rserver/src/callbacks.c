@@ -160,7 +160,7 @@ SEXP C_callback_send(SEXP ptr, SEXP args) {
   callback_args a = {rq, WORKER_ID_BIT | next_callback_id++, c->id, args};
   rb_encoder e;
   rb_encoder_init(&e);
-  e.shm_ok = rq->shm;
+  e.client = rq;
   rb_encode_protected(&e, fill_callback, &a);
   rb_console_flush();                   /* what R printed so far comes first */
   rb_send_encoded(rq, &e);

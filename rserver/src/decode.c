@@ -103,9 +103,100 @@ static SEXP decode_handle(const uint8_t *p, uint32_t len, int resolve) {
 
 typedef struct {
   int resolve;
+  const rb_request *rq;   /* for the client's arenas; NULL in codec tests */
   zmq_msg_t *frames;      /* the message's payload frames */
   int nframes;
+  SEXP backings;          /* per frame, made on its first view */
+  int *frame_ref;         /* per frame, the payload reference that viewed it */
+  int refs;               /* payload references decoded so far */
 } decode_ctx;
+
+static uint64_t le64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+
+/* ---- frames: 'f' + u32 frame, 'F' + u32 first frame + u32 count ---- */
+
+typedef struct {
+  decode_ctx *ctx;
+  int first, ref;
+} frames_source;
+
+static SEXP frame_backing(void *p, int seg) {
+  frames_source *src = p;
+  decode_ctx *ctx = src->ctx;
+  int f = src->first + seg;
+  if (ctx->frame_ref[f] && ctx->frame_ref[f] != src->ref) return R_NilValue;   /* referred to twice: copy */
+  ctx->frame_ref[f] = src->ref;
+  if (VECTOR_ELT(ctx->backings, f) == R_NilValue) SET_VECTOR_ELT(ctx->backings, f, rb_backing_frame(&ctx->frames[f]));
+  return VECTOR_ELT(ctx->backings, f);
+}
+
+static SEXP decode_frames(decode_ctx *ctx, uint32_t first, uint32_t count) {
+  if (first < 1 || count < 1 || count > (uint32_t)ctx->nframes || first > (uint32_t)ctx->nframes - count + 1) {
+    if (count == 1)
+      Rf_error("rbridge: a payload refers to frame %u, but the message has %d payload frame(s)", first, ctx->nframes);
+    Rf_error("rbridge: a payload refers to frames %u to %u, but the message has %d payload frame(s)", first,
+             first + count - 1, ctx->nframes);
+  }
+  ar_span *segs = (ar_span *)R_alloc(count, sizeof *segs);
+  for (uint32_t i = 0; i < count; i++) {
+    zmq_msg_t *m = &ctx->frames[first - 1 + i];
+    segs[i] = (ar_span){zmq_msg_data(m), zmq_msg_size(m)};
+  }
+  frames_source src = {ctx, (int)first - 1, ++ctx->refs};
+  rb_arrow_input in = {segs, (int)count, frame_backing, &src};
+  return rb_arrow_to_r_input(&in);
+}
+
+/* ---- a region of a client's arena: 'a' + u64 offset + u64 length + u32 slot + name ---- */
+
+typedef struct {
+  rb_arena *arena;
+  uint32_t slot;
+  size_t len;
+  ar_span seg;
+  SEXP backing;   /* made on the first view; it then releases the region */
+} region_source;
+
+static SEXP region_backing(void *p, int seg) {
+  (void)seg;
+  region_source *r = p;
+  if (r->backing == R_NilValue) R_PreserveObject(r->backing = rb_backing_region(r->arena, r->slot, r->len));
+  return r->backing;
+}
+
+static SEXP decode_region_stream(void *p) {
+  region_source *r = p;
+  rb_arrow_input in = {&r->seg, 1, region_backing, r};
+  return rb_arrow_to_r_input(&in);
+}
+
+static void region_done(void *p, Rboolean jump) {
+  (void)jump;
+  region_source *r = p;
+  if (r->backing == R_NilValue) rb_arena_release(r->arena, r->slot);   /* nothing views it */
+  else R_ReleaseObject(r->backing);
+}
+
+static SEXP decode_region(decode_ctx *ctx, const uint8_t *p, uint32_t len) {
+  char name[RB_SHM_NAME_MAX];
+  memcpy(name, p + 21, len - 21);
+  name[len - 21] = 0;
+  if (!ctx->rq) Rf_error("rbridge: arena payloads need a client");
+  const char *err = NULL;
+  rb_arena *a = rb_arena_attach(name, ctx->rq->rid, ctx->rq->rid_len, &err);
+  if (!a) Rf_error("rbridge: shared-memory arena %s: %s", name, err);
+  uint64_t off = le64(p + 1), n = le64(p + 9);
+  region_source r = {a, le32(p + 17), (size_t)n, {NULL, (size_t)n}, R_NilValue};
+  r.seg.p = rb_arena_region(a, off, n, r.slot, &err);
+  if (!r.seg.p) Rf_error("rbridge: shared-memory arena %s: %s", name, err);
+  return R_UnwindProtect(decode_region_stream, &r, region_done, &r, NULL);
+}
+
+/* ---- a one-off segment: 'm' + u64 length + name ---- */
 
 typedef struct { const void *map; size_t len; } shm_view;
 
@@ -121,9 +212,20 @@ static void unmap_after(void *p, Rboolean jump) {
   v->map = NULL;
 }
 
-/* ext 3: 'f' + u32 LE frame number (1 = the first frame after the envelope),
- * or 'm' + u64 LE length + segment name (SPEC "Arrow payloads"). */
-static SEXP decode_payload(const uint8_t *p, uint32_t len, const decode_ctx *ctx) {
+static SEXP decode_segment(const uint8_t *p, uint32_t len) {
+  uint64_t n = le64(p + 1);
+  char name[RB_SHM_NAME_MAX];
+  memcpy(name, p + 9, len - 9);
+  name[len - 9] = 0;
+  if (n > ((uint64_t)1 << 48)) Rf_error("rbridge: shared-memory payload length is implausible");
+  const char *err = NULL;
+  shm_view v = {rb_shm_map(name, (size_t)n, &err), (size_t)n};
+  if (!v.map && n) Rf_error("rbridge: shared-memory payload %s: %s", name, err);
+  return R_UnwindProtect(decode_mapped, &v, unmap_after, &v, NULL);
+}
+
+/* ext 3 (SPEC "Arrow payloads"). */
+static SEXP decode_payload(const uint8_t *p, uint32_t len, decode_ctx *ctx) {
   if (!ctx->resolve) {   /* kept as its bytes, for tests of the codec */
     SEXP ref = PROTECT(Rf_allocVector(RAWSXP, len));
     if (len) memcpy(RAW(ref), p, len);
@@ -131,30 +233,15 @@ static SEXP decode_payload(const uint8_t *p, uint32_t len, const decode_ctx *ctx
     UNPROTECT(1);
     return ref;
   }
-  if (len == 5 && p[0] == 'f') {
-    uint32_t frame = le32(p + 1);
-    if (frame < 1 || frame > (uint32_t)ctx->nframes)
-      Rf_error("rbridge: a payload refers to frame %u, but the message has %d payload frame(s)", frame, ctx->nframes);
-    zmq_msg_t *m = &ctx->frames[frame - 1];
-    return rb_arrow_to_r(zmq_msg_data(m), zmq_msg_size(m));
-  }
-  if (len > 9 && len - 9 < RB_SHM_NAME_MAX && p[0] == 'm') {
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = (n << 8) | p[1 + i];
-    char name[RB_SHM_NAME_MAX];
-    memcpy(name, p + 9, len - 9);
-    name[len - 9] = 0;
-    if (n > ((uint64_t)1 << 48)) Rf_error("rbridge: shared-memory payload length is implausible");
-    const char *err = NULL;
-    shm_view v = {rb_shm_map(name, (size_t)n, &err), (size_t)n};
-    if (!v.map && n) Rf_error("rbridge: shared-memory payload %s: %s", name, err);
-    return R_UnwindProtect(decode_mapped, &v, unmap_after, &v, NULL);
-  }
+  if (len == 5 && p[0] == 'f') return decode_frames(ctx, le32(p + 1), 1);
+  if (len == 9 && p[0] == 'F') return decode_frames(ctx, le32(p + 1), le32(p + 5));
+  if (len > 9 && len - 9 < RB_SHM_NAME_MAX && p[0] == 'm') return decode_segment(p, len);
+  if (len > 21 && len - 21 < RB_SHM_NAME_MAX && p[0] == 'a') return decode_region(ctx, p, len);
   Rf_error("rbridge: malformed payload reference");
   return R_NilValue;
 }
 
-static SEXP decode_value(mp_reader *r, int depth, const decode_ctx *ctx) {
+static SEXP decode_value(mp_reader *r, int depth, decode_ctx *ctx) {
   int resolve = ctx->resolve;
   mp_item it;
   if (mp_next(r, &it)) Rf_error("rbridge: malformed msgpack: %s", r->err);
@@ -204,7 +291,7 @@ static SEXP decode_value(mp_reader *r, int depth, const decode_ctx *ctx) {
   return R_NilValue;
 }
 
-static SEXP decode_all(const void *buf, size_t len, const decode_ctx *ctx) {
+static SEXP decode_all(const void *buf, size_t len, decode_ctx *ctx) {
   mp_reader r;
   mp_init(&r, buf, len);
   SEXP x = PROTECT(decode_value(&r, RB_MAX_DEPTH, ctx));
@@ -214,13 +301,18 @@ static SEXP decode_all(const void *buf, size_t len, const decode_ctx *ctx) {
 }
 
 SEXP rb_decode(const void *buf, size_t len, int resolve) {
-  decode_ctx ctx = {resolve, NULL, 0};
+  decode_ctx ctx = {resolve, NULL, NULL, 0, R_NilValue, NULL, 0};
   return decode_all(buf, len, &ctx);
 }
 
 SEXP rb_decode_request(rb_request *rq) {
-  decode_ctx ctx = {1, rq->frames, rq->nframes};
-  return decode_all(rq->envelope, rq->envelope_len, &ctx);
+  decode_ctx ctx = {1, rq, rq->frames, rq->nframes, R_NilValue, NULL, 0};
+  ctx.backings = PROTECT(Rf_allocVector(VECSXP, rq->nframes));
+  ctx.frame_ref = (int *)R_alloc((size_t)rq->nframes + 1, sizeof(int));
+  memset(ctx.frame_ref, 0, ((size_t)rq->nframes + 1) * sizeof(int));
+  SEXP x = decode_all(rq->envelope, rq->envelope_len, &ctx);
+  UNPROTECT(1);
+  return x;
 }
 
 /* .Call entry for tests and tools: decode a raw vector. */

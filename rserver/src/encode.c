@@ -20,6 +20,7 @@ void rb_encoder_free(rb_encoder *e) {
   for (int i = 0; i < e->npayloads; i++) {
     if (e->payloads[i].data) rb_sendbuf_put(e->payloads[i].data, (void *)(uintptr_t)e->payloads[i].cap);
     if (e->payloads[i].shm[0]) shm_unlink(e->payloads[i].shm);
+    if (e->payloads[i].arena) rb_arena_release(e->payloads[i].arena, e->payloads[i].slot);   /* never sent */
   }
   free(e->payloads);
   e->payloads = NULL;
@@ -94,8 +95,15 @@ static void pack_handle(rb_encoder *e, SEXP x) {
 /* Vectors at least this long travel as Arrow payloads rather than ext 2. */
 #define ARROW_MIN_LENGTH 4096
 
-/* ext 3 from the worker: 'f' + u32 LE frame number, or 'm' + u64 LE length +
- * the shared-memory segment's name (SPEC "Arrow payloads"). */
+/* ext 3 from the worker (SPEC "Arrow payloads"): a region of the client's
+ * arena ('a' + u64 LE offset + u64 LE length + u32 LE slot + name), a one-off
+ * segment when the arena has no room ('m' + u64 LE length + name), or a frame
+ * ('f' + u32 LE frame number). */
+static size_t put_le(uint8_t *p, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; i++) p[i] = (uint8_t)(v >> (8 * i));
+  return (size_t)bytes;
+}
+
 static void pack_arrow(rb_encoder *e, SEXP x) {
   if (e->npayloads == e->cap) {
     int cap = e->cap ? 2 * e->cap : 4;
@@ -106,22 +114,31 @@ static void pack_arrow(rb_encoder *e, SEXP x) {
   }
   const void *vmax = vmaxget();
   rb_arrow_plan *plan = rb_arrow_plan_new(x);
-  size_t len = rb_arrow_plan_size(plan);
+  size_t len = rb_arrow_plan_size(plan), ref_len = 1;
   rb_payload *pl = &e->payloads[e->npayloads];
   memset(pl, 0, sizeof *pl);
-  uint8_t ref[1 + 8 + RB_SHM_NAME_MAX];
-  size_t ref_len;
-  void *map = e->shm_ok && len >= RB_SHM_MIN ? rb_shm_create(len, pl->shm) : NULL;
-  if (map) {
+  uint8_t ref[1 + 8 + 8 + 4 + RB_SHM_NAME_MAX];
+  int shm = e->client && e->client->shm && len >= RB_SHM_MIN;
+  rb_arena_ref region;
+  void *map;
+  if (shm && rb_arena_alloc(e->client->rid, e->client->rid_len, len, &region) == 0) {
+    rb_arrow_write(plan, region.data);
+    pl->arena = region.arena;
+    pl->slot = region.slot;
+    ref[0] = 'a';
+    ref_len += put_le(ref + ref_len, region.off, 8);
+    ref_len += put_le(ref + ref_len, len, 8);
+    ref_len += put_le(ref + ref_len, region.slot, 4);
+    memcpy(ref + ref_len, region.name, strlen(region.name));
+    ref_len += strlen(region.name);
+  } else if (shm && (map = rb_shm_create(len, pl->shm)) != NULL) {
     rb_arrow_write(plan, map);
     munmap(map, len);
     ref[0] = 'm';
-    for (int i = 0; i < 8; i++) ref[1 + i] = (uint8_t)((uint64_t)len >> (8 * i));
-    size_t n = strlen(pl->shm);
-    memcpy(ref + 9, pl->shm, n);
-    ref_len = 9 + n;
+    ref_len += put_le(ref + ref_len, len, 8);
+    memcpy(ref + ref_len, pl->shm, strlen(pl->shm));
+    ref_len += strlen(pl->shm);
   } else {
-    pl->shm[0] = 0;
     pl->data = rb_sendbuf_get(len, &pl->cap);
     if (!pl->data) { rb_arrow_plan_free(plan); Rf_error("rbridge: out of memory"); }
     pl->len = len;
@@ -129,8 +146,7 @@ static void pack_arrow(rb_encoder *e, SEXP x) {
     uint32_t frame = 1;   /* frames are numbered among frame payloads only */
     for (int i = 0; i < e->npayloads; i++) frame += e->payloads[i].data != NULL;
     ref[0] = 'f';
-    for (int i = 0; i < 4; i++) ref[1 + i] = (uint8_t)(frame >> (8 * i));
-    ref_len = 5;
+    ref_len += put_le(ref + ref_len, frame, 4);
   }
   e->npayloads++;
   rb_arrow_plan_free(plan);

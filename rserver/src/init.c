@@ -4,6 +4,8 @@
 #include <Rinternals.h>
 #include <R_ext/Rdynload.h>
 
+void rb_views_init(DllInfo *dll);
+
 SEXP C_server_start(SEXP, SEXP, SEXP, SEXP, SEXP);
 SEXP C_server_stop(void);
 SEXP C_server_next(SEXP);
@@ -54,4 +56,5 @@ void R_init_rserver(DllInfo *dll) {
   R_registerRoutines(dll, NULL, call_methods, NULL, NULL);
   R_useDynamicSymbols(dll, FALSE);
   R_forceSymbols(dll, TRUE);
+  rb_views_init(dll);
 }

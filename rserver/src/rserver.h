@@ -14,6 +14,8 @@
  *   arrow_to_r.c    Arrow IPC stream -> R objects (main thread)
  *   arrow_from_r.c  R objects -> Arrow IPC stream (main thread)
  *   shm.c           shared-memory segments for payloads on one host (pure C)
+ *   arena.c         shared-memory arenas: payload regions reused per client (pure C)
+ *   views.c         zero-copy R vectors over received payload memory (ALTREP)
  *   sendbuf.c       reuse of large payload buffers sent to clients (pure C)
  *   handles.c       the table of R objects held for clients
  *   console.c       capture of R console output per request
@@ -153,9 +155,30 @@ void rb_sendbuf_trim(int all);                   /* drops the kept buffer when i
 int rb_shm_name_ok(const char *name, size_t n, char kind);
 int rb_shm_probe(const char *name, const uint8_t *token, size_t n);
 const void *rb_shm_map(const char *name, size_t len, const char **err);
+void *rb_shm_map_rw(const char *name, size_t min_len, size_t *size, const char **err);
 void *rb_shm_create(size_t len, char name[RB_SHM_NAME_MAX]);
 void rb_shm_sweep(void);
 void rb_shm_track(const char *name, const uint8_t *rid, size_t rid_len);
 void rb_shm_forget(const uint8_t *rid, size_t rid_len);
+
+/* ---- arena.c ---------------------------------------------------------------- */
+#define RB_ARENA_HEADER 4096
+#define RB_ARENA_STATES 64       /* offset of the slot states in the header */
+#define RB_ARENA_SLOTS 64
+typedef struct rb_arena rb_arena;
+typedef struct {
+  rb_arena *arena;
+  uint8_t *data;
+  uint64_t off;
+  uint32_t slot;
+  char name[RB_SHM_NAME_MAX];
+} rb_arena_ref;
+rb_arena *rb_arena_attach(const char *name, const uint8_t *rid, size_t rid_len, const char **err);
+const uint8_t *rb_arena_region(rb_arena *a, uint64_t off, uint64_t len, uint32_t slot, const char **err);
+void rb_arena_hold(rb_arena *a);
+void rb_arena_release(rb_arena *a, uint32_t slot);   /* the reader is done with a region */
+void rb_arena_unhold(rb_arena *a);
+int rb_arena_alloc(const uint8_t *rid, size_t rid_len, size_t len, rb_arena_ref *out);
+void rb_arenas_detach(const uint8_t *rid, size_t rid_len);
 
 #endif

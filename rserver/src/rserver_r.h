@@ -3,6 +3,9 @@
 #ifndef RSERVER_R_H
 #define RSERVER_R_H
 
+#include <R_ext/Rdynload.h>
+#include "arrow_format.h"
+
 /* handles.c */
 uint64_t rb_handle_put(SEXP x);
 SEXP rb_handle_get(uint64_t id);
@@ -18,6 +21,8 @@ SEXP rb_decode_request(rb_request *rq);   /* the envelope with its payload frame
 /* encode.c */
 typedef struct {
   void *data;                   /* frame payload (from rb_sendbuf_get), NULL for shared memory */
+  rb_arena *arena;              /* a region of the client's arena, or NULL */
+  uint32_t slot;
   size_t len, cap;
   char shm[RB_SHM_NAME_MAX];    /* shared-memory payload: the segment's name */
 } rb_payload;
@@ -26,7 +31,7 @@ typedef struct {
   msgpack_sbuffer sb;       /* the message being built */
   msgpack_sbuffer scratch;  /* bodies that need their length first */
   msgpack_packer pk;
-  int shm_ok;               /* the client takes shared-memory payloads */
+  const rb_request *client; /* for shared-memory payloads: NULL, or whether and where */
   rb_payload *payloads;     /* Arrow payloads referenced by the message */
   int npayloads, cap;
 } rb_encoder;
@@ -46,11 +51,25 @@ void rb_report_released_callables(const rb_request *rq);
 enum { RB_AK_NONE, RB_AK_PLAIN, RB_AK_VECTOR, RB_AK_ARRAY, RB_AK_FRAME };
 typedef struct rb_arrow_plan rb_arrow_plan;
 SEXP rb_arrow_to_r(const uint8_t *buf, size_t len);
+typedef struct {
+  const ar_span *segs;      /* the stream, possibly split over frames */
+  int nseg;
+  SEXP (*backing)(void *ctx, int seg);   /* owner of a segment, for views; R_NilValue: copy */
+  void *ctx;
+} rb_arrow_input;
+SEXP rb_arrow_to_r_input(const rb_arrow_input *in);
 int rb_arrow_kind(SEXP x);                 /* RB_AK_NONE: no Arrow form */
 rb_arrow_plan *rb_arrow_plan_new(SEXP x);  /* may raise; R_alloc'd, then malloc'd builders */
 size_t rb_arrow_plan_size(const rb_arrow_plan *p);
 void rb_arrow_write(const rb_arrow_plan *p, uint8_t *dst);   /* never raises */
 void rb_arrow_plan_free(rb_arrow_plan *p);
+
+/* views.c */
+SEXP rb_backing_frame(void *zmq_frame);
+SEXP rb_backing_region(rb_arena *a, uint32_t slot, size_t bytes);
+SEXP rb_view(int type, SEXP backing, const void *p, R_xlen_t n);
+void rb_views_init(DllInfo *dll);
+void rb_views_collect(int idle);   /* runs R's collector when views have grown */
 
 /* server.c */
 rb_request *rb_request_from(SEXP ctx);

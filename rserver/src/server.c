@@ -82,7 +82,10 @@ int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb) { return send_m
 
 int rb_send_encoded(const rb_request *rq, rb_encoder *e) {
   int rc = send_message(rq, &e->sb, e->payloads, e->npayloads);
-  for (int i = 0; i < e->npayloads; i++) e->payloads[i].shm[0] = 0;   /* handed over */
+  for (int i = 0; i < e->npayloads; i++) {   /* handed over */
+    e->payloads[i].shm[0] = 0;
+    e->payloads[i].arena = NULL;
+  }
   e->npayloads = 0;
   return rc;
 }
@@ -216,7 +219,10 @@ SEXP C_server_next(SEXP timeout_ms) {
   while (rb_monotonic() < spin_until && (rc = zmq_poll(items, 1, 0)) == 0) {}
   spin_until = 0;
   if (rc == 0) rc = zmq_poll(items, n, Rf_asInteger(timeout_ms));
-  if (rc == 0) rb_sendbuf_trim(0);
+  if (rc == 0 && !active) {   /* idle */
+    rb_sendbuf_trim(0);
+    rb_views_collect(1);
+  }
   if (rc <= 0) return R_NilValue;   /* timeout, or EINTR: R sees any pending interrupt */
   if (items[0].revents & ZMQ_POLLIN) return receive_request();
   R_runHandlers(R_InputHandlers, R_checkActivity(0, 1));
@@ -278,7 +284,7 @@ static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEX
   reply_args a = {rq, value, warnings, mode};
   rb_encoder e;
   rb_encoder_init(&e);
-  e.shm_ok = rq->shm;
+  e.client = rq;
   rb_encode_protected(&e, fill, &a);   /* may raise an R error; nothing leaks */
   rb_console_flush();                   /* output first, then the reply */
   rb_report_released_callables(rq);
@@ -288,6 +294,7 @@ static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEX
   rb_send_encoded(rq, &e);
   rb_encoder_free(&e);
   rb_spin_after_send();
+  if (!active) rb_views_collect(0);   /* after the reply: off the client's wait */
   return R_NilValue;
 }
 
@@ -331,6 +338,7 @@ SEXP C_request_timed_out(SEXP ctx) {
 SEXP C_request_release_client(SEXP ctx) {
   rb_request *rq = rb_request_from(ctx);
   rb_shm_forget(rq->rid, rq->rid_len);
+  rb_arenas_detach(rq->rid, rq->rid_len);
   return Rf_ScalarReal((double)rb_handle_release_client(rq->rid, rq->rid_len));
 }
 
@@ -427,6 +435,7 @@ SEXP C_server_stop(void) {
   if (!running) return R_NilValue;
   rb_console_restore();
   rb_shm_forget(NULL, 0);
+  rb_arenas_detach(NULL, 0);
   send_retry(main_pair, "", 0, ZMQ_SNDMORE);
   send_retry(main_pair, "stop", 4, 0);
   pthread_join(io_tid, NULL);

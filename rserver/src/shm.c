@@ -31,8 +31,8 @@ int rb_shm_name_ok(const char *name, size_t n, char kind) {
 
 /* Opens a segment made by someone else: it must be ours (same user), private
  * (no group or other access) and at least `len` bytes. */
-static int open_checked(const char *name, size_t len, const char **err) {
-  int fd = shm_open(name, O_RDONLY | O_NOFOLLOW, 0);
+static int open_checked(const char *name, size_t len, int flags, const char **err) {
+  int fd = shm_open(name, flags | O_NOFOLLOW, 0);
   if (fd < 0) { *err = "cannot open the shared-memory segment"; return -1; }
   struct stat st;
   if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) ||
@@ -47,7 +47,7 @@ static int open_checked(const char *name, size_t len, const char **err) {
 int rb_shm_probe(const char *name, const uint8_t *token, size_t n) {
   const char *err;
   if (!rb_shm_name_ok(name, strlen(name), 'c')) return 0;
-  int fd = open_checked(name, n, &err);
+  int fd = open_checked(name, n, O_RDONLY, &err);
   if (fd < 0) return 0;
   uint8_t got[64];
   int ok = n <= sizeof got && pread(fd, got, n, 0) == (ssize_t)n && memcmp(got, token, n) == 0;
@@ -58,11 +58,29 @@ int rb_shm_probe(const char *name, const uint8_t *token, size_t n) {
 
 const void *rb_shm_map(const char *name, size_t len, const char **err) {
   if (!rb_shm_name_ok(name, strlen(name), 'c')) { *err = "invalid shared-memory segment name"; return NULL; }
-  int fd = open_checked(name, len, err);
+  int fd = open_checked(name, len, O_RDONLY, err);
   if (fd < 0) return NULL;
   void *p = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0) : NULL;
   close(fd);
   shm_unlink(name);   /* promptly: the mapping keeps the memory */
+  if (p == MAP_FAILED) { *err = "cannot map the shared-memory segment"; return NULL; }
+  return p;
+}
+
+/* Maps a whole segment made by a client, for reading and writing (arenas:
+ * the reader hands regions back through the header). */
+void *rb_shm_map_rw(const char *name, size_t min_len, size_t *size, const char **err) {
+  if (!rb_shm_name_ok(name, strlen(name), 'c')) { *err = "invalid shared-memory segment name"; return NULL; }
+  int fd = open_checked(name, min_len, O_RDWR, err);
+  if (fd < 0) return NULL;
+  struct stat st;
+  void *p = MAP_FAILED;
+  if (fstat(fd, &st) == 0 && st.st_size > 0) {
+    *size = (size_t)st.st_size;
+    p = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  }
+  close(fd);
+  shm_unlink(name);
   if (p == MAP_FAILED) { *err = "cannot map the shared-memory segment"; return NULL; }
   return p;
 }
@@ -75,7 +93,9 @@ void *rb_shm_create(size_t len, char name[RB_SHM_NAME_MAX]) {
   int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
   if (fd < 0) return NULL;
   void *p = MAP_FAILED;
-  if (ftruncate(fd, (off_t)len) == 0)
+  /* fallocate, not only ftruncate: a full /dev/shm (64 MB in a default
+   * Docker container) must fail here, not raise SIGBUS on first touch */
+  if (ftruncate(fd, (off_t)len) == 0 && posix_fallocate(fd, 0, (off_t)len) == 0)
     p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   close(fd);
   if (p == MAP_FAILED) { shm_unlink(name); return NULL; }

@@ -1,0 +1,191 @@
+"""Shared-memory arenas: long-lived segments in which payloads are written and
+read in place (``protocol/SPEC.md``, "Arenas").
+
+A fresh segment per payload costs a page fault per 4 KiB on both sides, which
+for 80 MB is slower than the socket. An arena's pages are faulted in once and
+then reused. Layout: a 4096-byte header (magic, then one u32 state per slot at
+offset 64), then the data. The writer sets a slot's state to 1 when it hands a
+region over; the reader sets it back to 0 when it is done. The client writes
+into its own arenas (:class:`ArenaWriter`) and reads the worker's in place
+(:class:`ArenaReader`): a pyarrow buffer over the region keeps a lease, and the
+region goes back to the worker when the last array using it is freed.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from ._errors import ProtocolError
+
+HEADER = 4096
+STATES = 64
+SLOTS = 64
+MAGIC = b"RBARENA1"
+ALIGN = 64
+MIN_CAPACITY = 64 << 20
+#: All of one session's arenas together; past this, payloads use one-off segments.
+MAX_TOTAL = 1 << 30
+
+
+def _state_offset(slot: int) -> int:
+    return STATES + 4 * slot
+
+
+@dataclass
+class _Region:
+    offset: int
+    length: int
+
+
+@dataclass
+class Arena:
+    """One arena this client writes into."""
+
+    name: str
+    mm: mmap.mmap
+    regions: dict[int, _Region] = field(default_factory=dict)   # slot -> region handed over
+    announced: bool = False     # the worker has been sent its name
+
+    def reclaim(self) -> int:
+        """Takes back the regions the worker released; returns how many are out."""
+        for slot in [s for s in self.regions if struct.unpack_from("<I", self.mm, _state_offset(s))[0] == 0]:
+            del self.regions[slot]
+        return len(self.regions)
+
+    def place(self, length: int) -> tuple[int, int] | None:
+        """(slot, offset) of a free region of ``length`` bytes, first fit."""
+        self.reclaim()
+        free = next((s for s in range(SLOTS) if s not in self.regions), None)
+        if free is None:
+            return None
+        at = HEADER
+        for region in sorted(self.regions.values(), key=lambda r: r.offset) + [_Region(len(self.mm), 0)]:
+            if region.offset >= at and region.offset - at >= length:
+                return free, at
+            at = max(at, -(-(region.offset + region.length) // ALIGN) * ALIGN)
+        return None
+
+    def take(self, slot: int, offset: int, length: int) -> memoryview:
+        self.regions[slot] = _Region(offset, length)
+        struct.pack_into("<I", self.mm, _state_offset(slot), 1)
+        return memoryview(self.mm)[offset:offset + length]
+
+    def release(self, slot: int) -> None:
+        """Takes back a region that was never sent."""
+        self.regions.pop(slot, None)
+        struct.pack_into("<I", self.mm, _state_offset(slot), 0)
+
+    def close(self) -> None:
+        try:
+            self.mm.close()
+        except BufferError:    # a write still holds a view; the mapping goes with it
+            pass
+
+
+class ArenaWriter:
+    """The client's arenas for payloads it sends, reused across requests."""
+
+    def __init__(self, create: Callable[[int], tuple[str, mmap.mmap]]) -> None:
+        self._create = create     # size -> (name, mmap): a new private segment
+        self.arenas: list[Arena] = []
+
+    def allocate(self, length: int) -> tuple[Arena, int, int, memoryview] | None:
+        """A region for ``length`` bytes: (arena, slot, offset, view), or None
+        when no arena can hold it (the caller then uses a one-off segment)."""
+        for arena in self.arenas:
+            spot = arena.place(length)
+            if spot is not None:
+                return arena, spot[0], spot[1], arena.take(spot[0], spot[1], length)
+        # Another arena: the worker may still hold regions of the others (its
+        # views live until R's garbage collector frees them). The worker keeps
+        # every arena mapped for the session, so they are not retired early.
+        capacity = max(MIN_CAPACITY, -(-(length + ALIGN) // (1 << 20)) * (1 << 20))
+        if sum(len(a.mm) for a in self.arenas) + HEADER + capacity > MAX_TOTAL:
+            return None
+        try:
+            name, mm = self._create(HEADER + capacity)
+        except OSError:
+            return None
+        mm[:len(MAGIC)] = MAGIC
+        arena = Arena(name, mm)
+        self.arenas.append(arena)
+        spot = arena.place(length)
+        if spot is None:
+            return None
+        return arena, spot[0], spot[1], arena.take(spot[0], spot[1], length)
+
+    def close(self) -> None:
+        for arena in self.arenas:
+            arena.close()
+        self.arenas.clear()
+
+
+class _Lease:
+    """Held by the pyarrow buffer over a region: frees the region when the last
+    array that uses it goes away."""
+
+    __slots__ = ("mapped", "slot")
+
+    def __init__(self, mapped: _Mapped, slot: int) -> None:
+        self.mapped = mapped
+        self.slot = slot
+
+    def __del__(self) -> None:
+        self.mapped.release(self.slot)
+
+
+class _Mapped:
+    """A worker's arena, mapped by this client."""
+
+    def __init__(self, mm: mmap.mmap) -> None:
+        self.mm = mm
+        self.view = np.frombuffer(mm, dtype=np.uint8)   # for addresses; keeps the mapping
+        self.address = self.view.ctypes.data
+
+    def release(self, slot: int) -> None:
+        struct.pack_into("<I", self.mm, _state_offset(slot), 0)
+
+
+class ArenaReader:
+    """The worker's arenas this client has mapped, by name. The worker has one
+    per client and replaces it only when it grows, so only the newest few are
+    kept here; an older one is unmapped when its last lease goes."""
+
+    KEEP = 4
+
+
+    def __init__(self, open_segment: Callable[[str], int]) -> None:
+        self._open = open_segment   # name -> fd of a checked private segment, now unlinked
+        self.mapped: dict[str, _Mapped] = {}
+
+    def region(self, name: str, offset: int, length: int, slot: int) -> pa.Buffer:
+        mapped = self.mapped.get(name)
+        if mapped is None:
+            fd = self._open(name)
+            try:
+                size = os.fstat(fd).st_size
+                if size < HEADER:
+                    raise ProtocolError(f"shared-memory arena {name} is too small")
+                mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            finally:
+                os.close(fd)
+            if mm[:len(MAGIC)] != MAGIC:
+                mm.close()
+                raise ProtocolError(f"shared-memory segment {name} is not an arena")
+            mapped = self.mapped[name] = _Mapped(mm)
+            while len(self.mapped) > self.KEEP:
+                del self.mapped[next(iter(self.mapped))]
+        if not (0 <= slot < SLOTS and HEADER <= offset <= len(mapped.mm) and 0 <= length <= len(mapped.mm) - offset):
+            raise ProtocolError(f"payload region outside shared-memory arena {name}")
+        return pa.foreign_buffer(mapped.address + offset, length, base=_Lease(mapped, slot))
+
+    def close(self) -> None:
+        """Forgets the mappings; each is unmapped when the last array using it is freed."""
+        self.mapped.clear()
