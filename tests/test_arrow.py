@@ -21,6 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+#: Text pyarrow can encode (no lone surrogates) and R can hold (no NUL).
+UTF8_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
+
 import bridge
 from bridge import _payloads
 
@@ -251,7 +254,7 @@ def test_hypothesis_float_series_round_trip(r, values, mask):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.tuples(st.one_of(st.none(), st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8)),
+@given(rows=st.lists(st.tuples(st.one_of(st.none(), st.text(UTF8_CHARS, max_size=8)),
                                st.one_of(st.none(), st.integers(-(2**31) + 1, 2**31 - 1)),
                                st.one_of(st.none(), st.sampled_from(["lo", "mid", "hi"]))), max_size=60))
 def test_hypothesis_frame_round_trip(r, rows):
