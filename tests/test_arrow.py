@@ -21,13 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-#: Text pyarrow can encode (no lone surrogates) and R can hold (no NUL).
-UTF8_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
-
 import bridge
 from bridge import _payloads
 
 VECTORS = Path(__file__).parent.parent / "protocol" / "vectors"
+#: Text pyarrow can encode (no lone surrogates) and R can hold (no NUL).
+UTF8_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
 
 
 def handle(r, code):
