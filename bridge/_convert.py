@@ -45,6 +45,11 @@ def _as(data: np.ndarray, dtype: str, mask: np.ndarray | None, na: int, view: st
     """data as a contiguous little-endian `dtype` buffer with masked elements set to
     the NA bit pattern; copies only when the dtype, layout or a mask requires it."""
     out = np.ascontiguousarray(data, dtype=dtype)
+    if na == REAL_NA_BITS:   # a NaN that happens to carry R's NA payload is still NaN
+        carries = out.view(view) == na
+        if carries.any():
+            out = out.copy() if np.may_share_memory(out, data) else out
+            out[carries] = np.nan
     if mask is not None:
         if np.may_share_memory(out, data):   # never write into the caller's array
             out = out.copy()

@@ -1,0 +1,232 @@
+"""The fast paths of the data plane, against real workers: shared-memory
+arenas reused across requests, zero-copy views in R over received payloads,
+and streams split over several frames so that large buffers are not copied.
+Each is checked for what a user sees (values identical, nothing left behind)
+and for hostile input."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from conftest import raw_exchange, wait_until
+
+import bridge
+from bridge import _arena, _payloads
+
+BIG = 300_000        # doubles: 2.4 MB, above the shared-memory and view thresholds
+
+
+def segments(kind: str, pid: int) -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-{kind}{pid}-")}
+
+
+def na_pattern_nan() -> float:
+    """A NaN carrying R's NA payload (1954) that the sender means as NaN."""
+    return np.frombuffer(struct.pack("<Q", 0x7FF00000000007A2), dtype=np.float64)[0]
+
+
+# ---- Python -> R: arenas and views ---------------------------------------------------------------
+
+def test_a_large_vector_arrives_as_a_view_and_behaves_like_any_vector(fresh):
+    values = np.random.default_rng(1).random(BIG)
+    fresh.assign("y", values)
+    assert "rbridge view" in "".join(fresh.eval("capture.output(.Internal(inspect(y)))"))
+    assert fresh.eval("is.double(y) && length(y) == 300000L")
+    assert np.array_equal(fresh["y"], values)
+    assert fresh.eval("sum(y)") == pytest.approx(values.sum())
+    # copy-on-modify holds: changing y leaves a copy of it untouched
+    assert fresh.eval("z <- y; z[1] <- -1; y[1] != -1 && z[1] == -1")
+    # and it can be saved and read back as an ordinary vector
+    assert fresh.eval("f <- tempfile(); saveRDS(y, f); v <- readRDS(f); unlink(f); identical(v, y)")
+    ints = np.arange(BIG, dtype=np.int32)
+    fresh.assign("i", ints)
+    assert fresh.eval("is.integer(i) && identical(i, 0:299999)")
+
+
+def test_arenas_are_reused_and_views_released_by_rs_collector(fresh):
+    pid = os.getpid()
+    values = np.arange(BIG, dtype=np.float64)
+    for k in range(40):
+        fresh.assign("y", values + k)
+    assert fresh.eval("y[1]") == 39
+    arenas = fresh._core.arena_writer.arenas
+    assert 1 <= len(arenas) <= 3                      # reused, not one per payload
+    assert not segments("c", pid)                      # the worker unlinked each name on mapping
+    fresh.eval("rm(y); gc(); NULL")
+    assert wait_until(lambda: all(a.reclaim() == 0 for a in arenas), 5)   # every region came back
+
+
+def test_nan_with_rs_na_payload_stays_nan_in_r(fresh):
+    nan = na_pattern_nan()
+    for n in (10, BIG):     # the copy path and the view path
+        values = np.zeros(n)
+        values[3] = nan
+        fresh.assign("y", values)
+        assert fresh.eval("is.nan(y[4]) && sum(is.nan(y)) == 1L")   # is.nan() is FALSE for NA
+
+
+def test_int32_min_without_a_null_becomes_double(fresh):
+    values = np.arange(BIG, dtype=np.int32)
+    values[5] = np.iinfo(np.int32).min
+    fresh.assign("y", values)
+    assert fresh.eval("is.double(y) && !anyNA(y) && y[6] == -2147483648")
+
+
+def test_masked_values_arrive_as_na_without_a_view(fresh):
+    values = np.ma.MaskedArray(np.arange(BIG, dtype=np.float64), mask=np.arange(BIG) % 1000 == 0)
+    fresh.assign("y", values)
+    assert fresh.eval("sum(is.na(y)) == 300L")
+    assert "rbridge view" not in "".join(fresh.eval("capture.output(.Internal(inspect(y)))"))
+
+
+def test_data_frame_columns_through_an_arena(fresh):
+    frame = pd.DataFrame({"d": np.linspace(0, 1, BIG), "i": np.arange(BIG, dtype=np.int32),
+                          "s": pd.Categorical(np.where(np.arange(BIG) % 2 == 0, "a", "b"))})
+    fresh.assign("df", frame)
+    assert fresh.eval("identical(df$i, 0:299999) && identical(levels(df$s), c('a', 'b')) && nrow(df) == 300000L")
+    back = fresh["df"]
+    pd.testing.assert_frame_equal(back.astype({"d": "float64", "i": "int32"}), frame, check_dtype=False)
+
+
+# ---- R -> Python: the worker's arena -------------------------------------------------------------
+
+def test_results_are_read_in_place_and_give_their_region_back(fresh):
+    worker = fresh._core.worker.pid
+    fresh.eval(f"x <- as.numeric(seq_len({BIG}))")
+    first = fresh["x"]
+    assert not first.flags.writeable and not first.flags.owndata
+    assert first[-1] == BIG
+    mapped = fresh._core.arena_reader.mapped
+    assert len(mapped) == 1
+    (name,) = mapped
+    del first
+    for _ in range(20):                    # the one region is handed back and reused each time
+        assert fresh["x"][0] == 1
+    assert list(mapped) == [name]
+    assert not segments("w", worker)       # mapped once, and unlinked at once
+
+
+def test_results_kept_by_the_user_stay_intact(fresh):
+    kept = [fresh.eval(f"as.numeric(seq_len({BIG})) + {k}") for k in range(6)]
+    for k, values in enumerate(kept):
+        assert values[0] == 1 + k and values[-1] == BIG + k
+
+
+# ---- streams over several frames ------------------------------------------------------------------
+
+def test_large_buffers_go_out_as_their_own_frames():
+    values = np.arange(BIG, dtype=np.float64)
+    writer = _payloads.PayloadWriter(None)
+    ref = writer.add(pa.table({"a": values, "b": values * 2}))
+    assert ref.data[:1] == b"F"
+    first, count = struct.unpack("<II", ref.data[1:])
+    assert (first, count) == (1, len(writer.frames)) and count >= 3
+    big = [f for f in writer.frames if isinstance(f, pa.Buffer) and f.size == values.nbytes]
+    assert big and big[0].address == values.ctypes.data      # the numpy memory itself, not a copy
+
+
+def test_split_streams_round_trip_over_tcp(tcp_worker):
+    with bridge.connect(tcp_worker[0], shm=False) as s:
+        frame = pd.DataFrame({"a": np.arange(BIG, dtype=np.float64), "b": np.arange(BIG, dtype=np.int32),
+                              "c": np.where(np.arange(BIG) % 3 == 0, "x", "yz")})
+        s.assign("df", frame)
+        assert s.eval("identical(df$a, as.numeric(0:299999)) && identical(df$b, 0:299999) && df$c[2] == 'yz'")
+
+
+def _assign(ref: bytes) -> bytes:
+    return msgpack.packb({"v": 1, "id": 9, "op": "assign", "name": "x", "value": msgpack.ExtType(3, ref)})
+
+
+def test_a_stream_split_anywhere_reads_the_same(fresh):
+    table = pa.table({"x": pa.array(np.arange(5000, dtype=np.float64)), "s": pa.array(["é", None] * 2500)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    stream = sink.getvalue().to_pybytes()
+    rng = np.random.default_rng(3)
+    for parts in (2, 3, 7, 40):
+        cuts = sorted(int(c) for c in rng.integers(0, len(stream), parts - 1))
+        pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+        ref = b"F" + struct.pack("<II", 1, len(pieces))
+        reply = raw_exchange(fresh._core.endpoint, [_assign(ref), *pieces], timeout_ms=10000)
+        assert reply["op"] == "result", reply
+        assert fresh.eval("identical(x$x, as.numeric(0:4999)) && identical(x$s, rep(c('é', NA), 2500))")
+
+
+@pytest.mark.parametrize(("ref", "nframes", "message"), [
+    (b"F" + struct.pack("<II", 1, 3), 2, "frames 1 to 3"),
+    (b"F" + struct.pack("<II", 0, 1), 1, "frame 0"),
+    (b"F" + struct.pack("<II", 2, 0xFFFFFFFF), 2, "frames 2 to"),
+    (b"F" + struct.pack("<I", 1), 1, "malformed payload reference"),
+])
+def test_hostile_split_references(fresh, ref, nframes, message):
+    reply = raw_exchange(fresh._core.endpoint, [_assign(ref)] + [b"\xff" * 8] * nframes, timeout_ms=10000)
+    assert reply["op"] == "error" and message in reply["error"]["message"]
+    assert fresh.sum(1, 2) == 3
+
+
+# ---- hostile arena references ----------------------------------------------------------------------
+
+def _arena_segment(payload: bytes, *, magic: bool = True, mode: int = 0o600) -> str:
+    name = f"/rbridge-c{os.getpid()}-{secrets.token_hex(16)}"
+    fd = os.open("/dev/shm" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode)
+    os.fchmod(fd, mode)
+    body = bytearray(_arena.HEADER + len(payload))
+    if magic:
+        body[:8] = _arena.MAGIC
+    body[_arena.HEADER:] = payload
+    os.write(fd, bytes(body))
+    os.close(fd)
+    return name
+
+
+def _region_ref(name: str, offset: int, length: int, slot: int = 0) -> bytes:
+    return b"a" + struct.pack("<QQI", offset, length, slot) + name.encode()
+
+
+def test_an_arena_region_written_by_hand_is_read(fresh):
+    stream = pa.BufferOutputStream()
+    table = pa.table({"x": [1.5, 2.5]})
+    with pa.ipc.new_stream(stream, table.schema) as w:
+        w.write_table(table)
+    payload = stream.getvalue().to_pybytes()
+    name = _arena_segment(payload)
+    reply = raw_exchange(fresh._core.endpoint, [_assign(_region_ref(name, _arena.HEADER, len(payload)))], 10000)
+    assert reply["op"] == "result" and fresh.eval("identical(x$x, c(1.5, 2.5))")
+    assert not Path("/dev/shm" + name).exists()       # unlinked once mapped
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("past the end", "outside the arena"),
+    ("in the header", "outside the arena"),
+    ("bad slot", "outside the arena"),
+    ("no magic", "not an arena"),
+    ("world readable", "not a private segment"),
+    ("missing", "cannot open"),
+])
+def test_hostile_arena_references(fresh, how, message):
+    payload = b"\0" * 64
+    name = _arena_segment(payload, magic=how != "no magic", mode=0o644 if how == "world readable" else 0o600)
+    offset, length, slot = _arena.HEADER, len(payload), 0
+    if how == "past the end":
+        length = 1 << 40
+    elif how == "in the header":
+        offset = 8
+    elif how == "bad slot":
+        slot = _arena.SLOTS
+    elif how == "missing":
+        Path("/dev/shm" + name).unlink()
+    try:
+        reply = raw_exchange(fresh._core.endpoint, [_assign(_region_ref(name, offset, length, slot))], 10000)
+        assert reply["op"] == "error" and message in reply["error"]["message"]
+        assert fresh.sum(1, 2) == 3
+    finally:
+        Path("/dev/shm" + name).unlink(missing_ok=True)
