@@ -176,7 +176,7 @@ int rb_arena_alloc(const uint8_t *rid, size_t rid_len, size_t len, rb_arena_ref 
     /* Too small: replace it with a bigger one, unless regions are still out. */
     if (a && reclaim(a)) return -1;
     if (a) drop(i);
-    size_t cap = 2 * len > MIN_CAPACITY ? 2 * len : MIN_CAPACITY;
+    size_t cap = 2 * len + ALIGN > MIN_CAPACITY ? 2 * len + ALIGN : MIN_CAPACITY;   /* two payloads of this size */
     if (!(a = create_own(cap, rid, rid_len))) return -1;
     if ((slot = place(a, len, &off)) < 0) return -1;
   }
