@@ -150,7 +150,10 @@ class _Mapped:
         self.address = self.view.ctypes.data
 
     def release(self, slot: int) -> None:
-        struct.pack_into("<I", self.mm, _state_offset(slot), 0)
+        try:
+            struct.pack_into("<I", self.mm, _state_offset(slot), 0)
+        except ValueError:   # unmapped at interpreter exit: nobody is left to take it back
+            pass
 
 
 class ArenaReader:
