@@ -230,3 +230,13 @@ def test_hostile_arena_references(fresh, how, message):
         assert fresh.sum(1, 2) == 3
     finally:
         Path("/dev/shm" + name).unlink(missing_ok=True)
+
+
+def test_regions_after_a_decode_error_are_handed_back(fresh):
+    big = np.arange(BIG, dtype=np.float64)
+    with pytest.raises(bridge.RError, match="NUL"):
+        fresh.call("c", "a\x00b", big)        # the string fails before the worker reaches the array
+    arenas = fresh._core.arena_writer.arenas
+    assert arenas and wait_until(lambda: all(a.reclaim() == 0 for a in arenas), 5)
+    fresh.assign("y", big)                     # and the arena serves the next payload
+    assert len(arenas) == 1 and fresh.eval("identical(y, as.numeric(0:299999))")

@@ -107,6 +107,7 @@ void rb_arena_hold(rb_arena *a) { a->holds++; }
 
 /* The reader is done with a region: hand it back to the writer. */
 void rb_arena_release(rb_arena *a, uint32_t slot) {
+  if (slot >= RB_ARENA_SLOTS) return;
   __atomic_store_n(state_of(a, slot), 0, __ATOMIC_RELEASE);
 }
 

@@ -109,6 +109,7 @@ typedef struct {
   SEXP backings;          /* per frame, made on its first view */
   int *frame_ref;         /* per frame, the payload reference that viewed it */
   int refs;               /* payload references decoded so far */
+  int regions;            /* arena references decoded so far */
 } decode_ctx;
 
 static uint64_t le64(const uint8_t *p) {
@@ -182,6 +183,7 @@ static void region_done(void *p, Rboolean jump) {
 }
 
 static SEXP decode_region(decode_ctx *ctx, const uint8_t *p, uint32_t len) {
+  ctx->regions++;
   char name[RB_SHM_NAME_MAX];
   memcpy(name, p + 21, len - 21);
   name[len - 21] = 0;
@@ -301,16 +303,46 @@ static SEXP decode_all(const void *buf, size_t len, decode_ctx *ctx) {
 }
 
 SEXP rb_decode(const void *buf, size_t len, int resolve) {
-  decode_ctx ctx = {resolve, NULL, NULL, 0, R_NilValue, NULL, 0};
+  decode_ctx ctx = {resolve, NULL, NULL, 0, R_NilValue, NULL, 0, 0};
   return decode_all(buf, len, &ctx);
 }
 
+/* When decoding fails part way, the arena regions referred to after that
+ * point were never seen: hand them back, or the client could never reuse them.
+ * (Those seen were released, or are held by views that R will collect.) */
+static void release_unseen_regions(const decode_ctx *ctx) {
+  mp_reader r;
+  mp_item it;
+  int seen = 0;
+  mp_init(&r, ctx->rq->envelope, ctx->rq->envelope_len);
+  while (r.pos < r.len && mp_next(&r, &it) == 0) {
+    if (it.kind != MP_EXT || it.ext_type != RB_EXT_PAYLOAD || it.len <= 21 || it.len - 21 >= RB_SHM_NAME_MAX ||
+        it.ptr[0] != 'a' || seen++ < ctx->regions)
+      continue;
+    char name[RB_SHM_NAME_MAX];
+    memcpy(name, it.ptr + 21, it.len - 21);
+    name[it.len - 21] = 0;
+    const char *err;
+    rb_arena *a = rb_arena_attach(name, ctx->rq->rid, ctx->rq->rid_len, &err);
+    if (a) rb_arena_release(a, le32(it.ptr + 17));
+  }
+}
+
+static SEXP decode_request_value(void *p) {
+  decode_ctx *ctx = p;
+  return decode_all(ctx->rq->envelope, ctx->rq->envelope_len, ctx);
+}
+
+static void after_request_decode(void *p, Rboolean jump) {
+  if (jump) release_unseen_regions(p);
+}
+
 SEXP rb_decode_request(rb_request *rq) {
-  decode_ctx ctx = {1, rq, rq->frames, rq->nframes, R_NilValue, NULL, 0};
+  decode_ctx ctx = {1, rq, rq->frames, rq->nframes, R_NilValue, NULL, 0, 0};
   ctx.backings = PROTECT(Rf_allocVector(VECSXP, rq->nframes));
   ctx.frame_ref = (int *)R_alloc((size_t)rq->nframes + 1, sizeof(int));
   memset(ctx.frame_ref, 0, ((size_t)rq->nframes + 1) * sizeof(int));
-  SEXP x = decode_all(rq->envelope, rq->envelope_len, &ctx);
+  SEXP x = R_UnwindProtect(decode_request_value, &ctx, after_request_decode, &ctx, NULL);
   UNPROTECT(1);
   return x;
 }
