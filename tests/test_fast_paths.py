@@ -240,3 +240,13 @@ def test_regions_after_a_decode_error_are_handed_back(fresh):
     assert arenas and wait_until(lambda: all(a.reclaim() == 0 for a in arenas), 5)
     fresh.assign("y", big)                     # and the arena serves the next payload
     assert len(arenas) == 1 and fresh.eval("identical(y, as.numeric(0:299999))")
+
+
+def test_na_detection_in_large_results_is_exact(r):
+    # a double whose low word is NA's (1954) but that is no NaN, next to a real NA and a NaN
+    values = r.eval("""x <- as.numeric(seq_len(100000))
+                       x[10] <- readBin(as.raw(c(0xa2, 0x07, 0, 0, 0, 0, 0xf0, 0x3f)), "double")
+                       x[20] <- NA; x[30] <- NaN; x""")
+    assert np.ma.isMaskedArray(values) and np.flatnonzero(np.ma.getmaskarray(values)).tolist() == [19]
+    assert values[9] == struct.unpack("<d", bytes([0xa2, 0x07, 0, 0, 0, 0, 0xf0, 0x3f]))[0]
+    assert np.isnan(np.ma.getdata(values)[29]) and not np.ma.getmaskarray(values)[29]

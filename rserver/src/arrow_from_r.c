@@ -187,11 +187,16 @@ static void plan_col(wcol *c, SEXP x, int kind, const char *name, double scale) 
   case STRSXP: c->strs = STRING_PTR_RO(x); break;
   default: break;
   }
-  if (kind == CK_DBL) {   /* the common bulk cases: one tight scan, no branches */
-    const uint64_t *b = (const uint64_t *)c->reals;
-    R_xlen_t nulls = 0;
-    for (R_xlen_t i = 0; i < c->n; i++)
-      nulls += ((b[i] & 0x7FF0000000000000u) == 0x7FF0000000000000u) & ((uint32_t)b[i] == 1954);
+  if (kind == CK_DBL) {   /* the common bulk cases: tight scans, no branches */
+    const uint8_t *bytes = (const uint8_t *)c->reals;
+    R_xlen_t low_hits = 0, nulls = 0;
+    for (R_xlen_t i = 0; i < c->n; i++) {   /* NA's low word, first: this loop vectorizes */
+      uint32_t low;
+      memcpy(&low, bytes + 8 * i, 4);
+      low_hits += low == 1954;
+    }
+    if (low_hits)
+      for (R_xlen_t i = 0; i < c->n; i++) nulls += is_na_real(c->reals[i]);
     c->nulls = nulls;
     return;
   }
