@@ -16,6 +16,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -95,10 +96,20 @@ class ArenaWriter:
     def __init__(self, create: Callable[[int], tuple[str, mmap.mmap]]) -> None:
         self._create = create     # size -> (name, mmap): a new private segment
         self.arenas: list[Arena] = []
+        self._lock = threading.Lock()   # threads of one session send payloads concurrently
 
     def allocate(self, length: int) -> tuple[Arena, int, int, memoryview] | None:
         """A region for ``length`` bytes: (arena, slot, offset, view), or None
         when no arena can hold it (the caller then uses a one-off segment)."""
+        with self._lock:
+            return self._allocate(length)
+
+    def release(self, arena: Arena, slot: int) -> None:
+        """Takes back a region that was never sent."""
+        with self._lock:
+            arena.release(slot)
+
+    def _allocate(self, length: int) -> tuple[Arena, int, int, memoryview] | None:
         for arena in self.arenas:
             spot = arena.place(length)
             if spot is not None:
@@ -122,9 +133,10 @@ class ArenaWriter:
         return arena, spot[0], spot[1], arena.take(spot[0], spot[1], length)
 
     def close(self) -> None:
-        for arena in self.arenas:
-            arena.close()
-        self.arenas.clear()
+        with self._lock:
+            for arena in self.arenas:
+                arena.close()
+            self.arenas.clear()
 
 
 class _Lease:

@@ -213,9 +213,9 @@ class PayloadWriter:
         """Drops the payloads; regions never sent go back to their arena."""
         for name in self.segments:
             unlink_segment(name)
-        if not sent:
+        if not sent and self.arenas is not None:
             for arena, slot in self.regions:
-                arena.release(slot)
+                self.arenas.release(arena, slot)
         self.segments.clear()
         self.frames.clear()
         self.regions.clear()

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import raw_exchange, wait_until
+from conftest import raw_exchange, run_in_threads, wait_until
 
 import bridge
 from bridge import _arena, _payloads
@@ -250,3 +250,13 @@ def test_na_detection_in_large_results_is_exact(r):
     assert np.ma.isMaskedArray(values) and np.flatnonzero(np.ma.getmaskarray(values)).tolist() == [19]
     assert values[9] == struct.unpack("<d", bytes([0xa2, 0x07, 0, 0, 0, 0, 0xf0, 0x3f]))[0]
     assert np.isnan(np.ma.getdata(values)[29]) and not np.ma.getmaskarray(values)[29]
+
+
+def test_threads_share_the_arenas_without_mixing_payloads(fresh):
+    def work(i: int) -> None:
+        values = np.full(BIG, float(i))
+        for _ in range(4):
+            fresh.assign(f"v{i}", values)
+            assert fresh.eval(f"length(v{i}) == {BIG}L && all(v{i} == {i})")
+            assert np.all(fresh[f"v{i}"] == i)
+    assert run_in_threads(work, 6) == []
