@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
 
-from bridge import _codec
+from bridge import _arena, _codec, _payloads
+from bridge._payloads import EXT_PAYLOAD
 
 VECTORS = json.loads((Path(__file__).parent.parent / "protocol" / "vectors" / "messages.json").read_text())
 
@@ -28,6 +30,8 @@ def expected(tagged):
             return _codec.HandleRef(tagged["$handle"]["id"], tagged["$handle"].get("class", []))
         if "$callable" in tagged:
             return msgpack.ExtType(_codec.EXT_CALLABLE, tagged["$callable"].to_bytes(8, "big"))
+        if "$payload" in tagged:
+            return msgpack.ExtType(EXT_PAYLOAD, bytes.fromhex(tagged["$payload"]))
         if "$vector" in tagged:
             return ("vector", tagged["$vector"]["kind"], tagged["$vector"]["values"])
         return {k: expected(v) for k, v in tagged.items()}
@@ -71,6 +75,8 @@ def wire(tagged):
             return float(tagged["$double"].replace("Inf", "inf"))
         if "$callable" in tagged:
             return _codec.callable_ext(tagged["$callable"])
+        if "$payload" in tagged:
+            return msgpack.ExtType(EXT_PAYLOAD, bytes.fromhex(tagged["$payload"]))
         if "$handle" in tagged:
             h = tagged["$handle"]
             data = h["id"].to_bytes(8, "big") + (msgpack.packb(h["class"]) if "class" in h else b"")
@@ -91,15 +97,32 @@ def wire(tagged):
     return tagged
 
 
+def _keep_payload_refs(code: int, data: bytes):
+    """Payload references as their bytes: resolving them needs frames or segments."""
+    return msgpack.ExtType(code, data) if code == EXT_PAYLOAD else _codec._ext_hook(code, data)
+
+
+def test_payload_references_read_as_the_payload_reader_expects():
+    for name in ("assign_request_split_payload", "assign_request_arena_payload", "result_arena_payload"):
+        (vector,) = [v for v in VECTORS if v["name"] == name]
+        ref = _codec.unpack(bytes.fromhex(vector["hex"]), _keep_payload_refs)["value"].data
+        kind, tail = ref[:1], ref[1:]
+        if kind == b"F":
+            assert struct.unpack("<II", tail) == (1, 3)
+        else:
+            offset, length, slot = struct.unpack("<QQI", tail[:20])
+            assert offset == _arena.HEADER and slot < _arena.SLOTS and _payloads._NAME.fullmatch(tail[20:].decode())
+
+
 def test_every_op_and_reply_kind_has_a_vector():
-    ops = {_codec.unpack(bytes.fromhex(v["hex"]))["op"] for v in VECTORS}
+    ops = {_codec.unpack(bytes.fromhex(v["hex"]), _keep_payload_refs)["op"] for v in VECTORS}
     assert {"hello", "eval", "call", "get", "assign", "release", "ping", "pong", "interrupt",
             "shutdown", "result", "error", "output", "callback", "release_callables"} <= ops
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
 def test_golden_vector_decodes(vector):
-    got = _codec.unpack(bytes.fromhex(vector["hex"]))
+    got = _codec.unpack(bytes.fromhex(vector["hex"]), _keep_payload_refs)
     assert same(got, expected(vector["value"]))
 
 

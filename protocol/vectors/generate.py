@@ -45,8 +45,26 @@ def handle(hid: int, rclass: list[str] | None = None) -> msgpack.ExtType:
     return msgpack.ExtType(1, data)
 
 
+def payload(ref: bytes) -> msgpack.ExtType:
+    """An ext 3 reference to an Arrow payload (frames, arena region or segment)."""
+    return msgpack.ExtType(3, ref)
+
+
+def r_payload(ref: bytes) -> str:
+    """How R's codec keeps an unresolved payload reference: its bytes."""
+    return f'structure(as.raw(c({", ".join(f"0x{b:02x}" for b in ref)})), class = "rbridge_payload_ref")'
+
+
+CLIENT_ARENA = b"/rbridge-c4242-" + b"0123456789abcdef" * 2
+WORKER_ARENA = b"/rbridge-w4243-" + b"fedcba9876543210" * 2
+SPLIT_REF = b"F" + struct.pack("<II", 1, 3)
+CLIENT_REGION = b"a" + struct.pack("<QQI", 4096, 80000312, 2) + CLIENT_ARENA
+WORKER_REGION = b"a" + struct.pack("<QQI", 4096, 1208, 0) + WORKER_ARENA
+
+
 def tagged(value: Any) -> Any:
     """Python wire value -> JSON: bytes as {"$bin": hex}; ext 4 as {"$callable": id};
+    ext 3 as {"$payload": hex of the reference};
     a NaN or infinite
     double as {"$double": "NaN"}; ext 1 as {"$handle":
     {"id", "class"?}}; ext 2 as {"$vector": {"kind", "values"}} with null for NA
@@ -67,6 +85,8 @@ def tagged(value: Any) -> Any:
         return {"$handle": out}
     if isinstance(value, msgpack.ExtType) and value.code == 4:
         return {"$callable": struct.unpack(">Q", value.data)[0]}
+    if isinstance(value, msgpack.ExtType) and value.code == 3:
+        return {"$payload": value.data.hex()}
     if isinstance(value, msgpack.ExtType) and value.code == 2:
         kind = value.data[:1].decode()
         (n,) = struct.unpack("<I", value.data[1:5])
@@ -232,6 +252,12 @@ ENTRIES: list[tuple[str, str, dict[str, Any], str, str | None]] = [
      'python_type = "builtins.ValueError"))', None),
     ("release_callables", "worker->client", env(0, "release_callables", callables=[7, 8]),
      'list(v = 1L, id = 0L, op = "release_callables", callables = list(7L, 8L))', "same"),
+    ("assign_request_split_payload", "client->worker", env(18, "assign", name="y", value=payload(SPLIT_REF)),
+     f'list(v = 1L, id = 18L, op = "assign", name = "y", value = {r_payload(SPLIT_REF)})', None),
+    ("assign_request_arena_payload", "client->worker", env(19, "assign", name="y", value=payload(CLIENT_REGION)),
+     f'list(v = 1L, id = 19L, op = "assign", name = "y", value = {r_payload(CLIENT_REGION)})', None),
+    ("result_arena_payload", "worker->client", env(20, "result", value=payload(WORKER_REGION), warnings=[]),
+     f'list(v = 1L, id = 20L, op = "result", value = {r_payload(WORKER_REGION)}, warnings = list())', None),
     ("output_stdout", "worker->client", env(17, "output", stream="stdout", text="[1] 1 2 3\n"),
      'list(v = 1L, id = 17L, op = "output", stream = "stdout", text = "[1] 1 2 3\\n")', "same"),
 ]
