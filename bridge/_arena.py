@@ -60,8 +60,9 @@ class Arena:
             del self.regions[slot]
         return len(self.regions)
 
-    def place(self, length: int) -> tuple[int, int] | None:
-        """(slot, offset) of a free region of ``length`` bytes, first fit."""
+    def allocate(self, length: int) -> tuple[int, int, memoryview] | None:
+        """A free region of ``length`` bytes, first fit, handed over at once:
+        (slot, offset, a view to write it through), or None."""
         self.reclaim()
         free = next((s for s in range(SLOTS) if s not in self.regions), None)
         if free is None:
@@ -69,14 +70,11 @@ class Arena:
         at = HEADER
         for region in sorted(self.regions.values(), key=lambda r: r.offset) + [_Region(len(self.mm), 0)]:
             if region.offset >= at and region.offset - at >= length:
-                return free, at
+                self.regions[free] = _Region(at, length)
+                struct.pack_into("<I", self.mm, _state_offset(free), 1)
+                return free, at, memoryview(self.mm)[at:at + length]
             at = max(at, -(-(region.offset + region.length) // ALIGN) * ALIGN)
         return None
-
-    def take(self, slot: int, offset: int, length: int) -> memoryview:
-        self.regions[slot] = _Region(offset, length)
-        struct.pack_into("<I", self.mm, _state_offset(slot), 1)
-        return memoryview(self.mm)[offset:offset + length]
 
     def release(self, slot: int) -> None:
         """Takes back a region that was never sent."""
@@ -111,9 +109,9 @@ class ArenaWriter:
 
     def _allocate(self, length: int) -> tuple[Arena, int, int, memoryview] | None:
         for arena in self.arenas:
-            spot = arena.place(length)
+            spot = arena.allocate(length)
             if spot is not None:
-                return arena, spot[0], spot[1], arena.take(spot[0], spot[1], length)
+                return (arena, *spot)
         # Another arena: the worker may still hold regions of the others (its
         # views live until R's garbage collector frees them). The worker keeps
         # every arena mapped for the session, so they are not retired early.
@@ -127,10 +125,8 @@ class ArenaWriter:
         mm[:len(MAGIC)] = MAGIC
         arena = Arena(name, mm)
         self.arenas.append(arena)
-        spot = arena.place(length)
-        if spot is None:
-            return None
-        return arena, spot[0], spot[1], arena.take(spot[0], spot[1], length)
+        spot = arena.allocate(length)
+        return None if spot is None else (arena, *spot)
 
     def close(self) -> None:
         with self._lock:

@@ -132,17 +132,22 @@ class _ChunkSink:
         self.closed = True
 
 
-def _stream_frames(table: pa.Table | pa.RecordBatch) -> list[Any]:
-    """The stream as frames: each large buffer alone (not copied), what lies
-    between them joined."""
+def _stream_chunks(table: pa.Table | pa.RecordBatch) -> list[Any]:
+    """The stream, serialized once, as the pieces pyarrow wrote."""
     sink = _ChunkSink()
     _write_stream(table, sink)
-    big = [isinstance(c, pa.Buffer) and c.size >= OWN_FRAME_MIN for c in sink.chunks]
+    return sink.chunks
+
+
+def _frames_of(chunks: list[Any]) -> list[Any]:
+    """Frames of a stream: each large buffer alone (not copied), what lies
+    between them joined."""
+    big = [isinstance(c, pa.Buffer) and c.size >= OWN_FRAME_MIN for c in chunks]
     if sum(big) > MAX_OWN_FRAMES:
         big = [False] * len(big)
     frames: list[Any] = []
     small: list[bytes] = []
-    for chunk, alone in zip(sink.chunks, big, strict=True):
+    for chunk, alone in zip(chunks, big, strict=True):
         if not alone:
             small.append(chunk.to_pybytes() if isinstance(chunk, pa.Buffer) else bytes(chunk))
             continue
@@ -153,6 +158,14 @@ def _stream_frames(table: pa.Table | pa.RecordBatch) -> list[Any]:
     if small or not frames:
         frames.append(b"".join(small))
     return frames
+
+
+def _copy_chunks(chunks: list[Any], dest: memoryview) -> None:
+    at = 0
+    for chunk in chunks:
+        data = memoryview(chunk).cast("B")
+        dest[at:at + data.nbytes] = data
+        at += data.nbytes
 
 
 class PayloadWriter:
@@ -169,20 +182,19 @@ class PayloadWriter:
 
     def add(self, table: pa.Table | pa.RecordBatch) -> msgpack.ExtType:
         """Serializes ``table`` and returns the ext value that refers to it."""
+        chunks = _stream_chunks(table)
         if self.arenas is not None:
-            mock = pa.MockOutputStream()
-            _write_stream(table, mock)
-            size = mock.size()
+            size = sum(memoryview(c).nbytes for c in chunks)
             if size >= SHM_MIN:
-                return self._add_region(table, size) or self._add_segment(table, size)
+                return self._add_region(chunks, size) or self._add_segment(chunks, size)
         first = len(self.frames) + 1
-        self.frames.extend(_stream_frames(table))
+        self.frames.extend(_frames_of(chunks))
         count = len(self.frames) - first + 1
         if count == 1:
             return msgpack.ExtType(EXT_PAYLOAD, b"f" + struct.pack("<I", first))
         return msgpack.ExtType(EXT_PAYLOAD, b"F" + struct.pack("<II", first, count))
 
-    def _add_region(self, table: pa.Table | pa.RecordBatch, size: int) -> msgpack.ExtType | None:
+    def _add_region(self, chunks: list[Any], size: int) -> msgpack.ExtType | None:
         assert self.arenas is not None
         spot = self.arenas.allocate(size)
         if spot is None:
@@ -190,7 +202,7 @@ class PayloadWriter:
         arena, slot, offset, view = spot
         self.regions.append((arena, slot))
         try:
-            _write_stream(table, pa.FixedSizeBufferWriter(pa.py_buffer(view)))
+            _copy_chunks(chunks, view)
         finally:
             view.release()
         if not arena.announced:   # the worker unlinks the name once mapped; so do we, after the reply
@@ -198,13 +210,12 @@ class PayloadWriter:
             self.segments.append(arena.name)
         return msgpack.ExtType(EXT_PAYLOAD, b"a" + struct.pack("<QQI", offset, size, slot) + arena.name.encode())
 
-    def _add_segment(self, table: pa.Table | pa.RecordBatch, size: int) -> msgpack.ExtType:
+    def _add_segment(self, chunks: list[Any], size: int) -> msgpack.ExtType:
         name, mm = create_segment(size)
         self.segments.append(name)
         try:
-            buf = pa.py_buffer(mm)
-            _write_stream(table, pa.FixedSizeBufferWriter(buf))
-            del buf
+            with memoryview(mm) as view:
+                _copy_chunks(chunks, view)
         finally:
             mm.close()
         return msgpack.ExtType(EXT_PAYLOAD, b"m" + struct.pack("<Q", size) + name.encode())
@@ -221,11 +232,11 @@ class PayloadWriter:
         self.regions.clear()
 
 
-def open_segment(name: str, kind: str = "w", size: int = 0) -> int:
+def open_segment(name: str, size: int = 0) -> int:
     """A file descriptor of a segment the worker made, checked to be private
     and at least ``size`` bytes, and unlinked: the mapping keeps the memory."""
     m = _NAME.fullmatch(name)
-    if not m or m.group(1) != kind:
+    if not m or m.group(1) != "w":
         raise ProtocolError(f"invalid shared-memory segment name {name!r}")
     try:
         fd = os.open(_path(name), os.O_RDWR | os.O_NOFOLLOW)
@@ -249,7 +260,7 @@ def open_segment(name: str, kind: str = "w", size: int = 0) -> int:
 
 
 def _map_segment(name: str, size: int) -> pa.Buffer:
-    fd = open_segment(name, "w", size)
+    fd = open_segment(name, size)
     try:
         mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) if size else b""
     finally:

@@ -12,14 +12,10 @@
  * The worker writes into arenas it creates for its clients ('w'), and reads
  * from arenas clients create ('c'), which it maps on first use and unlinks at
  * once. No R API. */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include "rserver.h"
 
 #define MAGIC "RBARENA1"

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* ---- flatbuf.c: reading --------------------------------------------------- */
 typedef struct {
@@ -70,6 +71,29 @@ enum {
 enum { AU_SECOND = 0, AU_MILLI = 1, AU_MICRO = 2, AU_NANO = 3 };
 #define ARROW_V4 3
 #define ARROW_V5 4
+
+/* ---- R's NA for doubles: a NaN whose low word is 1954 ------------------------ */
+static inline int ar_is_r_na_bits(uint64_t b) {
+  return ((b & 0x7FF0000000000000u) == 0x7FF0000000000000u) & ((uint32_t)b == 1954);
+}
+
+/* How many of n little-endian doubles at p carry that bit pattern. The low
+ * words alone are counted first: that loop vectorizes, and a low word of
+ * 1954 is rare, so the exact pass seldom runs. */
+static inline int64_t ar_count_r_na(const uint8_t *p, int64_t n) {
+  int64_t low_hits = 0, count = 0;
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t low;
+    memcpy(&low, p + 8 * i, 4);
+    low_hits += low == 1954;
+  }
+  for (int64_t i = 0; low_hits && i < n; i++) {
+    uint64_t b;
+    memcpy(&b, p + 8 * i, 8);
+    count += ar_is_r_na_bits(b);
+  }
+  return count;
+}
 
 /* ---- arrow_read.c --------------------------------------------------------------- */
 #define AR_MAX_FIELDS 100000

@@ -143,11 +143,11 @@ int rb_arrow_kind(SEXP x) {
 
 /* ---- planning ------------------------------------------------------------------ */
 
-/* R_IsNA without a call per element: NaN whose low word is 1954. */
+/* R_IsNA without a call per element. */
 static inline int is_na_real(double v) {
   uint64_t b;
   memcpy(&b, &v, 8);
-  return (b & 0x7FF0000000000000u) == 0x7FF0000000000000u && (uint32_t)b == 1954;
+  return ar_is_r_na_bits(b);
 }
 
 /* A string as UTF-8 and its length; LENGTH() when no translation was needed. */
@@ -188,16 +188,7 @@ static void plan_col(wcol *c, SEXP x, int kind, const char *name, double scale) 
   default: break;
   }
   if (kind == CK_DBL) {   /* the common bulk cases: tight scans, no branches */
-    const uint8_t *bytes = (const uint8_t *)c->reals;
-    R_xlen_t low_hits = 0, nulls = 0;
-    for (R_xlen_t i = 0; i < c->n; i++) {   /* NA's low word, first: this loop vectorizes */
-      uint32_t low;
-      memcpy(&low, bytes + 8 * i, 4);
-      low_hits += low == 1954;
-    }
-    if (low_hits)
-      for (R_xlen_t i = 0; i < c->n; i++) nulls += is_na_real(c->reals[i]);
-    c->nulls = nulls;
+    c->nulls = (R_xlen_t)ar_count_r_na((const uint8_t *)c->reals, c->n);
     return;
   }
   if (kind == CK_INT || kind == CK_LGL) {

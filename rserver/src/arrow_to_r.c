@@ -12,37 +12,10 @@
 
 #define EXACT_INT 9007199254740992.0   /* 2^53 */
 #define VIEW_MIN_BYTES ((size_t)1 << 20)   /* smaller columns are copied */
-#define MAX_VIEWS 256
 
 /* Where the stream's bytes live, for zero-copy views (views.c); the build
  * has one input at a time, so it is kept here rather than passed down. */
 static const rb_arrow_input *input = NULL;
-static ar_span viewed[MAX_VIEWS];
-static int nviewed = 0;
-
-static int is_na_bits(uint64_t b) {
-  return ((b & 0x7FF0000000000000u) == 0x7FF0000000000000u) & ((uint32_t)b == 1954);
-}
-
-/* Non-null doubles that carry R's NA bit pattern are NaN to the sender: they
- * must not turn into NA here. The low words alone are checked first: that
- * loop vectorizes, and a double whose low word is 1954 is rare. */
-static int has_na_pattern(const uint8_t *p, int64_t n) {
-  int64_t low_hits = 0;
-  for (int64_t i = 0; i < n; i++) {
-    uint32_t low;
-    memcpy(&low, p + 8 * i, 4);   /* little-endian: the low word comes first */
-    low_hits += low == 1954;
-  }
-  if (!low_hits) return 0;
-  int found = 0;
-  for (int64_t i = 0; i < n; i++) {
-    uint64_t b;
-    memcpy(&b, p + 8 * i, 8);
-    found |= is_na_bits(b);
-  }
-  return found;
-}
 
 static int has_int_min(const uint8_t *p, int64_t n) {
   int found = 0;
@@ -59,20 +32,21 @@ static int has_int_min(const uint8_t *p, int64_t n) {
  * shared with another view, or need changing for R. */
 static SEXP try_view(const ar_stream *s, const ar_array *a, SEXPTYPE type) {
   size_t width = type == REALSXP ? 8 : 4, bytes = (size_t)a->length * width;
-  if (!input || !input->backing || s->nbatches != 1 || a->null_count || bytes < VIEW_MIN_BYTES ||
-      (uintptr_t)a->values.p % width || nviewed == MAX_VIEWS)
+  rb_view_spans *seen = input ? input->viewed : NULL;
+  if (!seen || s->nbatches != 1 || a->null_count || bytes < VIEW_MIN_BYTES || (uintptr_t)a->values.p % width ||
+      seen->n == RB_MAX_VIEWS)
     return NULL;
   int seg = -1;
   for (int i = 0; i < input->nseg && seg < 0; i++)
     if (a->values.p >= input->segs[i].p && bytes <= input->segs[i].n &&
         (size_t)(a->values.p - input->segs[i].p) <= input->segs[i].n - bytes) seg = i;
   if (seg < 0) return NULL;
-  for (int i = 0; i < nviewed; i++)
-    if (a->values.p < viewed[i].p + viewed[i].n && viewed[i].p < a->values.p + bytes) return NULL;
-  if (type == REALSXP ? has_na_pattern(a->values.p, a->length) : has_int_min(a->values.p, a->length)) return NULL;
+  for (int i = 0; i < seen->n; i++)   /* R may write into a view: no two may share memory */
+    if (a->values.p < seen->span[i].p + seen->span[i].n && seen->span[i].p < a->values.p + bytes) return NULL;
+  /* a non-null double with R's NA bit pattern is NaN to the sender, and is changed to R's NaN */
+  if (type == REALSXP ? ar_count_r_na(a->values.p, a->length) : has_int_min(a->values.p, a->length)) return NULL;
   SEXP backing = input->backing(input->ctx, seg);
-  if (backing == R_NilValue) return NULL;
-  viewed[nviewed++] = (ar_span){a->values.p, bytes};
+  seen->span[seen->n++] = (ar_span){a->values.p, bytes};
   return rb_view(type, backing, a->values.p, (R_xlen_t)a->length);
 }
 
@@ -155,11 +129,11 @@ static SEXP real_column(const ar_stream *s, int col, R_xlen_t n, double scale) {
   FOR_CHUNKS(s, col, a) {
     if (plain) {
       memcpy(out + k, a->values.p, (size_t)a->length * 8);
-      if (has_na_pattern(a->values.p, a->length))
+      if (ar_count_r_na(a->values.p, a->length))   /* non-null NA bit patterns are NaN to the sender */
         for (int64_t i = 0; i < a->length; i++) {
           uint64_t b;
           memcpy(&b, &out[k + i], 8);
-          if (is_na_bits(b)) out[k + i] = R_NaN;
+          if (ar_is_r_na_bits(b)) out[k + i] = R_NaN;
         }
       if (a->null_count)
         for (int64_t i = 0; i < a->length; i++) if (!ar_valid(a, i)) out[k + i] = NA_REAL;
@@ -423,7 +397,6 @@ SEXP rb_arrow_to_r_input(const rb_arrow_input *in) {
     Rf_error("rbridge: bad Arrow payload: %s", msg);
   }
   input = in;
-  nviewed = 0;
   SEXP x = PROTECT(R_UnwindProtect(run_build, &c, free_on_jump, &c, NULL));
   input = NULL;
   ar_free(&c.s);
@@ -433,7 +406,7 @@ SEXP rb_arrow_to_r_input(const rb_arrow_input *in) {
 
 SEXP rb_arrow_to_r(const uint8_t *buf, size_t len) {
   ar_span one = {buf, len};
-  rb_arrow_input in = {&one, 1, NULL, NULL};
+  rb_arrow_input in = {&one, 1, NULL, NULL, NULL};
   return rb_arrow_to_r_input(&in);
 }
 

@@ -107,8 +107,7 @@ typedef struct {
   zmq_msg_t *frames;      /* the message's payload frames */
   int nframes;
   SEXP backings;          /* per frame, made on its first view */
-  int *frame_ref;         /* per frame, the payload reference that viewed it */
-  int refs;               /* payload references decoded so far */
+  rb_view_spans *viewed;  /* memory viewed so far by this message's payloads */
   int regions;            /* arena references decoded so far */
 } decode_ctx;
 
@@ -118,19 +117,23 @@ static uint64_t le64(const uint8_t *p) {
   return v;
 }
 
+/* The name at the end of a reference (bounds checked by the caller). */
+static void ref_name(const uint8_t *p, uint32_t len, uint32_t at, char name[RB_SHM_NAME_MAX]) {
+  memcpy(name, p + at, len - at);
+  name[len - at] = 0;
+}
+
 /* ---- frames: 'f' + u32 frame, 'F' + u32 first frame + u32 count ---- */
 
 typedef struct {
   decode_ctx *ctx;
-  int first, ref;
+  int first;
 } frames_source;
 
 static SEXP frame_backing(void *p, int seg) {
   frames_source *src = p;
   decode_ctx *ctx = src->ctx;
   int f = src->first + seg;
-  if (ctx->frame_ref[f] && ctx->frame_ref[f] != src->ref) return R_NilValue;   /* referred to twice: copy */
-  ctx->frame_ref[f] = src->ref;
   if (VECTOR_ELT(ctx->backings, f) == R_NilValue) SET_VECTOR_ELT(ctx->backings, f, rb_backing_frame(&ctx->frames[f]));
   return VECTOR_ELT(ctx->backings, f);
 }
@@ -147,8 +150,8 @@ static SEXP decode_frames(decode_ctx *ctx, uint32_t first, uint32_t count) {
     zmq_msg_t *m = &ctx->frames[first - 1 + i];
     segs[i] = (ar_span){zmq_msg_data(m), zmq_msg_size(m)};
   }
-  frames_source src = {ctx, (int)first - 1, ++ctx->refs};
-  rb_arrow_input in = {segs, (int)count, frame_backing, &src};
+  frames_source src = {ctx, (int)first - 1};
+  rb_arrow_input in = {segs, (int)count, frame_backing, &src, ctx->viewed};
   return rb_arrow_to_r_input(&in);
 }
 
@@ -160,6 +163,7 @@ typedef struct {
   size_t len;
   ar_span seg;
   SEXP backing;   /* made on the first view; it then releases the region */
+  rb_view_spans *viewed;
 } region_source;
 
 static SEXP region_backing(void *p, int seg) {
@@ -171,7 +175,7 @@ static SEXP region_backing(void *p, int seg) {
 
 static SEXP decode_region_stream(void *p) {
   region_source *r = p;
-  rb_arrow_input in = {&r->seg, 1, region_backing, r};
+  rb_arrow_input in = {&r->seg, 1, region_backing, r, r->viewed};
   return rb_arrow_to_r_input(&in);
 }
 
@@ -185,14 +189,13 @@ static void region_done(void *p, Rboolean jump) {
 static SEXP decode_region(decode_ctx *ctx, const uint8_t *p, uint32_t len) {
   ctx->regions++;
   char name[RB_SHM_NAME_MAX];
-  memcpy(name, p + 21, len - 21);
-  name[len - 21] = 0;
+  ref_name(p, len, 21, name);
   if (!ctx->rq) Rf_error("rbridge: arena payloads need a client");
   const char *err = NULL;
   rb_arena *a = rb_arena_attach(name, ctx->rq->rid, ctx->rq->rid_len, &err);
   if (!a) Rf_error("rbridge: shared-memory arena %s: %s", name, err);
   uint64_t off = le64(p + 1), n = le64(p + 9);
-  region_source r = {a, le32(p + 17), (size_t)n, {NULL, (size_t)n}, R_NilValue};
+  region_source r = {a, le32(p + 17), (size_t)n, {NULL, (size_t)n}, R_NilValue, ctx->viewed};
   r.seg.p = rb_arena_region(a, off, n, r.slot, &err);
   if (!r.seg.p) Rf_error("rbridge: shared-memory arena %s: %s", name, err);
   return R_UnwindProtect(decode_region_stream, &r, region_done, &r, NULL);
@@ -217,8 +220,7 @@ static void unmap_after(void *p, Rboolean jump) {
 static SEXP decode_segment(const uint8_t *p, uint32_t len) {
   uint64_t n = le64(p + 1);
   char name[RB_SHM_NAME_MAX];
-  memcpy(name, p + 9, len - 9);
-  name[len - 9] = 0;
+  ref_name(p, len, 9, name);
   if (n > ((uint64_t)1 << 48)) Rf_error("rbridge: shared-memory payload length is implausible");
   const char *err = NULL;
   shm_view v = {rb_shm_map(name, (size_t)n, &err), (size_t)n};
@@ -303,7 +305,7 @@ static SEXP decode_all(const void *buf, size_t len, decode_ctx *ctx) {
 }
 
 SEXP rb_decode(const void *buf, size_t len, int resolve) {
-  decode_ctx ctx = {resolve, NULL, NULL, 0, R_NilValue, NULL, 0, 0};
+  decode_ctx ctx = {resolve, NULL, NULL, 0, R_NilValue, NULL, 0};
   return decode_all(buf, len, &ctx);
 }
 
@@ -320,8 +322,7 @@ static void release_unseen_regions(const decode_ctx *ctx) {
         it.ptr[0] != 'a' || seen++ < ctx->regions)
       continue;
     char name[RB_SHM_NAME_MAX];
-    memcpy(name, it.ptr + 21, it.len - 21);
-    name[it.len - 21] = 0;
+    ref_name(it.ptr, it.len, 21, name);
     const char *err;
     rb_arena *a = rb_arena_attach(name, ctx->rq->rid, ctx->rq->rid_len, &err);
     if (a) rb_arena_release(a, le32(it.ptr + 17));
@@ -338,10 +339,10 @@ static void after_request_decode(void *p, Rboolean jump) {
 }
 
 SEXP rb_decode_request(rb_request *rq) {
-  decode_ctx ctx = {1, rq, rq->frames, rq->nframes, R_NilValue, NULL, 0, 0};
+  decode_ctx ctx = {1, rq, rq->frames, rq->nframes, R_NilValue, NULL, 0};
   ctx.backings = PROTECT(Rf_allocVector(VECSXP, rq->nframes));
-  ctx.frame_ref = (int *)R_alloc((size_t)rq->nframes + 1, sizeof(int));
-  memset(ctx.frame_ref, 0, ((size_t)rq->nframes + 1) * sizeof(int));
+  ctx.viewed = (rb_view_spans *)R_alloc(1, sizeof *ctx.viewed);
+  ctx.viewed->n = 0;
   SEXP x = R_UnwindProtect(decode_request_value, &ctx, after_request_decode, &ctx, NULL);
   UNPROTECT(1);
   return x;

@@ -104,6 +104,12 @@ static size_t put_le(uint8_t *p, uint64_t v, int bytes) {
   return (size_t)bytes;
 }
 
+static size_t put_name(uint8_t *p, const char *name) {
+  size_t n = strlen(name);
+  memcpy(p, name, n);
+  return n;
+}
+
 static void pack_arrow(rb_encoder *e, SEXP x) {
   if (e->npayloads == e->cap) {
     int cap = e->cap ? 2 * e->cap : 4;
@@ -129,15 +135,13 @@ static void pack_arrow(rb_encoder *e, SEXP x) {
     ref_len += put_le(ref + ref_len, region.off, 8);
     ref_len += put_le(ref + ref_len, len, 8);
     ref_len += put_le(ref + ref_len, region.slot, 4);
-    memcpy(ref + ref_len, region.name, strlen(region.name));
-    ref_len += strlen(region.name);
+    ref_len += put_name(ref + ref_len, region.name);
   } else if (shm && (map = rb_shm_create(len, pl->shm)) != NULL) {
     rb_arrow_write(plan, map);
     munmap(map, len);
     ref[0] = 'm';
     ref_len += put_le(ref + ref_len, len, 8);
-    memcpy(ref + ref_len, pl->shm, strlen(pl->shm));
-    ref_len += strlen(pl->shm);
+    ref_len += put_name(ref + ref_len, pl->shm);
   } else {
     pl->data = rb_sendbuf_get(len, &pl->cap);
     if (!pl->data) { rb_arrow_plan_free(plan); Rf_error("rbridge: out of memory"); }

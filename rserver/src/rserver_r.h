@@ -51,11 +51,17 @@ void rb_report_released_callables(const rb_request *rq);
 enum { RB_AK_NONE, RB_AK_PLAIN, RB_AK_VECTOR, RB_AK_ARRAY, RB_AK_FRAME };
 typedef struct rb_arrow_plan rb_arrow_plan;
 SEXP rb_arrow_to_r(const uint8_t *buf, size_t len);
+#define RB_MAX_VIEWS 256
+typedef struct {
+  ar_span span[RB_MAX_VIEWS];   /* the memory views of one message cover */
+  int n;
+} rb_view_spans;
 typedef struct {
   const ar_span *segs;      /* the stream, possibly split over frames */
   int nseg;
-  SEXP (*backing)(void *ctx, int seg);   /* owner of a segment, for views; R_NilValue: copy */
+  SEXP (*backing)(void *ctx, int seg);   /* owner of a segment, for views */
   void *ctx;
+  rb_view_spans *viewed;    /* NULL: never view, always copy */
 } rb_arrow_input;
 SEXP rb_arrow_to_r_input(const rb_arrow_input *in);
 int rb_arrow_kind(SEXP x);                 /* RB_AK_NONE: no Arrow form */

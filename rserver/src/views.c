@@ -45,8 +45,8 @@ static void release_backing(SEXP ptr) {
   free(b);
 }
 
-/* An external pointer that owns a new backing; fill is called on it once the
- * finalizer is in place, so no error can leak what it takes over. */
+/* An external pointer that owns a new, zeroed backing; its finalizer is in
+ * place before the caller hands it any memory, so no error can leak that. */
 static SEXP new_backing(backing **out) {
   SEXP ptr = PROTECT(R_MakeExternalPtr(NULL, R_NilValue, R_NilValue));
   R_RegisterCFinalizerEx(ptr, release_backing, FALSE);
