@@ -6,6 +6,7 @@
 3.0
 """
 
+from ._code import RCode, expr, formula, sym
 from ._codec import PROTOCOL_VERSION
 from ._errors import (
                       ProtocolError,
@@ -28,6 +29,7 @@ __all__ = [
     "Namespace",
     "ProtocolError",
     "RBridgeError",
+    "RCode",
     "RError",
     "RFunction",
     "RInterrupted",
@@ -38,4 +40,7 @@ __all__ = [
     "WorkerDied",
     "WorkerNotAvailable",
     "connect",
+    "expr",
+    "formula",
+    "sym",
 ]

@@ -19,6 +19,7 @@ PROTOCOL_VERSION = 1
 EXT_HANDLE = 1
 EXT_VECTOR = 2
 EXT_CALLABLE = 4
+EXT_CODE = 5
 
 INT_NA = -(2**31)                 # R's NA_integer_ and NA of logicals
 REAL_NA_LOW_WORD = 1954           # R's NA_real_ is a NaN with this low word
@@ -112,7 +113,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
         return _decode_handle(data)
     if code == EXT_VECTOR:
         return decode_vector(data)
-    if code == EXT_CALLABLE:      # only clients send these; kept as they are
+    if code in (EXT_CALLABLE, EXT_CODE):      # only clients send these; kept as they are
         return msgpack.ExtType(code, data)
     raise ProtocolError(f"unknown msgpack ext type {code}")
 

@@ -13,6 +13,7 @@ import msgpack
 import numpy as np
 
 from ._arrow import numpy_to_table, to_table
+from ._code import RCode
 from ._codec import EXACT_INT, INT_NA, REAL_NA_BITS, vector_ext
 from ._payloads import PayloadWriter
 
@@ -81,6 +82,41 @@ def array_to_wire(array: np.ndarray) -> msgpack.ExtType:
     raise TypeError(f"numpy arrays of dtype {data.dtype} cannot be sent to R")
 
 
+def homogeneous_vector(items: list[Any] | tuple[Any, ...]) -> np.ndarray | None:
+    """A list of scalars of one kind as the numpy array R's atomic vector is
+    made from (None is NA), or None when the list is to stay an R list: when
+    it is empty, holds only None, mixes kinds or holds anything but scalars.
+    The kinds are bool; int; int and float; str."""
+    kinds = set()
+    for v in items:
+        if v is None:
+            continue
+        if isinstance(v, (bool, np.bool_)):
+            kinds.add("b")
+        elif isinstance(v, (int, np.integer)):
+            kinds.add("i")
+        elif isinstance(v, (float, np.floating)):
+            kinds.add("f")
+        elif isinstance(v, str):
+            kinds.add("s")
+        else:
+            return None
+    if not kinds or (len(kinds) > 1 and kinds != {"i", "f"}):
+        return None
+    mask = np.array([v is None for v in items])
+    kind = "f" if "f" in kinds else kinds.pop()
+    if kind == "s":
+        return np.array(items, dtype=object)
+    if kind == "i":
+        for v in items:
+            if v is not None and not -EXACT_INT <= v <= EXACT_INT:
+                raise ValueError(f"integer {v} is beyond 2^53 and cannot be represented exactly in R")
+    fill = {"b": False, "i": 0, "f": 0.0}[kind]
+    dtype = {"b": bool, "i": np.int64, "f": np.float64}[kind]
+    data = np.array([fill if v is None else v for v in items], dtype=dtype)
+    return np.ma.MaskedArray(data, mask=mask) if mask.any() else data
+
+
 def _travels_as_arrow(array: np.ndarray) -> bool:
     return array.ndim != 1 or len(array) >= ARROW_MIN_LENGTH or array.dtype.kind not in "biufUO"
 
@@ -95,6 +131,9 @@ def to_wire(value: Any, reference: Callable[[Any], Any], payloads: PayloadWriter
     if isinstance(value, int):
         return _int_value(value)
     if isinstance(value, (list, tuple)):
+        vector = homogeneous_vector(value)
+        if vector is not None:
+            return to_wire(vector, reference, payloads)
         return [to_wire(v, reference, payloads) for v in value]
     if isinstance(value, dict):
         out = {}
@@ -105,6 +144,8 @@ def to_wire(value: Any, reference: Callable[[Any], Any], payloads: PayloadWriter
         return out
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
+    if isinstance(value, RCode):
+        return value.to_wire()
     table = None
     if isinstance(value, np.ndarray):
         if value.ndim == 0:

@@ -200,7 +200,10 @@ class _Core:
         payloads they refer to; nothing is left behind when one cannot be sent."""
         payloads = PayloadWriter(self.arena_writer)
         try:
-            return {k: to_wire(v, self.reference, payloads) for k, v in values.items()}, payloads
+            wire = {k: to_wire(v, self.reference, payloads) for k, v in values.items() if k != "args"}
+            if "args" in values:   # the positional arguments, each its own value
+                wire = {"args": [to_wire(v, self.reference, payloads) for v in values["args"]], **wire}
+            return wire, payloads
         except BaseException:
             payloads.discard(sent=False)
             raise

@@ -41,7 +41,9 @@ def test_arguments_unnamed_positional_named_as_keywords(r):
 
 
 def test_results_of_callbacks_use_the_normal_conversions(r):
-    assert r.eval("function(f) f()")(lambda: {"a": [1, None]}) == {"a": [1, None]}
+    assert r.eval("function(f) f()")(lambda: {"a": [1, "x", None]}) == {"a": [1, "x", None]}
+    back = r.eval("function(f) f()")(lambda: {"a": [1, None]})["a"]    # one kind: a vector, None is NA
+    assert back.dtype == np.int32 and back.tolist() == [1, None]
     assert r.eval("function(f) class(f())")(lambda: np.array([1.5, 2.5])) == "numeric"
     env = r.eval("new.env()")
     assert r.eval("function(f, e) identical(f(), e)")(lambda: env, env) is True

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bridge
+from bridge._convert import homogeneous_vector
 
 
 @pytest.mark.parametrize(("value", "r_type", "r_length"), [
@@ -28,7 +29,8 @@ def test_python_to_r_types(r, value, r_type, r_length):
 
 def test_python_to_r_values(r):
     assert r.identical(r.list(a=1, b="x"), r.eval("list(a = 1L, b = 'x')"))
-    assert r.eval("function(x) identical(x, list(list(1L), list(k = TRUE)))")([[1], {"k": True}])
+    assert r.eval("function(x) identical(x, list(1L, list(k = TRUE)))")([[1], {"k": True}])
+    assert r.eval("function(x) identical(x, list(1L, 'a', NULL))")([1, "a", None])   # mixed: a list
     assert r.eval("function(x) identical(x, c(1.5, NA, NaN))")(
         np.ma.MaskedArray([1.5, 0, np.nan], mask=[False, True, False]))
     assert r.eval("function(x) identical(x, c(TRUE, NA))")(np.ma.MaskedArray([True, True], mask=[0, 1]))
@@ -92,11 +94,21 @@ def test_r_vectors_become_numpy_arrays_with_na_masked(r):
 
 @pytest.mark.parametrize("code", ["structure(1:2, label = 'x')", "matrix(1:4, 2, dimnames = list(c('a', 'b')))",
                                   "mean", "globalenv()", "list(1, b = 2)", "1i", "structure(list(1), class = 'foo')",
-                                  "data.frame(x = I(list(1, 2)))", "list(a = 1, a = 2)", "quote(x + y)"])
+                                  "data.frame(x = I(list(1, 2)))", "list(a = 1, a = 2)"])
 def test_objects_with_attributes_or_no_python_equivalent_stay_in_r(r, code):
     got = r.eval(code)
     assert isinstance(got, bridge.RObject)
     assert r.identical(got, r.eval(code))     # the same R object, passed back as an argument
+
+
+def test_language_objects_are_handles_that_are_spliced_into_calls(r):
+    r.eval("x <- 1; y <- 2")
+    code = r.eval("quote(x + y)")
+    assert isinstance(code, bridge.RObject) and code.rclass == ["call"]
+    assert r.eval("function(x, y, e) e")(1, 2, code) == 3     # evaluated where the call runs: x + y
+    assert r.eval("function(e) class(e)")(code) == "numeric"  # spliced: e = x + y, with globals x, y
+    r["kept"] = code                                          # assigned, it stays a value
+    assert r.eval("identical(kept, quote(x + y))") is True
 
 
 scalars = st.one_of(
@@ -112,7 +124,30 @@ values = st.recursive(scalars, lambda inner: st.one_of(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values)
 def test_round_trip_python_r_python(r, value):
-    assert r.identity(value) == value
+    assert plain(r.identity(value)) == r_view(value)
+
+
+def r_view(value):
+    """What R makes of a Python value: a list of scalars of one kind is an
+    atomic vector, which comes back as a scalar when it has one element."""
+    if isinstance(value, list):
+        if homogeneous_vector(value) is not None and len(value) == 1:
+            return value[0]
+        return [r_view(v) for v in value]
+    if isinstance(value, dict):
+        return {k: r_view(v) for k, v in value.items()}
+    return value
+
+
+def plain(got):
+    if isinstance(got, np.ndarray):
+        values, mask = np.ma.getdata(got).tolist(), np.ma.getmaskarray(got).tolist()
+        return [None if m else v for v, m in zip(values, mask, strict=True)]
+    if isinstance(got, list):
+        return [plain(v) for v in got]
+    if isinstance(got, dict):
+        return {k: plain(v) for k, v in got.items()}
+    return got
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

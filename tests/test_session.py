@@ -3,6 +3,8 @@ namespaces, handles as proxies, options."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -35,7 +37,7 @@ def test_functions_by_attribute_and_dotted_names(r):
 
 def test_globals_by_item(r):
     r["y"] = [1, 2, 3]
-    assert r["y"] == [1, 2, 3]
+    assert r["y"].tolist() == [1, 2, 3] and r.eval("is.integer(y)")
     r["z"] = 2.5
     assert r.eval("z * 2") == 5.0
     assert r["pi"] == pytest.approx(3.14159265)   # found through the search path
@@ -52,7 +54,7 @@ def test_importr_namespace_proxy(r):
     assert "htest" in res.rclass
     with pytest.raises(AttributeError, match="exports no function"):
         getattr(stats, "no_such_function")  # noqa: B009  (the attribute access is the test)
-    with pytest.raises(bridge.RError, match="no package called"):
+    with pytest.raises(bridge.RError, match="no R package called .noSuchPackageAnywhere.*apt-get install r-cran"):
         r.importr("noSuchPackageAnywhere")
 
 
@@ -68,7 +70,7 @@ def test_unconvertible_results_are_handles_with_r_print_output(r):
     assert isinstance(fit, bridge.RObject)
     assert fit.rclass == ["lm"]
     text = repr(fit)
-    assert "Coefficients:" in text and "lm(formula = \"mpg ~ wt\", data = data)" in text
+    assert "Coefficients:" in text and re.search(r"lm\(formula = mpg ~ wt, data = data\.\d+\)", text)
     assert str(fit) == text
     coefs = r.coef(fit)          # a handle passed back as an argument; a named vector comes back
     assert coefs.index.tolist() == ["(Intercept)", "wt"]

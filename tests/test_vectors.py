@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from bridge import _arena, _codec, _payloads
+from bridge._code import EXT_CODE, RCode
 from bridge._payloads import EXT_PAYLOAD
 
 VECTORS = json.loads((Path(__file__).parent.parent / "protocol" / "vectors" / "messages.json").read_text())
@@ -30,6 +31,8 @@ def expected(tagged):
             return _codec.HandleRef(tagged["$handle"]["id"], tagged["$handle"].get("class", []))
         if "$callable" in tagged:
             return msgpack.ExtType(_codec.EXT_CALLABLE, tagged["$callable"].to_bytes(8, "big"))
+        if "$code" in tagged:
+            return msgpack.ExtType(EXT_CODE, (tagged["$code"]["kind"] + tagged["$code"]["text"]).encode())
         if "$payload" in tagged:
             return msgpack.ExtType(EXT_PAYLOAD, bytes.fromhex(tagged["$payload"]))
         if "$vector" in tagged:
@@ -75,6 +78,9 @@ def wire(tagged):
             return float(tagged["$double"].replace("Inf", "inf"))
         if "$callable" in tagged:
             return _codec.callable_ext(tagged["$callable"])
+        if "$code" in tagged:
+            kinds = {"e": "expr", "s": "sym", "f": "formula"}
+            return RCode(kinds[tagged["$code"]["kind"]], tagged["$code"]["text"]).to_wire()
         if "$payload" in tagged:
             return msgpack.ExtType(EXT_PAYLOAD, bytes.fromhex(tagged["$payload"]))
         if "$handle" in tagged:

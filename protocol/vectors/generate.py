@@ -64,6 +64,7 @@ WORKER_REGION = b"a" + struct.pack("<QQI", 4096, 1208, 0) + WORKER_ARENA
 
 def tagged(value: Any) -> Any:
     """Python wire value -> JSON: bytes as {"$bin": hex}; ext 4 as {"$callable": id};
+    ext 5 as {"$code": {"kind", "text"}};
     ext 3 as {"$payload": hex of the reference};
     a NaN or infinite
     double as {"$double": "NaN"}; ext 1 as {"$handle":
@@ -85,6 +86,8 @@ def tagged(value: Any) -> Any:
         return {"$handle": out}
     if isinstance(value, msgpack.ExtType) and value.code == 4:
         return {"$callable": struct.unpack(">Q", value.data)[0]}
+    if isinstance(value, msgpack.ExtType) and value.code == 5:
+        return {"$code": {"kind": value.data[:1].decode(), "text": value.data[1:].decode()}}
     if isinstance(value, msgpack.ExtType) and value.code == 3:
         return {"$payload": value.data.hex()}
     if isinstance(value, msgpack.ExtType) and value.code == 2:
@@ -114,6 +117,11 @@ def tagged(value: Any) -> Any:
 
 def callable_ref(cid: int) -> msgpack.ExtType:
     return msgpack.ExtType(4, struct.pack(">Q", cid))
+
+
+def code(kind: str, text: str) -> msgpack.ExtType:
+    """R code (ext 5): kind e (expression), s (symbol) or f (formula), then UTF-8 text."""
+    return msgpack.ExtType(5, kind.encode() + text.encode())
 
 
 def env(id_: int, op: str, **fields: Any) -> dict[str, Any]:
@@ -230,6 +238,12 @@ ENTRIES: list[tuple[str, str, dict[str, Any], str, str | None]] = [
      'list(v = 1L, id = 18L, op = "call", fn = "sapply", args = list(list(1L, 2L), '
      'structure(as.raw(c(0,0,0,0,0,0,0,7)), class = "rbridge_callable_ref")), '
      'kwargs = structure(list(), names = character(0)))', None),
+    ("call_request_with_code", "client->worker",
+     env(20, "call", fn="dplyr::filter", args=[handle(0x100000003), code("e", "x > 2")],
+         kwargs={"col": code("s", "a b"), "f": code("f", "Surv(time, status) ~ age")}),
+     'list(v = 1L, id = 20L, op = "call", fn = "dplyr::filter", args = list(structure(as.raw(c(0,0,0,1,0,0,0,3)), '
+     'class = "rbridge_handle_ref"), quote(x > 2)), kwargs = list(col = as.name("a b"), '
+     'f = quote(Surv(time, status) ~ age)))', None),
     ("callback", "worker->client",
      env(2**52 + 1, "callback", parent=18, fn=7, args=[1], kwargs={"na.rm": True}),
      'list(v = 1L, id = 4503599627370497, op = "callback", parent = 18L, fn = 7L, args = list(1L), '

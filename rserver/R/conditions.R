@@ -24,9 +24,10 @@ deparse_call <- function(call) {
   paste(deparse(call, width.cutoff = 80L, nlines = 5L), collapse = "\n")
 }
 
-# The frames of user code: those below our rbridge_eval() marker and its
-# eval(), without the frames of the condition machinery at the end. NULL when
-# the error did not happen in user code.
+# The frames of user code, one line each: those below our rbridge_eval()
+# marker and its eval(), without the frames of the condition machinery at the
+# end, of rbridge's own helpers, and of R's eval() repeating itself. NULL when
+# the error did not happen in user code; empty when only in rbridge's helpers.
 user_frames <- function(trace) {
   heads <- vapply(trace, call_head, "")
   marker <- which(heads == "rbridge_eval")
@@ -38,7 +39,28 @@ user_frames <- function(trace) {
   while (end >= start && heads[[end]] %in% c(".handleSimpleError", "h", ""))
     end <- end - 1L
   if (end < start) return(character())
-  vapply(trace[start:end], function(cl) deparse_call(cl), "")
+  keep <- start:end
+  keep <- keep[!vapply(trace[keep], is_own_call, NA)]
+  keep <- keep[c(TRUE, !vapply(keep[-1L], function(i) identical(trace[[i]], trace[[i - 1L]]), NA))]
+  if (all(heads[keep] %in% SIGNALLERS)) return(character())
+  vapply(trace[keep], frame_line, "")
+}
+
+SIGNALLERS <- c("stop", "warning", "signalCondition", "abort")
+
+# A call of one of rbridge's helpers (rserver:::plain(...)).
+is_own_call <- function(cl) {
+  f <- cl[[1L]]
+  is.call(f) && length(f) == 3L && as.character(f[[1L]]) %in% c("::", ":::") &&
+    identical(as.character(f[[2L]]), "rserver")
+}
+
+# A call as one line of at most FRAME_WIDTH characters.
+FRAME_WIDTH <- 120L
+frame_line <- function(cl) {
+  text <- paste(trimws(deparse(cl, width.cutoff = 500L, nlines = 3L)), collapse = " ")
+  if (nchar(text) > FRAME_WIDTH) text <- paste0(substr(text, 1L, FRAME_WIDTH - 3L), "...")
+  text
 }
 
 interrupt_condition <- function(ctx) {

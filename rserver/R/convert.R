@@ -8,9 +8,24 @@ completion_names <- function() {
   unique(c(ls(globalenv()), unlist(lapply(search(), ls), use.names = FALSE)))
 }
 
-# Loads a namespace and lists its exports (for Session.importr).
+# Attaches a package, as library() does (so that formulas and code see its
+# functions, as `Surv` in a survival formula), and lists its exports (for
+# Session.importr). A missing package is named, with how to install it.
 namespace_exports <- function(package) {
-  sort(getNamespaceExports(loadNamespace(package)))
+  if (!is.character(package) || length(package) != 1L || is.na(package) || !nzchar(package))
+    stop("the package name must be a single string")
+  if (!requireNamespace(package, quietly = TRUE)) {
+    stop(structure(class = c("rbridge_package_missing", "packageNotFoundError", "error", "condition"),
+                   list(message = sprintf(paste0(
+                     "there is no R package called '%s' in the worker's library (%s). Install it for the ",
+                     "worker's R, e.g. `apt-get install r-cran-%s` on Debian/Ubuntu or ",
+                     "`install.packages(\"%s\")` in R"),
+                     package, paste(.libPaths(), collapse = ", "), tolower(package), package),
+                     call = NULL, package = package)))
+  }
+  suppressPackageStartupMessages(
+    library(package, character.only = TRUE, warn.conflicts = FALSE, quietly = TRUE))
+  sort(getNamespaceExports(package))
 }
 
 # A deep conversion to values the protocol carries as plain data (for

@@ -7,6 +7,7 @@
 #include <zmq.h>
 #define R_NO_REMAP
 #include <Rinternals.h>
+#include <R_ext/Parse.h>
 #include "rserver.h"
 #include "rserver_r.h"
 
@@ -245,6 +246,29 @@ static SEXP decode_payload(const uint8_t *p, uint32_t len, decode_ctx *ctx) {
   return R_NilValue;
 }
 
+/* ext 5 (SPEC "Ext types"): R code, 'e' + an expression's source, 's' + a
+ * symbol's name, or 'f' + a formula's source (a `~` call). Calls build a call
+ * with it spliced in; elsewhere it is the language object itself. */
+static SEXP decode_code(const uint8_t *p, uint32_t len) {
+  if (len < 2) Rf_error("rbridge: R code must have a kind and some text");
+  char kind = (char)p[0];
+  SEXP text = PROTECT(make_string(p + 1, len - 1));
+  if (kind == 's') {
+    UNPROTECT(1);
+    return Rf_installTrChar(text);
+  }
+  if (kind != 'e' && kind != 'f') Rf_error("rbridge: unknown kind of R code 0x%02x", (unsigned)p[0]);
+  ParseStatus status;
+  SEXP exprs = PROTECT(R_ParseVector(PROTECT(Rf_ScalarString(text)), -1, &status, R_NilValue));
+  if (status != PARSE_OK) Rf_error("rbridge: this R code does not parse: %s", CHAR(text));
+  if (XLENGTH(exprs) != 1) Rf_error("rbridge: R code must be exactly one expression: %s", CHAR(text));
+  SEXP e = VECTOR_ELT(exprs, 0);
+  if (kind == 'f' && !(TYPEOF(e) == LANGSXP && CAR(e) == Rf_install("~")))
+    Rf_error("rbridge: not a formula (a `~` expression): %s", CHAR(text));
+  UNPROTECT(3);
+  return e;
+}
+
 static SEXP decode_value(mp_reader *r, int depth, decode_ctx *ctx) {
   int resolve = ctx->resolve;
   mp_item it;
@@ -286,6 +310,7 @@ static SEXP decode_value(mp_reader *r, int depth, decode_ctx *ctx) {
     if (it.ext_type == RB_EXT_HANDLE) return decode_handle(it.ptr, it.len, resolve);
     if (it.ext_type == RB_EXT_VECTOR) return decode_vector(it.ptr, it.len);
     if (it.ext_type == RB_EXT_PAYLOAD) return decode_payload(it.ptr, it.len, ctx);
+    if (it.ext_type == RB_EXT_CODE) return decode_code(it.ptr, it.len);
     if (it.ext_type == RB_EXT_CALLABLE) {
       if (resolve) return rb_make_callable(it.ptr, it.len);
       return decode_ref(it.ptr, it.len, "rbridge_callable_ref");

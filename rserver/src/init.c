@@ -18,7 +18,9 @@ SEXP C_handle_count(void);
 SEXP C_handle_release(SEXP);
 SEXP C_mp_decode(SEXP, SEXP);
 SEXP C_mp_encode(SEXP);
-SEXP C_make_call(SEXP, SEXP, SEXP, SEXP);
+SEXP C_make_call(SEXP, SEXP, SEXP);
+SEXP C_weak_ref(SEXP);
+SEXP C_weak_ref_key(SEXP);
 SEXP C_callback_send(SEXP, SEXP);
 SEXP C_request_reply_id(SEXP);
 SEXP C_request_release_client(SEXP);
@@ -42,7 +44,9 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_handle_release, 1),
   CALLDEF(C_mp_decode, 2),
   CALLDEF(C_mp_encode, 1),
-  CALLDEF(C_make_call, 4),
+  CALLDEF(C_make_call, 3),
+  CALLDEF(C_weak_ref, 1),
+  CALLDEF(C_weak_ref_key, 1),
   CALLDEF(C_callback_send, 2),
   CALLDEF(C_request_reply_id, 1),
   CALLDEF(C_request_release_client, 1),

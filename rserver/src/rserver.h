@@ -34,6 +34,7 @@
 #define RB_EXT_VECTOR 2
 #define RB_EXT_PAYLOAD 3
 #define RB_EXT_CALLABLE 4
+#define RB_EXT_CODE 5
 #define RB_MAX_FRAMES 1024       /* frames in one message from a client */
 #define RB_SHM_NAME_MAX 64
 #define RB_SHM_MIN ((size_t)1 << 20)   /* payloads this big go through shared memory */

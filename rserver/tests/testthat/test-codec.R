@@ -82,3 +82,28 @@ test_that("random bytes never crash the decoder", {
   }
   succeed()
 })
+
+code_ext <- function(kind, text) {
+  body <- c(charToRaw(kind), if (is.raw(text)) text else charToRaw(enc2utf8(text)))
+  c(as.raw(c(0xc7, length(body), 0x05)), body)
+}
+
+test_that("R code (ext 5) decodes to the language object it spells", {
+  expect_identical(dec(code_ext("e", "x > 2")), quote(x > 2))
+  expect_identical(dec(code_ext("e", "1.5")), 1.5)
+  expect_identical(dec(code_ext("s", "a b")), as.name("a b"))
+  expect_identical(dec(code_ext("s", "caf\u00e9")), as.name("caf\u00e9"))
+  expect_identical(dec(code_ext("f", "Surv(t, s) ~ age + strata(sex)")), quote(Surv(t, s) ~ age + strata(sex)))
+  expect_identical(dec(code_ext("f", "~ x")), quote(~x))
+})
+
+test_that("malformed R code is refused with an error that names it", {
+  expect_error(dec(code_ext("e", "")), "kind and some text")
+  expect_error(dec(code_ext("q", "x")), "unknown kind of R code")
+  expect_error(dec(code_ext("e", "x >")), "does not parse: x >")
+  expect_error(dec(code_ext("e", "a; b")), "exactly one expression")
+  expect_error(dec(code_ext("e", "  ")), "exactly one expression")
+  expect_error(dec(code_ext("f", "x + y")), "not a formula")
+  expect_error(dec(code_ext("e", as.raw(c(0xc3, 0x28)))), "not valid UTF-8")
+  expect_error(dec(code_ext("s", as.raw(c(0x61, 0x00)))), "NUL")
+})

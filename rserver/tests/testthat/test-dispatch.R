@@ -1,38 +1,94 @@
 make_call <- function(fn, args = list(), kwargs = structure(list(), names = character())) {
-  .Call(rserver:::C_make_call, fn, args, kwargs, FALSE)
+  .Call(rserver:::C_make_call, fn, args, kwargs)
 }
 
-test_that("scalars are written into the call and other values bound to names", {
-  built <- make_call("lm", list("y ~ x"), list(data = data.frame(x = 1:3, y = 1:3), w = 2))
-  expect_identical(built[[1]], quote(lm("y ~ x", data = data, w = 2)))
-  expect_true(is.data.frame(get("data", envir = built[[2]])))
-  expect_identical(parent.env(built[[2]]), globalenv())
-  built <- make_call("sum", list(1:3, c(a = 1)))
-  expect_identical(built[[1]], quote(sum(arg1, arg2)))
-  expect_identical(built[[2]]$arg2, c(a = 1))
-  # a binding never shadows the function's own name, nor a keyword
-  built <- make_call("f", list(1:2), list(f = 1:2, arg1 = 1:3))
-  expect_identical(built[[1]], quote(f(.arg1, f = .f, arg1 = arg1)))
-})
-
-test_that("language values arrive as values, not code", {
-  built <- make_call("identity", list(quote(stop("no"))))
-  expect_identical(eval(built[[1]], built[[2]]), quote(stop("no")))
-})
-
-test_that("qualified and underscored names are left to R-level resolution", {
+test_that("calls of scalars only are built in C and run in the global environment", {
+  expect_identical(make_call("paste", list(1.5, "x"), list(sep = "-", n = NULL)),
+                   quote(paste(1.5, "x", sep = "-", n = NULL)))
+  expect_null(make_call("sum", list(1:3)))                  # not a scalar: R/calls.R binds it
+  expect_null(make_call("lm", list("y ~ x")))               # a `~`: maybe a formula
+  expect_null(make_call("identity", list(quote(a))))        # code is spliced by R/calls.R
   expect_null(make_call("stats::median"))
   expect_null(make_call("is_na"))
+  expect_null(make_call("f", list(), list(na_rm = TRUE)))
+})
+
+build <- function(fn, args = list(), kwargs = structure(list(), names = character())) {
+  target <- rserver:::function_expr(fn)
+  rserver:::build_call(target, rserver:::resolve_function(target), args, kwargs)
+}
+
+test_that("other values are bound under unique names that R finds from anywhere", {
+  built <- build("lm", list("y ~ x"), list(data = data.frame(x = 1:3, y = c(2, 4, 7)), model = TRUE))
+  call <- built[[1L]]
+  expect_identical(call[[2L]], quote(y ~ x))                # the string became the formula
+  expect_match(as.character(call$data), "^data\\.[0-9]+$")
+  expect_identical(call$model, TRUE)
+  expect_identical(parent.env(built[[2L]]), globalenv())
+  expect_true(is.data.frame(get(as.character(call$data), envir = built[[2L]])))
+  # the name reaches the value from the global environment too (update() evaluates there)
+  expect_true(is.data.frame(eval(call$data, globalenv())))
+  fit <- eval(call, built[[2L]])
+  expect_identical(environment(formula(fit)), built[[2L]])
+  assign("data", data.frame(x = 1:3, y = c(0, 0, 0)), envir = globalenv())
+  on.exit(rm("data", envir = globalenv()))
+  expect_equal(coef(eval(fit$call, globalenv())), coef(fit))   # never the unrelated global `data`
+})
+
+test_that("positional values are named after the formals they fill", {
+  labels <- function(fn, npos, knames = character()) {
+    rserver:::arg_labels(rserver:::resolve_function(as.name(fn)), npos, knames)
+  }
+  expect_identical(labels("plot", 2L), c("x", "y"))
+  expect_identical(labels("lm", 1L, "data"), c("formula", "data"))
+  expect_identical(labels("sum", 2L), c("x", "x"))           # `...`
+  expect_identical(labels("sapply", 2L, "X"), c("FUN", "x", "X"))   # the second goes to `...`
+  built <- build("plot", list(1:3, 4:6))
+  expect_match(deparse(built[[1L]]), "^plot\\(x\\.[0-9]+, y\\.[0-9]+\\)$")
+})
+
+test_that("code is spliced; a formula object and other language stay values", {
+  built <- build("identity", list(quote(a + b)))
+  expect_identical(built[[1L]], quote(identity(a + b)))
+  f <- y ~ x
+  built <- build("identity", list(f))
+  expect_true(is.name(built[[1L]][[2L]]))                   # bound: it keeps its environment
+  expect_identical(eval(built[[1L]], built[[2L]]), f)
+})
+
+test_that("strings with ~ become formulas only where a formula goes", {
+  expect_identical(build("paste", list("a ~ b"))[[1L]], quote(paste("a ~ b")))
+  expect_identical(build("t.test", list("extra ~ group"))[[1L]], quote(t.test(extra ~ group)))
+  expect_identical(build("update", list(1L), list(formula. = ". ~ . + z"))[[1L]],
+                   quote(update(1L, formula. = . ~ . + z)))
+  expect_identical(build("lm", list("not ~ a ~ formula ("))[[1L]], quote(lm("not ~ a ~ formula (")))
+})
+
+test_that("bound values are released with the call's environment", {
+  gc()
+  before <- rserver:::live_args()
+  local({
+    built <- build("sum", list(c(1, 2)))
+    expect_identical(eval(built[[1L]], built[[2L]]), 3)
+    expect_identical(rserver:::live_args(), before + 1L)
+    name <- as.character(built[[1L]][[2L]])
+    expect_error(assign(name, 1, envir = as.environment("rbridge:args")), "cannot be assigned")
+  })
+  gc()
+  expect_identical(rserver:::live_args(), before)
+})
+
+test_that("qualified and underscored names are resolved in R", {
   expect_identical(rserver:::function_expr("stats::median"), quote(stats::median))
   expect_identical(rserver:::function_expr("rserver:::plain"), quote(rserver:::plain))
   expect_identical(rserver:::function_expr("is_na"), quote(is.na))
-  expect_identical(rserver:::translate_arg_names(c("na_rm", "x"), quote(sum)), c("na.rm", "x"))
+  expect_identical(rserver:::translate_arg_names(c("na_rm", "x"), sum, quote(sum)), c("na.rm", "x"))
   expect_identical(rserver:::call_function("sum", list(1, NA), list(na_rm = TRUE)), 1)
   # generics: the default method's arguments count
   expect_identical(rserver:::call_function("mean", list(c(1, NA, 3)), list(na_rm = TRUE)), 2)
   expect_identical(rserver:::call_function("stats::median", list(c(1, NA, 3)), list(na_rm = TRUE)), 2)
   # a name the function does not know at all passes through unchanged
-  expect_identical(rserver:::translate_arg_names("my_arg", quote(lapply)), "my_arg")
+  expect_identical(rserver:::translate_arg_names("my_arg", lapply, quote(lapply)), "my_arg")
   expect_identical(rserver:::call_function("stats::median", list(c(1, 5, 9)), NULL), 5)
 })
 
