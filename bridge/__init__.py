@@ -3,9 +3,10 @@
 >>> import bridge
 >>> with bridge.connect() as r:
 ...     r.sum(1, 2)
-3.0
+3
 """
 
+from ._arrow import TimeSeries, ts
 from ._code import RCode, expr, formula, sym
 from ._codec import PROTOCOL_VERSION
 from ._errors import (
@@ -36,6 +37,7 @@ __all__ = [
     "RObject",
     "RTimeout",
     "RWarning",
+    "TimeSeries",
     "Session",
     "WorkerDied",
     "WorkerNotAvailable",
@@ -43,4 +45,5 @@ __all__ = [
     "expr",
     "formula",
     "sym",
+    "ts",
 ]

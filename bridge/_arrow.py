@@ -9,6 +9,8 @@ vector's names, ``rbridge.dim`` an array's dimensions (column-major values),
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 import numpy as np
@@ -60,20 +62,58 @@ def _check_type(arr: pa.Array | pa.ChunkedArray, what: str) -> pa.Array | pa.Chu
     raise TypeError(f"{what} has Arrow type {t}, which has no R counterpart here")
 
 
-def _numpy_column(values: np.ndarray, mask: np.ndarray | None) -> pa.Array:
+_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError,
+                      ValueError)
+#: numpy time units R has no exact counterpart for, and what they become.
+_DATE_UNITS = {"Y": "D", "M": "D", "W": "D", "D": "D"}     # datetime64 -> Date
+_SECOND_UNITS = {"W", "D", "h", "m"}                       # -> seconds
+
+
+def _time_values(values: np.ndarray, what: str) -> np.ndarray:
+    """datetime64/timedelta64 in a unit pyarrow and R take: dates in days,
+    whole hours and minutes in seconds; months and years have no fixed length."""
+    unit, count = np.datetime_data(values.dtype)
+    if unit == "generic":
+        raise TypeError(f"{what} has dtype {values.dtype} without a unit")
+    if values.dtype.kind == "M" and unit in _DATE_UNITS:
+        return values.astype("datetime64[D]")
+    if values.dtype.kind == "m" and unit in ("Y", "M"):
+        raise TypeError(f"{what} has dtype {values.dtype}: months and years have no fixed length in R's difftime")
+    if unit in _SECOND_UNITS or count != 1:
+        return values.astype(values.dtype.kind == "M" and "datetime64[s]" or "timedelta64[s]")
+    return values
+
+
+def _numpy_column(values: np.ndarray, mask: np.ndarray | None, what: str = "the array") -> pa.Array:
     if values.dtype.kind == "c":
-        raise TypeError("complex arrays cannot be sent to R")
-    if values.dtype.kind in "Mm":     # NaT is the only missing marker of times
-        return pa.array(values, mask=mask, from_pandas=True)
-    if values.dtype.kind == "O":
-        return pa.array(values.tolist(), mask=mask, from_pandas=True)
-    return pa.array(values, mask=mask, from_pandas=False)   # NaN stays NaN
+        raise TypeError(f"{what} holds complex numbers, which cannot be sent to R")
+    if values.dtype.kind in "Mm":
+        values = _time_values(values, what)
+    try:
+        if values.dtype.kind in "Mm":     # NaT is the only missing marker of times
+            return pa.array(values, mask=mask, from_pandas=True)
+        if values.dtype.kind == "O":
+            return pa.array(values.tolist(), mask=mask, from_pandas=True)
+        return pa.array(values, mask=mask, from_pandas=False)   # NaN stays NaN
+    except _CONVERSION_ERRORS as exc:
+        raise TypeError(f"{what} (dtype {values.dtype}) cannot be sent to R: {exc}") from None
 
 
-def _pandas_column(series: pd.Series) -> pa.Array:
-    if isinstance(series.dtype, np.dtype) and series.dtype.kind == "f":
-        return pa.array(series.to_numpy(), from_pandas=False)   # NaN stays NaN
-    return pa.array(series, from_pandas=True)
+def _pandas_column(series: pd.Series, what: str = "the series") -> pa.Array:
+    if isinstance(series.dtype, pd.PeriodDtype):   # R has no periods: their start, a Date for days and longer
+        start = series.dt.start_time
+        freq = series.dtype.freq
+        sub_daily = isinstance(freq, pd.offsets.Tick) and freq.nanos < 86_400 * 10**9
+        series = start if sub_daily else start.dt.date.astype(object).where(start.notna(), None)
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "fMmc":
+        return _numpy_column(series.to_numpy(), None, what)   # NaN stays NaN
+    try:
+        return pa.array(series, from_pandas=True)
+    except _CONVERSION_ERRORS as exc:
+        kinds = sorted({type(v).__name__ for v in series.dropna().head(1000)}) if dtype == np.dtype(object) else []
+        holds = f" holding {', '.join(kinds)}" if len(kinds) > 1 else ""
+        raise TypeError(f"{what} (dtype {dtype}{holds}) cannot be sent to R: {exc}") from None
 
 
 def _table(columns: list[pa.Array | pa.ChunkedArray], names: list[str], meta: dict[str, str]) -> pa.Table:
@@ -110,10 +150,114 @@ def _is_default_index(index: pd.Index) -> bool:
     return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
 
 
+# ---- time series --------------------------------------------------------------------
+
+#: Period frequencies that are R ts frequencies, and their cycles per year.
+_TS_FREQUENCIES = {"M": 12, "Q-DEC": 4, "Y-DEC": 1}
+#: DatetimeIndex frequencies (pandas aliases, old and new) and their periods.
+_TS_DATE_FREQS = {"MS": "M", "ME": "M", "M": "M", "QS-JAN": "Q", "QE-DEC": "Q", "Q-DEC": "Q",
+                  "YS-JAN": "Y", "YE-DEC": "Y", "A-DEC": "Y", "AS-JAN": "Y", "Y-DEC": "Y"}
+
+
+def _periods(index: pd.Index) -> pd.PeriodIndex | None:
+    """The index as consecutive monthly, quarterly or yearly periods, or None."""
+    if isinstance(index, pd.DatetimeIndex) and len(index) >= 3 and index.tz is None:
+        freq = _TS_DATE_FREQS.get(index.freqstr or pd.infer_freq(index) or "")
+        index = index.to_period(freq) if freq else index
+    if not isinstance(index, pd.PeriodIndex) or index.freqstr not in _TS_FREQUENCIES or not len(index):
+        return None
+    return index if (np.diff(index.asi8) == 1).all() else None
+
+
+def _tsp(start: float, frequency: float, n: int) -> str:
+    return f"{start!r},{start + (n - 1) / frequency!r},{float(frequency)!r}"
+
+
+def _index_tsp(index: pd.Index) -> str | None:
+    """R's tsp ("start,end,frequency") for a regular monthly, quarterly or yearly index."""
+    periods = _periods(index)
+    if periods is None:
+        return None
+    frequency = _TS_FREQUENCIES[periods.freqstr]
+    first = periods[0]
+    cycle = {12: first.month - 1, 4: first.quarter - 1, 1: 0}[frequency]
+    return _tsp(first.year + cycle / frequency, frequency, len(periods))
+
+
+class TimeSeries:
+    """Data to be sent as an R time series (``ts``). Make one with :func:`bridge.ts`."""
+
+    __slots__ = ("data", "tsp")
+
+    def __init__(self, data: Any, tsp: str) -> None:
+        self.data = data
+        self.tsp = tsp
+
+    def __repr__(self) -> str:
+        start, _, frequency = self.tsp.split(",")
+        return f"<bridge.ts of {len(self.data)} values, start {start}, frequency {frequency}>"
+
+
+def ts(data: Any, frequency: float | None = None, start: float | tuple[int, int] | None = None) -> TimeSeries:
+    """Marks data to be sent as an R time series, as ``stats::ts()`` makes it.
+
+    A pandas Series (or DataFrame, for a multivariate series) whose index is
+    monthly, quarterly or yearly (a ``PeriodIndex``, or a regular
+    ``DatetimeIndex``) needs no arguments; such a Series is sent as a ``ts``
+    even without this function. Other data needs ``frequency`` (observations
+    per cycle: 7 for daily data with a weekly season, 24 for hourly data with a
+    daily one) and may give ``start``, in R's form: a time (``2020.5``) or
+    ``(cycle, position)`` such as ``(2020, 3)``; the default is 1.
+
+    Raises:
+        ValueError: the frequency cannot be inferred, or is not positive.
+    """
+    index = data.index if isinstance(data, (pd.Series, pd.DataFrame)) else None
+    n = len(data)
+    if frequency is None:
+        tsp = _index_tsp(index) if index is not None else None
+        if tsp is None:
+            raise ValueError("cannot infer the frequency of this series from its index (only monthly, quarterly "
+                             "and yearly indexes can be); pass frequency= and start=")
+        return TimeSeries(data, tsp)
+    if not frequency > 0:
+        raise ValueError(f"frequency must be positive, not {frequency!r}")
+    if start is None:
+        tsp = _index_tsp(index) if index is not None else None
+        if tsp is not None and float(tsp.split(",")[2]) == float(frequency):
+            return TimeSeries(data, tsp)
+        start = 1.0
+    if isinstance(start, tuple):
+        start = start[0] + (start[1] - 1) / frequency
+    return TimeSeries(data, _tsp(float(start), float(frequency), n))
+
+
+def _time_series_table(value: TimeSeries) -> pa.Table:
+    data = value.data
+    if isinstance(data, pd.DataFrame):
+        table = frame_to_table(data.reset_index(drop=True))
+        table = table.drop_columns([c for c in table.column_names if c == ""]) if table.num_columns else table
+        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()
+                if k != b"rbridge.row_names"}
+        return table.replace_schema_metadata({**meta, "rbridge.tsp": value.tsp})
+    if isinstance(data, pd.Series):
+        column = _pandas_column(data.reset_index(drop=True))
+    else:
+        array = np.asarray(data) if not np.ma.isMaskedArray(data) else data
+        if array.ndim == 2:
+            return _time_series_table(TimeSeries(pd.DataFrame(array), value.tsp))
+        column = _numpy_column(np.ma.getdata(array), np.ma.getmaskarray(array) if np.ma.is_masked(array) else None)
+    return _table([column], [""], {**_vector_meta(), "rbridge.tsp": value.tsp})
+
+
 def series_to_table(series: pd.Series) -> pa.Table:
-    """A pandas Series as an R vector; a non-default index becomes its names."""
+    """A pandas Series as an R vector; a non-default index becomes its names,
+    except a regular monthly, quarterly or yearly one, which makes a ``ts``."""
     if _is_default_index(series.index):
         return _table([_pandas_column(series)], [""], _vector_meta())
+    tsp = _index_tsp(series.index)
+    if tsp is not None:
+        return _time_series_table(TimeSeries(series, tsp))
     meta = _vector_meta()
     meta["rbridge.names"] = "1"
     return _table([_pandas_column(series.reset_index(drop=True)), _names_column(series.index)],
@@ -127,7 +271,11 @@ def frame_to_table(frame: pd.DataFrame) -> pa.Table | pa.RecordBatch:
     meta = {"rbridge.kind": "data.frame"}
     row_names = None
     index = frame.index
-    if not _is_default_index(index):
+    if _is_default_index(index) and len(index) and frame.shape[1]:
+        # R sees the pandas labels 0..n-1 as row names, so that results named
+        # by rows (predict, fitted, residuals, subsets) come back with them
+        row_names = pa.array(np.arange(len(index), dtype=np.int32)) if len(index) < 2**31 else None
+    elif not _is_default_index(index):
         if index.is_unique and index.nlevels == 1 and (
                 pd.api.types.is_string_dtype(index) or pd.api.types.is_integer_dtype(index)):
             if pd.api.types.is_integer_dtype(index) and len(index) and (
@@ -139,7 +287,7 @@ def frame_to_table(frame: pd.DataFrame) -> pa.Table | pa.RecordBatch:
         else:
             frame = frame.reset_index()
     names = [str(c) for c in frame.columns]
-    columns = [_pandas_column(frame.iloc[:, i]) for i in range(frame.shape[1])]
+    columns = [_pandas_column(frame.iloc[:, i], f"column {names[i]!r}") for i in range(frame.shape[1])]
     if row_names is not None:
         columns.append(row_names)
         names.append("")
@@ -171,10 +319,21 @@ def to_table(value: Any) -> pa.Table | pa.RecordBatch | None:
         return series_to_table(pd.Series(value))
     if isinstance(value, (pa.Array, pa.ChunkedArray, pa.RecordBatch, pa.Table)):
         return arrow_to_table(value)
+    if isinstance(value, TimeSeries):
+        return _time_series_table(value)
     return None
 
 
 # ---- Arrow -> Python ---------------------------------------------------------------
+
+#: How pandas results hold data, as in ``pandas.read_csv(dtype_backend=...)``:
+#: plain NumPy dtypes (NA becomes NaN, None or NaT), pandas' nullable dtypes,
+#: or pyarrow-backed dtypes (both keep NA apart from NaN).
+DTYPE_BACKENDS = ("numpy", "numpy_nullable", "pyarrow")
+
+_NULLABLE = {pa.int32(): pd.Int32Dtype(), pa.bool_(): pd.BooleanDtype(), pa.float64(): pd.Float64Dtype(),
+             pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}
+
 
 def _single(col: pa.ChunkedArray) -> pa.Array:
     if col.num_chunks == 1:
@@ -208,54 +367,149 @@ def vector_to_numpy(arr: pa.Array) -> Any:
     return arr.to_numpy(zero_copy_only=False)
 
 
-_NULLABLE = {pa.int32(): pd.Int32Dtype(), pa.bool_(): pd.BooleanDtype(), pa.float64(): pd.ArrowDtype(pa.float64())}
-
-
-def _frame_column(col: pa.ChunkedArray) -> pd.Series:
-    if col.null_count and col.type in _NULLABLE:
-        return col.to_pandas(types_mapper=_NULLABLE.get)
-    if pa.types.is_date32(col.type):      # stays a date (and an R Date on the way back)
+def _pandas_values(col: pa.ChunkedArray | pa.Array, backend: str) -> pd.Series:
+    """One column as a pandas Series of the backend's dtype (factors are
+    categoricals in every backend)."""
+    if isinstance(col, pa.Array):
+        col = pa.chunked_array([col], col.type)
+    t = col.type
+    if pa.types.is_dictionary(t):
+        return col.to_pandas()
+    if backend == "pyarrow":
         return col.to_pandas(types_mapper=pd.ArrowDtype)
-    return col.to_pandas(date_as_object=False)
+    if backend == "numpy_nullable":
+        if pa.types.is_float64(t):   # built from values and mask: pandas' own path would turn NaN into NA
+            arr = _single(col)
+            mask = arr.is_null().to_numpy(zero_copy_only=False)
+            return pd.Series(pd.arrays.FloatingArray(arr.fill_null(0.0).to_numpy(zero_copy_only=False), mask))
+        return col.to_pandas(types_mapper=_NULLABLE.get)
+    return col.to_pandas()     # dates as datetime.date objects, as read_parquet gives them
 
 
-def table_to_frame(table: pa.Table) -> pd.DataFrame:
+def _index(col: pa.ChunkedArray | pa.Array) -> pd.Index:
+    """Names or row names as an index. Names that are all integers (as R
+    writes the row names of data from pandas) become an integer index, a
+    RangeIndex when they are 0..n-1, so results named by rows align with the
+    frame they came from."""
+    arr = _single(col) if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        if len(arr) and not arr.null_count and pc.all(pc.match_substring_regex(arr, _INTEGER)).as_py():
+            arr = pc.cast(arr, pa.int64())
+    if pa.types.is_integer(arr.type):
+        values = arr.to_numpy(zero_copy_only=False)
+        if len(values) and values[0] == 0 and np.array_equal(values, np.arange(len(values))):
+            return pd.RangeIndex(len(values))
+    return pd.Index(arr, tupleize_cols=False).rename(None)
+
+
+_INTEGER = r"^(0|-?[1-9][0-9]{0,17})$"   # canonical, within int64
+
+
+def _is_automatic(names: pa.Array) -> bool:
+    """Names "1".."n": R's automatic row names of the data a result came from."""
+    n = len(names)
+    if n == 0 or names.null_count:
+        return False
+    return bool(pc.all(pc.equal(names.cast(pa.string()), pa.array(range(1, n + 1)).cast(pa.string()))).as_py())
+
+
+def _ts_index(tsp: bytes, n: int) -> pd.Index:
+    """The index of a time series: periods for monthly, quarterly and yearly
+    series, else the time values (R's ``time(x)``) as floats."""
+    start, _, frequency = (float(v) for v in tsp.split(b","))
+    freq = {12.0: "M", 4.0: "Q", 1.0: "Y"}.get(frequency)
+    year = math.floor(start + 1e-9)
+    cycle = (start - year) * frequency
+    if freq is not None and abs(cycle - round(cycle)) < 1e-6:
+        first = pd.Period(year=year, month=round(cycle) * 12 // int(frequency) + 1, freq=freq)
+        return pd.period_range(first, periods=n, freq=freq)
+    return pd.Index(start + np.arange(n) / frequency, name="time")
+
+
+def _r_attrs(meta: dict[bytes, bytes]) -> dict[str, Any]:
+    """What R said about the object beyond its data (``DataFrame.attrs``)."""
+    out = {}
+    for key in ("r_class", "r_attributes", "r_column_attributes"):
+        raw = meta.get(b"rbridge." + key.encode())
+        if raw is not None:
+            out[key] = json.loads(raw)
+    return out
+
+
+def table_to_frame(table: pa.Table, backend: str = "numpy") -> pd.DataFrame:
     meta = table.schema.metadata or {}
     ncol = table.num_columns - (b"rbridge.row_names" in meta)
-    columns = {i: _frame_column(table.column(i)) for i in range(ncol)}
-    index = None
+    index: pd.Index
     if ncol < table.num_columns:
-        index = pd.Index(table.column(ncol).to_pandas())
-    if index is None:
+        index = _index(table.column(ncol))
+    elif b"rbridge.tsp" in meta:
+        index = _ts_index(meta[b"rbridge.tsp"], table.num_rows)
+    else:
         index = pd.RangeIndex(table.num_rows)
-    if not columns:
-        return pd.DataFrame(index=index)
-    frame = pd.DataFrame(columns)
+    columns = {i: _pandas_values(table.column(i), backend) for i in range(ncol)}
+    frame = pd.DataFrame(columns) if columns else pd.DataFrame(index=pd.RangeIndex(table.num_rows))
     frame.index = index
-    frame.columns = table.column_names[:ncol]
+    if meta.get(KIND) == b"matrix" and meta.get(b"rbridge.colnames") == b"0":
+        frame.columns = pd.RangeIndex(ncol)
+    else:
+        frame.columns = table.column_names[:ncol]
+    if b"rbridge.dimnames_names" in meta:
+        frame.index.name, frame.columns.name = (n or None for n in json.loads(meta[b"rbridge.dimnames_names"])[:2])
+    frame.attrs.update(_r_attrs(meta))
     return frame
 
 
-def to_python(table: pa.Table, results: str) -> Any:
+def _time_scalar(values: pa.Array) -> Any:
+    """A length-1 Date, POSIXct or difftime as a scalar, as other length-1
+    vectors are: ``datetime.date``, ``pd.Timestamp``, ``pd.Timedelta``; NA is None."""
+    value = values[0].as_py()
+    if value is None or pa.types.is_date(values.type):
+        return value
+    return pd.Timestamp(value) if pa.types.is_timestamp(values.type) else pd.Timedelta(value)
+
+
+def _vector(table: pa.Table, meta: dict[bytes, bytes], backend: str) -> Any:
+    """A vector: numpy values (masked where NA); a Series when it has names
+    or a time index, unless its names are R's automatic row names "1".."n",
+    which stand for positions: then plain values, so that assigning to a
+    frame's column is by position."""
+    values = _single(table.column(0))
+    index = None
+    if b"rbridge.names" in meta:
+        names = _single(table.column(1))
+        if not _is_automatic(names):
+            index = _index(names)
+    elif b"rbridge.tsp" in meta:
+        index = _ts_index(meta[b"rbridge.tsp"], len(values))
+    if index is None:
+        if len(values) == 1 and (pa.types.is_temporal(values.type)):
+            return _time_scalar(values)
+        return vector_to_numpy(values)
+    series = _pandas_values(values, backend)
+    series.index = index
+    series.attrs.update(_r_attrs(meta))
+    return series
+
+
+def to_python(table: pa.Table, results: str, backend: str = "numpy") -> Any:
     """A payload as the result type chosen: ``"pandas"`` (DataFrame, numpy
-    arrays, Series for named vectors) or ``"arrow"`` (the pyarrow objects)."""
+    arrays, Series for named vectors and time series) or ``"arrow"`` (the
+    pyarrow objects)."""
     meta = table.schema.metadata or {}
     kind = meta.get(KIND, b"data.frame")
-    plain = kind == b"vector" and b"rbridge.names" not in meta
+    plain = kind == b"vector" and b"rbridge.names" not in meta and b"rbridge.tsp" not in meta
     if results == "arrow":
         return _single(table.column(0)) if plain else table
-    if kind == b"data.frame":
-        return table_to_frame(table)
-    values = vector_to_numpy(_single(table.column(0)))
+    if kind in (b"data.frame", b"matrix"):
+        return table_to_frame(table, backend)
     if kind == b"array":
+        values = vector_to_numpy(_single(table.column(0)))
         dim = tuple(int(d) for d in meta[b"rbridge.dim"].split(b","))
         reshaped = np.ma.getdata(values).reshape(dim, order="F")
         if np.ma.isMaskedArray(values):
             return np.ma.MaskedArray(reshaped, mask=np.ma.getmaskarray(values).reshape(dim, order="F"))
         return reshaped
-    if b"rbridge.names" in meta:
-        return pd.Series(values, index=pd.Index(table.column(1).to_pandas()))
-    return values
+    return _vector(table, meta, backend)
 
 
 def numpy_to_arrow(values: np.ndarray) -> pa.Array:
@@ -264,14 +518,14 @@ def numpy_to_arrow(values: np.ndarray) -> pa.Array:
     return pa.array(np.ma.getdata(values), mask=mask, from_pandas=values.dtype.kind == "O")
 
 
-def resolve(value: Any, results: str) -> Any:
+def resolve(value: Any, results: str, backend: str = "numpy") -> Any:
     """Replaces decoded payloads (and, for ``"arrow"``, vectors) in a reply value."""
     if isinstance(value, ArrowValue):
-        return to_python(value.table, results)
+        return to_python(value.table, results, backend)
     if isinstance(value, list):
-        return [resolve(v, results) for v in value]
+        return [resolve(v, results, backend) for v in value]
     if isinstance(value, dict):
-        return {k: resolve(v, results) for k, v in value.items()}
+        return {k: resolve(v, results, backend) for k, v in value.items()}
     if results == "arrow" and isinstance(value, np.ndarray):
         return numpy_to_arrow(value)
     return value

@@ -6,11 +6,13 @@ cannot hold is refused here with a clear Python error, before anything is sent.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import numpy as np
+import pandas as pd
 
 from ._arrow import numpy_to_table, to_table
 from ._code import RCode
@@ -19,6 +21,9 @@ from ._payloads import PayloadWriter
 
 #: 1-D arrays at least this long travel as Arrow payloads rather than ext 2.
 ARROW_MIN_LENGTH = 4096
+#: Scalars sent as one-element Date, POSIXct and difftime vectors (pd.Timestamp
+#: and pd.Timedelta are subclasses of datetime and timedelta).
+_TIME_SCALARS = (datetime.date, datetime.timedelta, np.datetime64, np.timedelta64)
 
 
 def _int_value(x: int) -> int | float:
@@ -146,6 +151,8 @@ def to_wire(value: Any, reference: Callable[[Any], Any], payloads: PayloadWriter
         return bytes(value)
     if isinstance(value, RCode):
         return value.to_wire()
+    if isinstance(value, _TIME_SCALARS):       # one-element vectors of R's time classes
+        value = np.array([value]) if isinstance(value, (np.datetime64, np.timedelta64)) else pd.Series([value])
     table = None
     if isinstance(value, np.ndarray):
         if value.ndim == 0:

@@ -18,7 +18,7 @@ import zmq
 
 from . import _codec
 from ._arena import ArenaReader, ArenaWriter
-from ._arrow import ArrowValue, resolve
+from ._arrow import DTYPE_BACKENDS, ArrowValue, resolve
 from ._convert import to_wire
 from ._errors import (
     ProtocolError,
@@ -44,7 +44,7 @@ from ._transport import Channel
 from ._worker import LocalWorker
 
 #: Per-call options and their defaults (see Session.with_options).
-DEFAULT_OPTIONS: dict[str, Any] = {"timeout": None, "convert": True, "results": "pandas"}
+DEFAULT_OPTIONS: dict[str, Any] = {"timeout": None, "convert": True, "results": "pandas", "dtype_backend": "numpy"}
 RESULT_TYPES = ("pandas", "arrow")
 SHUTDOWN_REPLY_WAIT = 2.0
 FRAMES_PER_LEVEL = 40
@@ -159,8 +159,8 @@ class _Core:
         try:
             if fn is None:
                 raise RBridgeError(f"Python function {msg.get('fn')} is no longer registered")
-            results = self.session._options["results"]
-            value = fn(*resolve(msg.get("args") or [], results), **resolve(msg.get("kwargs") or {}, results))
+            conv = self.session._options["results"], self.session._options["dtype_backend"]
+            value = fn(*resolve(msg.get("args") or [], *conv), **resolve(msg.get("kwargs") or {}, *conv))
             wire, payloads = self.outgoing(value=value)
             reply = {"v": _codec.PROTOCOL_VERSION, "id": msg["id"], "op": "result", **wire}
         except Exception as exc:   # becomes an R condition; KeyboardInterrupt passes on
@@ -401,15 +401,19 @@ class Session:
           raised when a request takes longer.
         - ``convert``: ``False`` returns every result as an :class:`RObject`.
         - ``results``: ``"pandas"`` (default) or ``"arrow"``: the type of
-          converted data (see README, "Data"): data.frames as pandas
+          converted data (see README, "Conversion"): data.frames as pandas
           DataFrames or pyarrow Tables, vectors as numpy arrays or pyarrow Arrays.
+        - ``dtype_backend``: the dtypes of pandas results, as in
+          ``pandas.read_csv``: ``"numpy"`` (default; NA becomes NaN, None or
+          NaT), ``"numpy_nullable"`` or ``"pyarrow"`` (both keep NA apart
+          from NaN: the lossless choice for data that goes back to R).
 
         Options never collide with R argument names, which go to the R function.
         """
         unknown = set(options) - set(DEFAULT_OPTIONS)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-        _check_results(options.get("results", "pandas"))
+        _check_choices(options.get("results", "pandas"), options.get("dtype_backend", "numpy"))
         return Session(self._core, {**self._options, **options})
 
     def _request(self, op: str, _payloads: PayloadWriter | None = None, **fields: Any) -> Any:
@@ -420,7 +424,7 @@ class Session:
         if not options["convert"] and op in ("eval", "call", "get") and "mode" not in fields:
             fields["mode"] = "handle"
         value = self._core.request(op, fields, timeout=options["timeout"], payloads=_payloads)
-        return resolve(value, options["results"])
+        return resolve(value, options["results"], options["dtype_backend"])
 
     def _handle_of(self, obj: Any) -> int:
         hid = self._core.handle_id(obj)
@@ -491,9 +495,11 @@ class Session:
         return f"<bridge.Session {self._core.endpoint} ({state})>"
 
 
-def _check_results(results: Any) -> None:
+def _check_choices(results: Any, dtype_backend: Any) -> None:
     if results not in RESULT_TYPES:
         raise ValueError(f"results must be one of {RESULT_TYPES}, not {results!r}")
+    if dtype_backend not in DTYPE_BACKENDS:
+        raise ValueError(f"dtype_backend must be one of {DTYPE_BACKENDS}, not {dtype_backend!r}")
 
 
 def _as_list(values: Any) -> list[str]:
@@ -508,7 +514,7 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
             startup_timeout: float = 30.0, rscript: str | None = None,
             worker_env: dict[str, str] | None = None,
             stdout: IO[str] | None = None, stderr: IO[str] | None = None,
-            results: str = "pandas", shm: bool | None = None) -> Session:
+            results: str = "pandas", dtype_backend: str = "numpy", shm: bool | None = None) -> Session:
     """Opens a session.
 
     Args:
@@ -524,6 +530,8 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
             at the time of writing).
         results: ``"pandas"`` or ``"arrow"``, the default result type for data
             (see :meth:`Session.with_options`).
+        dtype_backend: ``"numpy"``, ``"numpy_nullable"`` or ``"pyarrow"``, the
+            default dtypes of pandas results (see :meth:`Session.with_options`).
         shm: ``None`` (default) moves large payloads through shared memory when
             the handshake proves that the worker sees this host's segments;
             ``False`` always uses socket frames.
@@ -532,11 +540,12 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
         WorkerNotAvailable: R or the ``rserver`` package is missing, or no
             worker answered at ``endpoint``.
     """
-    _check_results(results)
+    _check_choices(results, dtype_backend)
     sweep_segments()      # shared-memory payloads of processes that died
     worker = LocalWorker(rscript, worker_env) if endpoint is None else None
     core = _Core(endpoint or worker.endpoint, worker, stdout, stderr)  # type: ignore[union-attr]
-    session = Session(core, {**DEFAULT_OPTIONS, "timeout": timeout, "results": results})
+    session = Session(core, {**DEFAULT_OPTIONS, "timeout": timeout, "results": results,
+                             "dtype_backend": dtype_backend})
     core.session = session
     core.finalizer = weakref.finalize(core, _finalize, worker)
     hello = core.message("hello", versions=[_codec.PROTOCOL_VERSION])

@@ -1,6 +1,7 @@
 """The Arrow data plane against a real worker: types both ways, result types,
 zero-copy, shared memory and its clean-up, hostile payloads."""
 
+import datetime
 import json
 import os
 import secrets
@@ -39,23 +40,53 @@ def shm_segments():
 
 # ---- R -> Python ----------------------------------------------------------------------
 
-def test_data_frame_becomes_pandas_with_na_kept_apart_from_nan(r):
-    df = r.eval("data.frame(num = c(1.5, NA, NaN), int = c(1L, NA, 3L), lgl = c(TRUE, NA, FALSE), "
-                "chr = c('a', NA, '\\u00e9'), fct = factor(c('u', NA, 'v')), "
-                "date = as.Date(c('2024-02-29', NA, '1960-01-01')), "
-                "time = as.POSIXct(c(0, NA, 1.5), origin = '1970-01-01', tz = 'Europe/Paris'), "
-                "dur = as.difftime(c(1, NA, 2), units = 'mins'), stringsAsFactors = FALSE)")
-    assert isinstance(df, pd.DataFrame) and list(df.columns) == ["num", "int", "lgl", "chr", "fct", "date",
-                                                                   "time", "dur"]
-    assert df["num"].isna().tolist() == [False, True, False]       # NA is missing...
-    assert np.isnan(df["num"].iloc[2])                              # ...and NaN is a number
-    assert df["int"].dtype == "Int32" and df["int"].isna().tolist() == [False, True, False]
-    assert df["lgl"].dtype == "boolean" and df["lgl"].tolist() == [True, pd.NA, False]
+EVERY_TYPE = ("data.frame(num = c(1.5, NA, NaN), int = c(1L, NA, 3L), lgl = c(TRUE, NA, FALSE), "
+              "chr = c('a', NA, '\\u00e9'), fct = factor(c('u', NA, 'v')), "
+              "date = as.Date(c('2024-02-29', NA, '1960-01-01')), "
+              "time = as.POSIXct(c(0, NA, 1.5), origin = '1970-01-01', tz = 'Europe/Paris'), "
+              "dur = as.difftime(c(1, NA, 2), units = 'mins'), stringsAsFactors = FALSE)")
+
+
+def test_data_frame_becomes_pandas_with_plain_numpy_dtypes_by_default(r):
+    df = r.eval(EVERY_TYPE)
+    assert list(df.columns) == ["num", "int", "lgl", "chr", "fct", "date", "time", "dur"]
+    assert df["num"].dtype == np.float64 and df["num"].isna().tolist() == [False, True, True]   # NA is NaN
+    assert df["int"].dtype == np.float64 and df["int"].tolist()[::2] == [1.0, 3.0]     # as read_csv does
+    assert df["lgl"].dtype == object and df["lgl"].tolist() == [True, None, False]
     assert df["chr"].iloc[2] == "é" and pd.isna(df["chr"].iloc[1])
     assert isinstance(df["fct"].dtype, pd.CategoricalDtype) and list(df["fct"].cat.categories) == ["u", "v"]
-    assert str(df["date"].iloc[0]) == "2024-02-29" and pd.isna(df["date"].iloc[1])
+    assert df["date"].dtype == object and str(df["date"].iloc[0]) == "2024-02-29"   # datetime.date
+    assert pd.isna(df["date"].iloc[1])
     assert str(df["time"].dt.tz) == "Europe/Paris" and df["time"].iloc[2].timestamp() == 1.5
     assert df["dur"].iloc[2] == pd.Timedelta(minutes=2) and pd.isna(df["dur"].iloc[1])
+    assert df[["num", "int"]].to_numpy().dtype == np.float64     # feeds scikit-learn as it is
+    named = r.eval("c(a = 1L, b = NA)")                            # named vectors follow the same rule
+    assert named.dtype == np.float64 and named.index.tolist() == ["a", "b"]
+    assert r.eval("c(a = TRUE, b = NA)").tolist() == [True, None]
+
+
+@pytest.mark.parametrize("backend", ["numpy_nullable", "pyarrow"])
+def test_lossless_dtype_backends_keep_na_apart_from_nan(r, backend):
+    df = r.with_options(dtype_backend=backend).eval(EVERY_TYPE)
+    assert df["num"].isna().tolist() == [False, True, False]       # NA is missing...
+    assert np.isnan(df["num"].iloc[2])                              # ...and NaN is a number
+    assert df["int"].isna().tolist() == [False, True, False] and df["int"].iloc[2] == 3
+    assert df["lgl"].isna().tolist() == [False, True, False]
+    want = {"numpy_nullable": ["Float64", "Int32", "boolean", "string"],
+            "pyarrow": ["double[pyarrow]", "int32[pyarrow]", "bool[pyarrow]", "string[pyarrow]"]}[backend]
+    assert [str(df[c].dtype) for c in ("num", "int", "lgl", "chr")] == want
+    named = r.with_options(dtype_backend=backend).eval("c(a = 1L, b = NA)")
+    assert named.isna().tolist() == [False, True] and named.iloc[0] == 1
+    back = r.eval("function(d, want) identical(d, want)")    # difftime comes back in seconds: not compared
+    assert back(df.drop(columns="dur"), r.with_options(convert=False).eval(
+        "local({ d <- " + EVERY_TYPE + "; d$dur <- NULL; rownames(d) <- 0:2; d })"))
+
+
+def test_dtype_backend_is_checked(r):
+    with pytest.raises(ValueError, match="dtype_backend must be one of"):
+        r.with_options(dtype_backend="numpy-nullable")
+    with pytest.raises(ValueError, match="dtype_backend must be one of"):
+        bridge.connect(dtype_backend="arrow")
 
 
 def test_data_frame_shapes_names_and_row_names(r):
@@ -83,9 +114,12 @@ def test_vectors_become_numpy_with_masked_na(r):
     assert r.eval("rep(c(TRUE, NA), 5000)").mask.sum() == 5000
     strings = r.eval("rep(c('a', NA), 5000)")
     assert strings[0] == "a" and strings[1] is None
-    assert r.eval("as.Date('2024-01-02')") == np.datetime64("2024-01-02")
-    assert r.eval("as.POSIXct(0, origin = '1970-01-01', tz = 'UTC')")[0] == pd.Timestamp(0, tz="UTC")
-    assert r.eval("as.difftime(90, units = 'secs')")[0] == np.timedelta64(90, "s")
+    # a length-1 time is a scalar, as other length-1 vectors are
+    assert r.eval("as.Date('2024-01-02')") == datetime.date(2024, 1, 2)
+    assert r.eval("as.POSIXct(0, origin = '1970-01-01', tz = 'UTC')") == pd.Timestamp(0, tz="UTC")
+    assert r.eval("as.difftime(90, units = 'secs')") == pd.Timedelta(seconds=90)
+    assert r.eval("as.Date(NA)") is None
+    assert r.eval("as.Date(c('2024-01-02', NA))")[0] == np.datetime64("2024-01-02")
 
 
 def test_factor_named_vector_and_arrays(r):
@@ -98,7 +132,8 @@ def test_factor_named_vector_and_arrays(r):
     assert m.shape == (2, 3) and m.tolist() == [[1, 3, 5], [2, 4, 6]]      # column-major respected
     a = r.eval("array(1:24, c(2, 3, 4))")
     assert a.shape == (2, 3, 4) and a[1, 2, 3] == 24 and a[1, 0, 0] == 2
-    assert isinstance(r.eval("matrix(1:4, 2, dimnames = list(c('a', 'b'), NULL))"), bridge.RObject)
+    named = r.eval("matrix(1:4, 2, dimnames = list(c('a', 'b'), NULL))")   # with dimnames: a DataFrame
+    assert named.index.tolist() == ["a", "b"] and named.columns.tolist() == [0, 1] and named.iloc[1, 1] == 4
 
 
 # ---- Python -> R, checked with identical() in R ----------------------------------------
@@ -136,33 +171,40 @@ def test_python_data_arrives_identical_to_the_r_object(r, value, code):
     assert r.identical(value, handle(r, code)), r.eval("function(x) capture.output(str(x))")(value)
 
 
+def same_frame(r, df, want):
+    """identical() in R, but for the row names: a pandas index travels as
+    row names, the default one as 0..n-1 (see README)."""
+    return r.eval("function(d, want) { if (.row_names_info(want) < 0) rownames(d) <- NULL; identical(d, want) }")(
+        df, want)
+
+
 def test_data_frames_arrive_identical(r):
     df = pd.DataFrame({"num": [1.5, np.nan], "int": pd.array([1, None], dtype="Int32"), "s": ["a", None],
                        "f": pd.Categorical(["u", "v"]), "b": [True, False],
                        "t": pd.to_datetime(["2024-01-01", None]).tz_localize("UTC")})
     want = handle(r, "data.frame(num = c(1.5, NaN), int = c(1L, NA), s = c('a', NA), f = factor(c('u', 'v')), "
                      "b = c(TRUE, FALSE), t = as.POSIXct(c('2024-01-01', NA), tz = 'UTC'))")
-    assert r.identical(df, want)
+    assert same_frame(r, df, want)
+    assert r.eval("function(d) rownames(d)")(df).tolist() == ["0", "1"]    # the pandas labels
     rows = pd.DataFrame({"x": [1, 2]}, index=["r1", "r2"])
     assert r.identical(rows, handle(r, "data.frame(x = 1:2, row.names = c('r1', 'r2'))"))
     dup = pd.DataFrame([[1, 2]], columns=["a", "a"])
     assert r.eval("function(d) names(d)")(dup).tolist() == ["a", "a"]
     no_columns = handle(r, "structure(list(), names = character(0), class = 'data.frame', row.names = c(NA, -3L))")
     assert r.identical(pd.DataFrame(index=range(3)), no_columns)
-    assert r.identical(pa.table({"x": [1.0]}), handle(r, "data.frame(x = 1)"))
+    assert r.identical(pa.table({"x": [1.0]}), handle(r, "data.frame(x = 1)"))    # Arrow tables have no index
     assert r.identical(pa.record_batch({"x": [1.0]}), handle(r, "data.frame(x = 1)"))
     other_index = pd.DataFrame({"v": [1.0]}, index=pd.DatetimeIndex(["2024-01-01"], name="when"))
     assert r.eval("function(d) names(d)")(other_index).tolist() == ["when", "v"]   # reset_index()
 
 
-def test_round_trip_of_a_data_frame_with_every_type(r):
-    df = r.eval("data.frame(num = c(1.5, NA, NaN), int = c(1L, NA, 3L), lgl = c(TRUE, NA, FALSE), "
-                "chr = c('a', NA, 'z'), fct = factor(c('u', NA, 'v')), date = as.Date(c('2024-02-29', NA, "
-                "'1960-01-01')), time = as.POSIXct(c(0, NA, 1.5), origin = '1970-01-01', tz = 'UTC'))")
-    assert r.identical(df, handle(r, "data.frame(num = c(1.5, NA, NaN), int = c(1L, NA, 3L), "
-                                     "lgl = c(TRUE, NA, FALSE), chr = c('a', NA, 'z'), fct = factor(c('u', NA, 'v')),"
-                                     " date = as.Date(c('2024-02-29', NA, '1960-01-01')), time = as.POSIXct(c(0, NA,"
-                                     " 1.5), origin = '1970-01-01', tz = 'UTC'))"))
+@pytest.mark.parametrize("backend", ["numpy_nullable", "pyarrow"])
+def test_round_trip_of_a_data_frame_with_every_type(r, backend):
+    code = ("data.frame(num = c(1.5, NA, NaN), int = c(1L, NA, 3L), lgl = c(TRUE, NA, FALSE), "
+            "chr = c('a', NA, 'z'), fct = factor(c('u', NA, 'v')), date = as.Date(c('2024-02-29', NA, "
+            "'1960-01-01')), time = as.POSIXct(c(0, NA, 1.5), origin = '1970-01-01', tz = 'UTC'))")
+    df = r.with_options(dtype_backend=backend).eval(code)
+    assert same_frame(r, df, handle(r, code))
 
 
 def test_strings_r_cannot_hold_are_refused(r):

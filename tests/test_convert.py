@@ -92,7 +92,7 @@ def test_r_vectors_become_numpy_arrays_with_na_masked(r):
     assert r.eval("integer(0)").dtype == np.int32 and len(r.eval("character(0)")) == 0
 
 
-@pytest.mark.parametrize("code", ["structure(1:2, label = 'x')", "matrix(1:4, 2, dimnames = list(c('a', 'b')))",
+@pytest.mark.parametrize("code", ["structure(1:2, label = 'x')", "array(1:8, c(2, 2, 2), dimnames = list(c('a', 'b')))",
                                   "mean", "globalenv()", "list(1, b = 2)", "1i", "structure(list(1), class = 'foo')",
                                   "data.frame(x = I(list(1, 2)))", "list(a = 1, a = 2)"])
 def test_objects_with_attributes_or_no_python_equivalent_stay_in_r(r, code):

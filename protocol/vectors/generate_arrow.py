@@ -65,7 +65,7 @@ PY_CASES: list[tuple[str, Callable[[], pa.Table], str]] = [
         "ns": pa.array([2_000_000_000, -1_000_000_000], pa.timestamp("ns", tz="Asia/Tokyo"))}),
      "data.frame(s = structure(c(1, NA), class = c('POSIXct', 'POSIXt'), tzone = 'UTC'), "
      "ms = structure(c(1.5, 0), class = c('POSIXct', 'POSIXt'), tzone = 'America/New_York'), "
-     "us = structure(c(1700000000.123456, NA), class = c('POSIXct', 'POSIXt')), "
+     "us = structure(c(1700000000.123456, NA), class = c('POSIXct', 'POSIXt'), tzone = 'UTC'), "
      "ns = structure(c(2, -1), class = c('POSIXct', 'POSIXt'), tzone = 'Asia/Tokyo'))"),
     ("durations", lambda: _vector(pa.array([1500, None, -250], pa.duration("ms"))),
      "structure(c(1.5, NA, -0.25), class = 'difftime', units = 'secs')"),

@@ -141,6 +141,31 @@ int rb_arrow_kind(SEXP x) {
   return ATTRIB(x) == R_NilValue ? RB_AK_PLAIN : RB_AK_VECTOR;
 }
 
+/* Objects that R/arrow.R's arrow_form() may give a form the writer knows. */
+static int may_have_form(SEXP x) {
+  if (!OBJECT(x) && Rf_getAttrib(x, R_DimNamesSymbol) == R_NilValue) return 0;
+  return Rf_inherits(x, "data.frame") || Rf_inherits(x, "ts") ||
+         (Rf_isVectorAtomic(x) && Rf_getAttrib(x, R_DimNamesSymbol) != R_NilValue);
+}
+
+/* list(object, extra schema metadata) for an object with an Arrow form, else NULL. */
+SEXP rb_arrow_form(SEXP x) {
+  if (rb_arrow_kind(x) != RB_AK_NONE) {
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 2));
+    SET_VECTOR_ELT(out, 0, x);
+    UNPROTECT(1);
+    return out;
+  }
+  if (!may_have_form(x)) return R_NilValue;
+  SEXP fn = PROTECT(Rf_findVarInFrame(R_FindNamespace(PROTECT(Rf_mkString("rserver"))), Rf_install("arrow_form")));
+  SEXP call = PROTECT(Rf_lang2(fn, x));
+  SEXP form = PROTECT(Rf_eval(call, R_BaseEnv));
+  SEXP out = TYPEOF(form) == VECSXP && XLENGTH(form) == 2 && rb_arrow_kind(VECTOR_ELT(form, 0)) != RB_AK_NONE
+             ? form : R_NilValue;
+  UNPROTECT(4);
+  return out;
+}
+
 /* ---- planning ------------------------------------------------------------------ */
 
 /* R_IsNA without a call per element. */
@@ -428,7 +453,7 @@ struct rb_arrow_plan {
   int ncol;
   int64_t rows;
   int kind;
-  kv meta[4];
+  kv *meta;
   int nmeta;
   char dim[1024];
   fb_builder schema, batch, *dicts;
@@ -438,11 +463,23 @@ struct rb_arrow_plan {
 
 static uint64_t message_len(const fb_builder *b, uint64_t body) { return 8 + pad8(b->len) + body; }
 
-rb_arrow_plan *rb_arrow_plan_new(SEXP x) {
+/* Sets a schema metadata key, replacing the value of one already set. */
+static void set_meta(rb_arrow_plan *p, const char *key, const char *value) {
+  for (int i = 0; i < p->nmeta; i++)
+    if (strcmp(p->meta[i].key, key) == 0) { p->meta[i].value = value; return; }
+  p->meta[p->nmeta++] = (kv){key, value};
+}
+
+rb_arrow_plan *rb_arrow_plan_new(SEXP x, SEXP extra_meta) {
   rb_arrow_plan *p = (rb_arrow_plan *)R_alloc(1, sizeof *p);
   memset(p, 0, sizeof *p);
   p->kind = rb_arrow_kind(x);
   if (p->kind == RB_AK_NONE) Rf_error("rbridge: this R object has no Arrow representation");
+  R_xlen_t nextra = TYPEOF(extra_meta) == STRSXP ? XLENGTH(extra_meta) : 0;
+  SEXP extra_keys = Rf_getAttrib(extra_meta, R_NamesSymbol);
+  if (nextra && (TYPEOF(extra_keys) != STRSXP || XLENGTH(extra_keys) != nextra))
+    Rf_error("rbridge: extra Arrow metadata must be a named character vector");
+  p->meta = (kv *)R_alloc((size_t)(4 + nextra), sizeof *p->meta);
   if (p->kind == RB_AK_FRAME) {
     SEXP names = Rf_getAttrib(x, R_NamesSymbol), rn = raw_row_names(x);
     int explicit_rn = !compact_row_names(rn) && !Rf_isNull(rn);
@@ -480,6 +517,8 @@ rb_arrow_plan *rb_arrow_plan_new(SEXP x) {
       p->meta[p->nmeta++] = (kv){"rbridge.dim", p->dim};
     }
   }
+  for (R_xlen_t i = 0; i < nextra; i++)
+    set_meta(p, Rf_translateCharUTF8(STRING_ELT(extra_keys, i)), Rf_translateCharUTF8(STRING_ELT(extra_meta, i)));
   for (int i = 0; i < p->ncol; i++) if (p->cols[i].kind == CK_FACTOR) p->ndicts++;
   /* From here on nothing raises an R error: malloc'd builders are safe. */
   fb_builder_init(&p->schema);
@@ -635,7 +674,10 @@ static SEXP alloc_raw(void *p) { return Rf_allocVector(RAWSXP, (R_xlen_t)rb_arro
 static void free_plan_on_jump(void *p, Rboolean jump) { if (jump) rb_arrow_plan_free(p); }
 
 SEXP C_arrow_encode(SEXP x) {
-  rb_arrow_plan *p = rb_arrow_plan_new(x);
+  SEXP form = PROTECT(rb_arrow_form(x));
+  if (form == R_NilValue) Rf_error("rbridge: this R object has no Arrow representation");
+  rb_arrow_plan *p = rb_arrow_plan_new(VECTOR_ELT(form, 0), VECTOR_ELT(form, 1));
+  UNPROTECT(1);
   SEXP out = R_UnwindProtect(alloc_raw, p, free_plan_on_jump, p, NULL);
   rb_arrow_write(p, RAW(out));
   rb_arrow_plan_free(p);

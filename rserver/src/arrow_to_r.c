@@ -288,8 +288,11 @@ static SEXP column(const ar_stream *s, int col) {
   case AT_TIMESTAMP:
     x = PROTECT(real_column(s, col, n, unit_per_second[t->unit]));
     set_class2(x, "POSIXct", "POSIXt");
+    /* A timestamp without a time zone is wall-clock time (pandas' naive
+     * datetimes): UTC, so it reads the same whatever the worker's TZ. */
     if (t->has_tz) Rf_setAttrib(x, Rf_install("tzone"), mk_span_string(t->tz));
     else if (ar_field_meta(f, "rbridge.tzone", &meta)) Rf_setAttrib(x, Rf_install("tzone"), mk_span_string(meta));
+    else Rf_setAttrib(x, Rf_install("tzone"), Rf_mkString("UTC"));
     break;
   case AT_DURATION: {
     ar_span units = {(const uint8_t *)"secs", 4};
@@ -338,9 +341,40 @@ static SEXP field_names(const ar_stream *s, int from, int to) {
   return names;
 }
 
+/* Calls rserver:::fn(x, arg) for the forms R/arrow.R builds from the C ones. */
+static SEXP call_rserver(const char *fn, SEXP x, SEXP arg) {
+  SEXP f = PROTECT(Rf_findVarInFrame(R_FindNamespace(PROTECT(Rf_mkString("rserver"))), Rf_install(fn)));
+  SEXP out = Rf_eval(PROTECT(Rf_lang3(f, x, arg)), R_BaseEnv);
+  UNPROTECT(3);
+  return out;
+}
+
+static SEXP build_object(const ar_stream *s, ar_span kind);
+
+/* The object a stream stands for (SPEC "Arrow payloads"): kind "matrix" is
+ * read as a data.frame of its columns, and rbridge.tsp makes a time series. */
 static SEXP build(const ar_stream *s) {
   ar_span kind = {(const uint8_t *)"data.frame", 10}, meta;
   ar_schema_meta(s, "rbridge.kind", &kind);
+  int matrix = span_is(kind, "matrix");
+  SEXP x = PROTECT(build_object(s, matrix ? (ar_span){(const uint8_t *)"data.frame", 10} : kind));
+  if (matrix) {
+    int has_colnames = !ar_schema_meta(s, "rbridge.colnames", &meta) || !span_is(meta, "0");
+    x = call_rserver("matrix_from_frame", x, PROTECT(Rf_ScalarLogical(has_colnames)));
+    UNPROTECT(2);
+    PROTECT(x);
+  }
+  if (ar_schema_meta(s, "rbridge.tsp", &meta)) {
+    x = call_rserver("as_ts", x, PROTECT(mk_span_string(meta)));
+    UNPROTECT(2);
+    PROTECT(x);
+  }
+  UNPROTECT(1);
+  return x;
+}
+
+static SEXP build_object(const ar_stream *s, ar_span kind) {
+  ar_span meta;
   if (span_is(kind, "vector") || span_is(kind, "array")) {
     int has_names = ar_schema_meta(s, "rbridge.names", &meta);
     if (s->nfields != 1 + has_names) Rf_error("rbridge: a vector payload must have %d column(s)", 1 + has_names);

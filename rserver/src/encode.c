@@ -74,11 +74,18 @@ static void pack_vector(rb_encoder *e, SEXP x) {
   }
 }
 
+/* class(x), as R gives it (implicit classes included), quoted so that a
+ * language object is not evaluated. */
+static SEXP r_class(SEXP x) {
+  SEXP call = PROTECT(Rf_lang2(Rf_install("class"), Rf_lang2(Rf_install("quote"), x)));
+  SEXP cls = Rf_eval(call, R_BaseEnv);
+  UNPROTECT(1);
+  return cls;
+}
+
 /* ext 1 from the worker: u64 BE id, then the R class as a msgpack array. */
 static void pack_handle(rb_encoder *e, SEXP x) {
-  /* class(quote(x)): quoted, so that a language object is not evaluated */
-  SEXP call = PROTECT(Rf_lang2(Rf_install("class"), Rf_lang2(Rf_install("quote"), x)));
-  SEXP cls = PROTECT(Rf_eval(call, R_BaseEnv));
+  SEXP cls = PROTECT(r_class(x));
   uint64_t id = rb_handle_put(x);
   uint8_t idb[8];
   for (int i = 0; i < 8; i++) idb[i] = (uint8_t)(id >> (56 - 8 * i));
@@ -89,7 +96,7 @@ static void pack_handle(rb_encoder *e, SEXP x) {
   msgpack_pack_ext(&e->pk, 8 + e->scratch.size, RB_EXT_HANDLE);
   msgpack_pack_ext_body(&e->pk, idb, 8);
   msgpack_pack_ext_body(&e->pk, e->scratch.data, e->scratch.size);
-  UNPROTECT(2);
+  UNPROTECT(1);
 }
 
 /* Vectors at least this long travel as Arrow payloads rather than ext 2. */
@@ -110,7 +117,7 @@ static size_t put_name(uint8_t *p, const char *name) {
   return n;
 }
 
-static void pack_arrow(rb_encoder *e, SEXP x) {
+static void pack_arrow(rb_encoder *e, SEXP x, SEXP extra_meta) {
   if (e->npayloads == e->cap) {
     int cap = e->cap ? 2 * e->cap : 4;
     rb_payload *np = realloc(e->payloads, (size_t)cap * sizeof *np);
@@ -119,7 +126,7 @@ static void pack_arrow(rb_encoder *e, SEXP x) {
     e->cap = cap;
   }
   const void *vmax = vmaxget();
-  rb_arrow_plan *plan = rb_arrow_plan_new(x);
+  rb_arrow_plan *plan = rb_arrow_plan_new(x, extra_meta);
   size_t len = rb_arrow_plan_size(plan), ref_len = 1;
   rb_payload *pl = &e->payloads[e->npayloads];
   memset(pl, 0, sizeof *pl);
@@ -161,13 +168,15 @@ static void pack_arrow(rb_encoder *e, SEXP x) {
 
 /* A value that must travel as Arrow (a client's to_arrow()). */
 void rb_pack_arrow(rb_encoder *e, SEXP x) {
-  if (rb_arrow_kind(x) == RB_AK_NONE) {
-    SEXP cls = Rf_getAttrib(x, R_ClassSymbol);
-    const char *name = TYPEOF(cls) == STRSXP && XLENGTH(cls) ? CHAR(STRING_ELT(cls, 0)) : Rf_type2char(TYPEOF(x));
-    Rf_error("rbridge: an R object of class '%s' has no Arrow form (data.frames, atomic vectors, "
-             "factors, dates, times and matrices without dimnames have one)", name);
+  SEXP form = PROTECT(rb_arrow_form(x));
+  if (form == R_NilValue) {
+    SEXP cls = PROTECT(r_class(x));
+    Rf_error("rbridge: an R object of class '%s' has no Arrow form (data.frames and their subclasses, "
+             "atomic vectors, factors, dates, times, matrices, tables and time series have one, "
+             "unless they hold lists or complex numbers)", CHAR(STRING_ELT(cls, 0)));
   }
-  pack_arrow(e, x);
+  pack_arrow(e, VECTOR_ELT(form, 0), VECTOR_ELT(form, 1));
+  UNPROTECT(1);
 }
 
 static int only_names_attribute(SEXP x) {
@@ -192,8 +201,17 @@ void rb_pack_value(rb_encoder *e, SEXP x, int depth, int as_handle) {
   if (as_handle || depth <= 0) { pack_handle(e, x); return; }
   int arrow = rb_arrow_kind(x);
   if (arrow != RB_AK_NONE && (arrow != RB_AK_PLAIN || XLENGTH(x) >= ARROW_MIN_LENGTH)) {
-    pack_arrow(e, x);
+    pack_arrow(e, x, R_NilValue);
     return;
+  }
+  if (arrow == RB_AK_NONE && ATTRIB(x) != R_NilValue) {   /* a subclass, matrix with dimnames, ts */
+    SEXP form = PROTECT(rb_arrow_form(x));
+    if (form != R_NilValue) {
+      pack_arrow(e, VECTOR_ELT(form, 0), VECTOR_ELT(form, 1));
+      UNPROTECT(1);
+      return;
+    }
+    UNPROTECT(1);
   }
   if (type == VECSXP) {
     int named = only_names_attribute(x);

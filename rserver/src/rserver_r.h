@@ -65,7 +65,9 @@ typedef struct {
 } rb_arrow_input;
 SEXP rb_arrow_to_r_input(const rb_arrow_input *in);
 int rb_arrow_kind(SEXP x);                 /* RB_AK_NONE: no Arrow form */
-rb_arrow_plan *rb_arrow_plan_new(SEXP x);  /* may raise; R_alloc'd, then malloc'd builders */
+SEXP rb_arrow_form(SEXP x);                /* list(object, extra metadata), or NULL: none */
+/* may raise; R_alloc'd, then malloc'd builders; extra_meta a named character vector or NULL */
+rb_arrow_plan *rb_arrow_plan_new(SEXP x, SEXP extra_meta);
 size_t rb_arrow_plan_size(const rb_arrow_plan *p);
 void rb_arrow_write(const rb_arrow_plan *p, uint8_t *dst);   /* never raises */
 void rb_arrow_plan_free(rb_arrow_plan *p);

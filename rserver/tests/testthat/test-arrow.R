@@ -35,7 +35,8 @@ test_that("R objects survive a round trip through Arrow unchanged", {
 
 test_that("objects without an Arrow form are refused by the writer", {
   expect_error(enc(list(1, 2)), "no Arrow representation")
-  expect_error(enc(matrix(1:4, 2, dimnames = list(c("a", "b"), NULL))), "no Arrow representation")
+  expect_error(enc(array(1:8, c(2, 2, 2), dimnames = list(c("a", "b")))), "no Arrow representation")
+  expect_error(enc(data.frame(x = I(list(1, 2)))), "no Arrow representation")
   expect_error(enc(structure(1, label = "x")), "no Arrow representation")
   expect_error(enc(as.Date(Inf)), "out of Arrow's date32 range")
 })
@@ -71,4 +72,55 @@ test_that("hostile headers are refused with a reason", {
   big <- enc(data.frame(x = 1:3))
   schema <- big[seq_len(8L + readBin(big[5:8], "integer", size = 4L, endian = "little"))]
   expect_error(dec(c(big[1:(length(big) - 8)], schema)), "second schema")
+})
+
+test_that("a timestamp without a time zone is read as UTC wall-clock time", {
+  withr_tz <- Sys.getenv("TZ")
+  on.exit(Sys.setenv(TZ = withr_tz))
+  Sys.setenv(TZ = "America/New_York")
+  x <- dec(enc(structure(c(0, 3600.5), class = c("POSIXct", "POSIXt"))))   # no tzone: wall clock
+  expect_identical(attr(x, "tzone"), "UTC")
+  expect_identical(format(x[2]), "1970-01-01 01:00:00")
+})
+
+test_that("matrices with dimnames and tables travel as frames of their columns", {
+  m <- matrix(c(1.5, NA, 3, 4), 2, dimnames = list(c("a", "b"), c("u", "v")))
+  expect_identical(dec(enc(m)), m)
+  rows_only <- matrix(1:4, 2, dimnames = list(c("a", "b"), NULL))
+  expect_identical(dec(enc(rows_only)), rows_only)
+  cols_only <- matrix(c("x", "y"), 1, dimnames = list(NULL, c("p", "q")))
+  expect_identical(dec(enc(cols_only)), cols_only)
+  t2 <- table(c(1, 1, 2), c("x", "y", "y"))
+  expect_identical(dec(enc(t2)), unclass(structure(as.vector(t2), dim = dim(t2),
+                                                   dimnames = unname(dimnames(t2)))))
+  t1 <- table(c("b", "a", "b"))
+  expect_identical(dec(enc(t1)), c(a = 1L, b = 2L))
+})
+
+test_that("time series keep their time base", {
+  for (x in list(AirPassengers, ts(c(1.5, NA, 3), start = c(2001, 2), frequency = 4),
+                 ts(1:10, start = 3, frequency = 7), ts(matrix(c(1, 2, 3, 4, 5, 6), 3), start = 2000,
+                                                          names = c("a", "b")))) {
+    back <- dec(enc(x))
+    expect_equal(back, x)
+    expect_identical(tsp(back), tsp(x))
+  }
+  expect_error(rserver:::as_ts(1:3, "1,2"), "malformed rbridge.tsp")
+  expect_error(rserver:::as_ts(1:3, "1,2,-4"), "malformed rbridge.tsp")
+})
+
+test_that("data.frame subclasses and their attributes become plain frames with metadata", {
+  df <- data.frame(x = I(1:2), y = c(1.5, 2))
+  attr(df$y, "label") <- "Why \"this\"\n"
+  form <- rserver:::arrow_form(structure(df, class = c("tbl_df", "tbl", "data.frame"), note = "kept"))
+  expect_identical(class(form[[1L]]), "data.frame")
+  expect_identical(attributes(form[[1L]]$x), NULL)
+  expect_identical(jsonlite::fromJSON(form[[2L]][["rbridge.r_class"]]), c("tbl_df", "tbl", "data.frame"))
+  expect_identical(jsonlite::fromJSON(form[[2L]][["rbridge.r_attributes"]]), list(note = "kept"))
+  cols <- jsonlite::fromJSON(form[[2L]][["rbridge.r_column_attributes"]])
+  expect_identical(cols, list(x = list(class = "AsIs"), y = list(label = "Why \"this\"\n")))
+  bits <- structure(list(x = structure(1, class = "integer64")), class = "data.frame", row.names = 1L)
+  expect_null(rserver:::arrow_form(bits))   # an integer64 column holds bits, not a double
+  expect_identical(rserver:::to_json(list(a = c(u = 1.5, v = NaN), b = c("x", NA), c = "\001")),
+                   '{"a":{"u":1.5,"v":null},"b":["x",null],"c":"\\u0001"}')
 })

@@ -40,7 +40,7 @@ test_that("data with an Arrow form becomes a payload reference (frame 1, 2, ...)
 })
 
 test_that("objects with other attributes, functions and environments become handles", {
-  for (x in list(structure(1:2, label = "x"), matrix(1:4, 2, dimnames = list(c("a", "b"), NULL)), mean,
+  for (x in list(structure(1:2, label = "x"), array(1:8, c(2, 2, 2), dimnames = list(c("a", "b"))), mean,
                  globalenv(), list(1, b = 2), list(a = 1, a = 2), 1i)) {
     bytes <- enc(x)
     ref <- dec(bytes)
