@@ -3,21 +3,38 @@ namespaces."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from . import _codec
-from ._errors import RBridgeError
+from ._errors import RBridgeError, RError
 
 if TYPE_CHECKING:
     from ._session import Session, _Core
 
 
+#: How long repr() waits for the worker before it shows the class alone.
+REPR_TIMEOUT = 5.0
+
+
 class RObject:
     """An R object that stays in the worker, referred to by a handle.
 
-    ``repr()`` and ``str()`` show R's own ``print()`` output. The handle is
-    released (in a batch, with the session's next request) when the proxy is
-    garbage-collected, or at once with :meth:`release`.
+    - ``repr()`` is short: the class and size, then the first lines of R's
+      print. ``str()`` (and so ``print()``) is R's whole ``print()`` output.
+      Neither draws: a plot object prints to a null device.
+    - ``obj["name"]`` is R's ``obj[["name"]]`` (``obj$name``; a slot of an S4
+      object), ``obj[0]`` the first element (positions count from 0, as in
+      Python; :meth:`rx2` takes R's positions). A missing name raises
+      ``KeyError``, a position out of range ``IndexError``.
+    - ``len(obj)`` is R's ``length(obj)``; ``+ - * / ** %`` and unary ``-``
+      call R's operators, so ``plot + ggplot2.geom_point()`` works.
+    - ``numpy.asarray(obj)`` converts it, or raises ``TypeError``.
+
+    The handle is released (in a batch, with the session's next request) when
+    the proxy is garbage-collected, or at once with :meth:`release`.
     """
 
     __slots__ = ("_core", "_id", "rclass", "__weakref__")
@@ -63,19 +80,100 @@ class RObject:
         """Calls the R function this handle refers to."""
         return self._core.session.call(self, *args, **kwargs)
 
-    def _text(self) -> str:
+    def _describe(self, helper: str, timeout: float | None) -> str:
         cls = "/".join(self.rclass) or "?"
         if self._id is None:
-            return f"<RObject of class {cls} (released)>"
+            return f"<RObject {cls} (released)>"
         if self._core.closed:
-            return f"<RObject of class {cls} (session closed)>"
+            return f"<RObject {cls} (session closed)>"
         try:
-            return str(self._core.session.call("rserver:::repr_text", self))
+            return str(self._core.session.with_options(timeout=timeout).call(helper, self))
         except RBridgeError as exc:
-            return f"<RObject of class {cls} (cannot print: {exc})>"
+            return f"<RObject {cls} (cannot print: {exc})>"
 
-    __repr__ = _text
-    __str__ = _text
+    def __repr__(self) -> str:
+        return self._describe("rserver:::repr_short", REPR_TIMEOUT)
+
+    def __str__(self) -> str:
+        return self._describe("rserver:::repr_text", None)
+
+    # -- R's element access, length and operators ---------------------------------
+    def rx2(self, key: str | int) -> Any:
+        """R's ``obj[[key]]``: by name, or by R's 1-based position."""
+        try:
+            return self._core.session.call("rserver:::element", self, key)
+        except RError as exc:
+            if "rbridge_key_error" in exc.rclass:
+                raise KeyError(key) from None
+            if "rbridge_index_error" in exc.rclass:
+                raise IndexError(exc.message) from None
+            raise
+
+    def __getitem__(self, key: str | int) -> Any:
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise TypeError(f"RObject keys are names (str) or positions (int), not {type(key).__name__}")
+        if isinstance(key, int):
+            key = key + 1 if key >= 0 else len(self) + key + 1
+        return self.rx2(key)
+
+    def __len__(self) -> int:
+        return int(self._core.session.call("length", self))
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self.rx2(i + 1)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        value = self._core.session.call("identity", self)
+        if isinstance(value, RObject):
+            raise TypeError(f"an R object of class {'/'.join(self.rclass)} has no array form; "
+                            "convert its parts (obj['name']) instead")
+        return np.asarray(value, dtype=dtype)
+
+    def _op(self, op: str, *operands: Any) -> Any:
+        return self._core.session.call(op, *operands)
+
+    def __add__(self, other: Any) -> Any:
+        return self._op("+", self, other)
+
+    def __radd__(self, other: Any) -> Any:
+        return self._op("+", other, self)
+
+    def __sub__(self, other: Any) -> Any:
+        return self._op("-", self, other)
+
+    def __rsub__(self, other: Any) -> Any:
+        return self._op("-", other, self)
+
+    def __mul__(self, other: Any) -> Any:
+        return self._op("*", self, other)
+
+    def __rmul__(self, other: Any) -> Any:
+        return self._op("*", other, self)
+
+    def __truediv__(self, other: Any) -> Any:
+        return self._op("/", self, other)
+
+    def __rtruediv__(self, other: Any) -> Any:
+        return self._op("/", other, self)
+
+    def __pow__(self, other: Any) -> Any:
+        return self._op("^", self, other)
+
+    def __rpow__(self, other: Any) -> Any:
+        return self._op("^", other, self)
+
+    def __mod__(self, other: Any) -> Any:
+        return self._op("%%", self, other)
+
+    def __rmod__(self, other: Any) -> Any:
+        return self._op("%%", other, self)
+
+    def __neg__(self) -> Any:
+        return self._op("-", self)
 
     def __del__(self) -> None:
         hid = getattr(self, "_id", None)

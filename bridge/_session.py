@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import os
 import sys
 import threading
 import traceback
@@ -246,8 +247,7 @@ class _Core:
                 self.channel.send(self.message("interrupt", target=msg["id"]))
                 raise
         for w in reply.get("warnings") or ():
-            warnings.warn(RWarning(str(w.get("message", "")), w.get("class"), w.get("call")),
-                          stacklevel=4)
+            _warn_at_caller(RWarning(str(w.get("message", "")), w.get("class"), w.get("call")))
         if reply["op"] == "error":
             error = error_from_reply(reply.get("error") or {})
             if "python_error" in error.rclass and self.callback_errors:
@@ -294,13 +294,15 @@ class _Core:
             self.channel.send(self.message("release", handles=self.take_releases()))
 
     # -- lifecycle --------------------------------------------------------------
-    def close(self) -> None:
+    def close(self, shutdown: bool = False) -> None:
+        """Closes the session; ``shutdown`` (always so for a private worker)
+        also stops the worker."""
         if self.closed:
             return
         if not self.dead:
             try:
                 with self.channel.lock:
-                    if self.worker is not None:
+                    if self.worker is not None or shutdown:
                         self.channel.request(self.message("shutdown"), timeout=SHUTDOWN_REPLY_WAIT)
                     else:   # an attached worker lives on: give back what we hold
                         self.pending_releases.extend(self.live_ids)
@@ -323,6 +325,18 @@ class _Core:
             self.worker.stop()
         if self.finalizer is not None:
             self.finalizer.detach()
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _warn_at_caller(warning: Warning) -> None:
+    """Issues a warning attributed to the first frame outside this package:
+    the user's line that made the call."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(warning, stacklevel=level)
 
 
 def _finalize(worker: LocalWorker | None) -> None:
@@ -481,8 +495,17 @@ class Session:
         return self._core.closed
 
     def close(self) -> None:
-        """Closes the session; a private worker is shut down and its files removed."""
+        """Closes the session; a private worker is shut down and its files removed.
+        An attached worker keeps running (the session's handles are released)."""
         self._core.close()
+
+    def shutdown(self) -> None:
+        """Stops the worker and closes the session. For an attached worker
+        (``connect("tcp://...")``) this stops it for every client: it finishes
+        the requests queued before this one, answers, and ``rserver::serve()``
+        returns."""
+        self._core.check_usable()
+        self._core.close(shutdown=True)
 
     def __enter__(self) -> Session:
         return self

@@ -1,7 +1,71 @@
 # Helpers that the Python client calls through the `call` op.
 
-# R's own print output for an object, as one string.
-repr_text <- function(x) paste(utils::capture.output(print(x)), collapse = "\n")
+# R's own print output for an object, as one string; anything the print
+# method draws goes to a null device (no Rplots.pdf).
+repr_text <- function(x) {
+  with_null_device(paste(utils::capture.output(print(x)), collapse = "\n"))
+}
+
+# A short description for repr(): a header with the class and size, then the
+# first lines of R's print (str() for lists without a class), each cut to
+# `width` characters, with R's max.print low so that large objects print fast.
+repr_short <- function(x, lines = 12L, width = 100L, seconds = 0.08) {
+  old <- options(max.print = 200L, width = width)
+  on.exit(options(old))
+  setTimeLimit(elapsed = seconds, transient = TRUE)
+  on.exit(setTimeLimit(elapsed = Inf), add = TRUE)
+  body <- with_null_device(tryCatch(utils::capture.output(
+    if (inherits(x, GRAPHICS_CLASSES)) summary(x)
+    else if (is.list(x) && !is.object(x)) utils::str(utils::head(x, lines), max.level = 1L, give.attr = FALSE)
+    else print(x)),
+    error = function(e) {
+      if (grepl("time limit", conditionMessage(e))) "(its print takes too long: str() of it shows all)"
+      else paste0("(cannot print: ", conditionMessage(e), ")")
+    }))
+  body <- body[nzchar(trimws(body)) | seq_along(body) > 1L]
+  more <- length(body) - lines
+  body <- utils::head(body, lines)
+  long <- nchar(body, type = "width") > width
+  body[long] <- paste0(substr(body[long], 1L, width - 3L), "...")
+  if (more > 0L) body <- c(body, sprintf("... (%d more lines)", more))
+  paste(c(sprintf("<RObject %s: %s>", paste(class(x), collapse = "/"), describe_size(x)), body), collapse = "\n")
+}
+
+# Objects whose print() draws; repr() shows their summary() instead.
+GRAPHICS_CLASSES <- c("ggplot", "trellis", "grob", "gtable", "recordedplot")
+
+describe_size <- function(x) {
+  d <- dim(x)
+  if (!is.null(d)) return(paste(d, collapse = " x "))
+  if (is.environment(x)) return(sprintf("environment of %d objects", length(ls(x, all.names = TRUE))))
+  if (is.function(x)) return("function")
+  if (isS4(x)) return(sprintf("S4 object with %d slots", length(methods::slotNames(x))))
+  sprintf("%s of length %d", typeof(x), length(x))
+}
+
+with_null_device <- function(expr) {
+  grDevices::pdf(NULL)
+  dev <- grDevices::dev.cur()
+  on.exit(if (dev %in% grDevices::dev.list()) grDevices::dev.off(dev))
+  expr
+}
+
+# x[[key]] for RObject[key], refusing what [[ would quietly answer with NULL.
+element <- function(x, key) {
+  if (!is.character(key) && !is.numeric(key) || length(key) != 1L || is.na(key))
+    stop("an element key must be one name or one position")
+  if (is.character(key)) {
+    known <- if (is.environment(x)) exists(key, envir = x, inherits = FALSE)
+             else if (isS4(x)) methods::.hasSlot(x, key) else key %in% names(x)
+    if (!known) stop(structure(class = c("rbridge_key_error", "error", "condition"),
+                               list(message = sprintf("no element '%s'", key), call = NULL)))
+    if (isS4(x) && !is.list(x)) return(methods::slot(x, key))
+  } else if (key < 1 || key > length(x)) {
+    stop(structure(class = c("rbridge_index_error", "error", "condition"),
+                   list(message = sprintf("position %d is out of range (length %d)", key, length(x)), call = NULL)))
+  }
+  x[[key]]
+}
 
 # Names for tab completion: globals and everything on the search path.
 completion_names <- function() {

@@ -39,6 +39,9 @@ serve_loop <- function(state) {
         if (is.null(state$ctx) && !is.null(state$waiting_for)) {
           state$interrupted <- TRUE
           state$stop <- TRUE
+        } else if (is.null(state$ctx) && !.Call(C_interrupt_was_own)) {
+          message("rserver: interrupted; stopping")   # Ctrl-C at the terminal of an idle server
+          state$stop <- TRUE
         } else {
           reply_failure(state, NULL)
         }
@@ -67,7 +70,9 @@ serve_requests <- function(state) {
     state$ctx <- ctx
     state$warnings <- list()
     state$trace <- NULL
-    out <- run_op(ctx, .Call(C_request_decode, ctx))
+    msg <- .Call(C_request_decode, ctx)   # also when expired: that gives shared memory back
+    if (.Call(C_request_timed_out, ctx)) stop(interrupt_condition(ctx))   # expired while queued
+    out <- run_op(ctx, msg)
     .Call(C_reply_value, ctx, out$value, state$warnings, out$mode)
     state$ctx <- NULL
     if (!is.null(state$callable) && .Call(C_request_ends_callback, ctx, state$callable)) {

@@ -3,6 +3,10 @@
  * through here on the main thread. Output produced while a request runs is
  * sent to that request's client as "output" messages, in order, before the
  * reply; output produced while idle goes to the process's own stdout/stderr.
+ * Text is sent at each newline or carriage return, on flush.console(), and,
+ * for text without either (progress dots), once it has waited STALE_SECONDS:
+ * at the next write, or when R processes events (Sys.sleep, and R's checks
+ * for interrupts in long computations).
  * Output from C code that writes to file descriptors directly is not seen. */
 #include <stdio.h>
 #include <string.h>
@@ -11,17 +15,24 @@
 #define R_INTERFACE_PTRS
 #include <Rinternals.h>
 #include <Rinterface.h>
+#include <R_ext/eventloop.h>
 #include "rserver.h"
 #include "rserver_r.h"
 
 #define CONSOLE_BUFFER 8192
+#define STALE_SECONDS 0.05
 
 static char buffer[CONSOLE_BUFFER];
 static size_t used = 0;
 static int stream = 0;              /* 0 stdout, 1 stderr */
 static int installed = 0;
+static double first_unsent = 0;     /* when the oldest buffered byte was written */
 static void (*saved_write)(const char *, int);
 static void (*saved_write_ex)(const char *, int, int);
+static void (*saved_flush)(void);
+static void (*saved_process_events)(void);
+static void (*saved_polled_events)(void);
+static int saved_wait_usec;
 static FILE *saved_outputfile, *saved_consolefile;
 
 /* Length of the longest prefix that does not end inside a UTF-8 sequence. */
@@ -59,14 +70,30 @@ static void flush_prefix(size_t n) {
   else if (write(stream ? 2 : 1, buffer, n) < 0) { /* nowhere left to report it */ }
   memmove(buffer, buffer + n, used - n);
   used -= n;
+  first_unsent = used ? rb_monotonic() : 0;
 }
 
 void rb_console_flush(void) { flush_prefix(used); }
 
+static void flush_if_stale(void) {
+  if (used && rb_monotonic() - first_unsent >= STALE_SECONDS) rb_console_flush();
+}
+
+static void process_events(void) {
+  flush_if_stale();
+  if (saved_process_events) saved_process_events();
+}
+
+static void polled_events(void) {
+  flush_if_stale();
+  if (saved_polled_events) saved_polled_events();
+}
+
 static void console_write(const char *text, int len, int otype) {
   int to = otype ? 1 : 0;
   if (to != stream) { rb_console_flush(); stream = to; }
-  int newline = memchr(text, '\n', (size_t)len) != NULL;
+  int newline = memchr(text, '\n', (size_t)len) != NULL || memchr(text, '\r', (size_t)len) != NULL;
+  if (len > 0 && used == 0) first_unsent = rb_monotonic();
   while (len > 0) {
     size_t take = (size_t)len < CONSOLE_BUFFER - used ? (size_t)len : CONSOLE_BUFFER - used;
     memcpy(buffer + used, text, take);
@@ -74,6 +101,7 @@ static void console_write(const char *text, int len, int otype) {
     if (used == CONSOLE_BUFFER) flush_prefix(complete_utf8(buffer, used));
   }
   if (newline) rb_console_flush();
+  else flush_if_stale();
 }
 
 void rb_console_install(void) {
@@ -89,6 +117,16 @@ void rb_console_install(void) {
   R_Consolefile = NULL;
   ptr_R_WriteConsole = NULL;
   ptr_R_WriteConsoleEx = console_write;
+  saved_flush = ptr_R_FlushConsole;
+  ptr_R_FlushConsole = rb_console_flush;
+  saved_process_events = ptr_R_ProcessEvents;
+  ptr_R_ProcessEvents = process_events;
+  /* Sys.sleep() and R's other waits call R_PolledEvents each time their
+   * wait of R_wait_usec ends: at most STALE_SECONDS, so text flows. */
+  saved_polled_events = R_PolledEvents;
+  R_PolledEvents = polled_events;
+  saved_wait_usec = R_wait_usec;
+  if (R_wait_usec <= 0 || R_wait_usec > (int)(STALE_SECONDS * 1e6)) R_wait_usec = (int)(STALE_SECONDS * 1e6);
   installed = 1;
 }
 
@@ -97,6 +135,10 @@ void rb_console_restore(void) {
   rb_console_flush();
   ptr_R_WriteConsole = saved_write;
   ptr_R_WriteConsoleEx = saved_write_ex;
+  ptr_R_FlushConsole = saved_flush;
+  ptr_R_ProcessEvents = saved_process_events;
+  R_PolledEvents = saved_polled_events;
+  R_wait_usec = saved_wait_usec;
   R_Outputfile = saved_outputfile;
   R_Consolefile = saved_consolefile;
   installed = 0;

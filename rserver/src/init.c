@@ -12,6 +12,7 @@ SEXP C_server_next(SEXP);
 SEXP C_request_decode(SEXP);
 SEXP C_request_release(SEXP);
 SEXP C_request_timed_out(SEXP);
+SEXP C_interrupt_was_own(void);
 SEXP C_reply_value(SEXP, SEXP, SEXP, SEXP);
 SEXP C_reply_error(SEXP, SEXP, SEXP);
 SEXP C_handle_count(void);
@@ -38,6 +39,7 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_request_decode, 1),
   CALLDEF(C_request_release, 1),
   CALLDEF(C_request_timed_out, 1),
+  CALLDEF(C_interrupt_was_own, 0),
   CALLDEF(C_reply_value, 4),
   CALLDEF(C_reply_error, 3),
   CALLDEF(C_handle_count, 0),

@@ -128,7 +128,12 @@ static void reply_hello(io_state *st, const void *rid, size_t rid_len, const rb_
   send_to_client(st, rid, rid_len, &sb);
 }
 
+/* Interrupts R. Counted, so that R can tell these from a Ctrl-C at its
+ * terminal, which stops an idle server. */
 static void signal_main(io_state *st) {
+  pthread_mutex_lock(&st->sh->mu);
+  st->sh->own_interrupts++;
+  pthread_mutex_unlock(&st->sh->mu);
   pthread_kill(st->sh->main_thread, SIGINT);
 }
 
@@ -174,6 +179,14 @@ static void drain(void *sock) {
 
 static void close_frames(zmq_msg_t *f, int n) {
   for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+}
+
+/* Every message to the main thread starts with the time it arrived here
+ * (a double, monotonic seconds), so that a request's timeout counts the time
+ * it waited in the queue behind other clients' requests. */
+static int send_arrival(io_state *st, int flags) {
+  double now = rb_monotonic();
+  return zmq_send(st->pair, &now, sizeof now, ZMQ_SNDMORE | flags);
 }
 
 static void on_client_message(io_state *st) {
@@ -230,10 +243,10 @@ static void on_client_message(io_state *st) {
   } else if (is_main_op(pk.op)) {
     /* Never block here: a full queue is reported to the client instead. Once
      * the first frame is accepted, the rest of a multipart message is too. */
-    if (zmq_msg_send(&f[0], st->pair, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    if (send_arrival(st, ZMQ_DONTWAIT) < 0)
       reply_error(st, rid, rid_len, pk.id, "rbridge_busy_error", "the worker's request queue is full");
     else {
-      for (int i = 1; i < n; i++) zmq_msg_send(&f[i], st->pair, i + 1 < n ? ZMQ_SNDMORE : 0);
+      for (int i = 0; i < n; i++) zmq_msg_send(&f[i], st->pair, i + 1 < n ? ZMQ_SNDMORE : 0);
       st->spin_until = rb_monotonic() + rb_spin_seconds;
     }
   } else {
@@ -289,6 +302,7 @@ static void on_monitor_event(io_state *st) {
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   rb_pack_header(&pk, 3, 0, "client_gone");
+  send_arrival(st, 0);
   zmq_send(st->pair, st->fd_rid[fd], st->fd_rid_len[fd], ZMQ_SNDMORE);
   zmq_send(st->pair, sb.data, sb.size, 0);
   msgpack_sbuffer_destroy(&sb);
@@ -305,6 +319,7 @@ static void request_shutdown(io_state *st) {
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   rb_pack_header(&pk, 3, 0, "shutdown");
+  send_arrival(st, 0);
   zmq_send(st->pair, "", 0, ZMQ_SNDMORE);
   zmq_send(st->pair, sb.data, sb.size, 0);
   msgpack_sbuffer_destroy(&sb);

@@ -41,6 +41,7 @@
 #define RB_MAX_DEPTH 64          /* nesting of msgpack containers */
 #define RB_MAX_ROUTING_ID 255
 #define RB_OP_MAX 16
+#define RB_NO_REQUEST UINT64_MAX   /* no request id: ids are below 2^53 */
 
 /* ---- mpack_reader.c ---------------------------------------------------- */
 typedef enum {
@@ -113,7 +114,8 @@ typedef struct {
   char current_op[RB_OP_MAX];
   double busy_since;      /* monotonic seconds */
   double deadline;        /* monotonic seconds, 0 = none */
-  uint64_t timed_out_id;  /* request the I/O thread interrupted for its deadline */
+  uint64_t timed_out_id;  /* request that ran out of time, or RB_NO_REQUEST */
+  int own_interrupts;     /* SIGINTs the I/O thread sent and R has not yet taken */
 } rb_io_shared;
 
 int rb_io_start(rb_io_shared *sh, pthread_t *tid, char *err, size_t errlen);
@@ -132,6 +134,7 @@ typedef struct rb_request {
   uint64_t id;
   char op[RB_OP_MAX];
   double timeout;
+  double arrived;             /* monotonic seconds, when the I/O thread took it */
   double deadline;            /* monotonic seconds, 0 = none */
   void *envelope;         /* malloc'd copy of the envelope frame */
   size_t envelope_len;

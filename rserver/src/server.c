@@ -106,11 +106,18 @@ static void push_request(rb_request *rq) {
   R_interrupts_pending = 0;    /* a late interrupt meant for an earlier request */
   rq->outer = active;
   active = rq;
-  rq->deadline = rq->timeout > 0 ? now + rq->timeout : 0;
+  /* from its arrival: the time it waited behind other requests counts */
+  rq->deadline = rq->timeout > 0 ? rq->arrived + rq->timeout : 0;
   pthread_mutex_lock(&shared.mu);
   shared.busy_depth++;
   if (shared.busy_depth == 1) shared.busy_since = now;
   shared.deadline = rq->deadline;
+  if (rq->deadline > 0 && now >= rq->deadline) {   /* expired in the queue: it does not start */
+    shared.timed_out_id = rq->id;
+    shared.deadline = 0;
+  } else if (shared.timed_out_id == rq->id) {
+    shared.timed_out_id = RB_NO_REQUEST;   /* an earlier request's, with the same id */
+  }
   pthread_mutex_unlock(&shared.mu);
   publish_top();
 }
@@ -160,13 +167,15 @@ static SEXP receive_request(void) {
     while (zmq_msg_recv(&f, main_pair, 0) < 0 && errno == EINTR) {}
     zmq_getsockopt(main_pair, ZMQ_RCVMORE, &more, &sz);
     size_t n = zmq_msg_size(&f);
-    if (idx == 0 && n <= RB_MAX_ROUTING_ID) {
+    if (idx == 0 && n == sizeof rq->arrived) {   /* stamped by the I/O thread */
+      memcpy(&rq->arrived, zmq_msg_data(&f), n);
+    } else if (idx == 1 && n <= RB_MAX_ROUTING_ID) {
       memcpy(rq->rid, zmq_msg_data(&f), n);
       rq->rid_len = n;
-    } else if (idx == 1 && (rq->envelope = malloc(n ? n : 1)) != NULL) {
+    } else if (idx == 2 && (rq->envelope = malloc(n ? n : 1)) != NULL) {
       memcpy(rq->envelope, zmq_msg_data(&f), n);
       rq->envelope_len = n;
-    } else if (idx >= 2) {
+    } else if (idx >= 3) {
       /* payload frames are kept as they are (no copy) until decoded */
       zmq_msg_t *frames = realloc(rq->frames, (size_t)(rq->nframes + 1) * sizeof *frames);
       if (frames) {
@@ -180,7 +189,7 @@ static SEXP receive_request(void) {
   }
   rb_peek pk;
   const char *err;
-  if (!rq->envelope || rb_peek_envelope(rq->envelope, rq->envelope_len, &pk, &err)) {
+  if (!rq->envelope || rq->arrived <= 0 || rb_peek_envelope(rq->envelope, rq->envelope_len, &pk, &err)) {
     free_frames(rq);
     free(rq->envelope);   /* validated by the I/O thread; only allocation can fail */
     free(rq);
@@ -223,7 +232,8 @@ SEXP C_server_next(SEXP timeout_ms) {
     rb_sendbuf_trim(0);
     rb_views_collect(1);
   }
-  if (rc <= 0) return R_NilValue;   /* timeout, or EINTR: R sees any pending interrupt */
+  if (rc < 0 && errno == EINTR) R_CheckUserInterrupt();   /* a signal woke us: take an interrupt now */
+  if (rc <= 0) return R_NilValue;
   if (items[0].revents & ZMQ_POLLIN) return receive_request();
   R_runHandlers(R_InputHandlers, R_checkActivity(0, 1));
   return R_NilValue;
@@ -334,6 +344,17 @@ SEXP C_request_timed_out(SEXP ctx) {
   return Rf_ScalarLogical(t);
 }
 
+/* Whether an interrupt R took came from the I/O thread (for a request, a
+ * deadline, or the parent's death) rather than from a Ctrl-C at the terminal;
+ * taking the answer consumes every interrupt the I/O thread has sent. */
+SEXP C_interrupt_was_own(void) {
+  pthread_mutex_lock(&shared.mu);
+  int own = shared.own_interrupts > 0;
+  shared.own_interrupts = 0;
+  pthread_mutex_unlock(&shared.mu);
+  return Rf_ScalarLogical(own);
+}
+
 /* client_gone (made by the I/O thread in the name of a vanished client). */
 SEXP C_request_release_client(SEXP ctx) {
   rb_request *rq = rb_request_from(ctx);
@@ -384,6 +405,7 @@ SEXP C_server_start(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP paren
 
   rb_shm_sweep();   /* segments left by processes that died */
   memset(&shared, 0, sizeof shared);
+  shared.timed_out_id = RB_NO_REQUEST;
   pthread_mutex_init(&shared.mu, NULL);
   strcpy(shared.endpoint, ep);
   shared.max_envelope = (size_t)Rf_asReal(max_envelope);
