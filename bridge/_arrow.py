@@ -390,11 +390,17 @@ def _index(col: pa.ChunkedArray | pa.Array) -> pd.Index:
     """Names or row names as an index. Names that are all integers (as R
     writes the row names of data from pandas) become an integer index, a
     RangeIndex when they are 0..n-1, so results named by rows align with the
-    frame they came from."""
+    frame they came from. Months and quarters as R's print.ts writes them
+    ("Jan 1961", "1961 Q1": forecast tables) become a PeriodIndex."""
     arr = _single(col) if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        if len(arr) and not arr.null_count and pc.all(pc.match_substring_regex(arr, _INTEGER)).as_py():
-            arr = pc.cast(arr, pa.int64())
+        if len(arr) and not arr.null_count:
+            if pc.all(pc.match_substring_regex(arr, _INTEGER)).as_py():
+                arr = pc.cast(arr, pa.int64())
+            elif pc.all(pc.match_substring_regex(arr, _MONTH)).as_py():
+                return pd.PeriodIndex(pd.to_datetime(arr.to_pylist(), format="%b %Y"), freq="M")
+            elif pc.all(pc.match_substring_regex(arr, _QUARTER)).as_py():
+                return pd.PeriodIndex([p.replace(" ", "") for p in arr.to_pylist()], freq="Q")
     if pa.types.is_integer(arr.type):
         values = arr.to_numpy(zero_copy_only=False)
         if len(values) and values[0] == 0 and np.array_equal(values, np.arange(len(values))):
@@ -403,6 +409,8 @@ def _index(col: pa.ChunkedArray | pa.Array) -> pd.Index:
 
 
 _INTEGER = r"^(0|-?[1-9][0-9]{0,17})$"   # canonical, within int64
+_MONTH = r"^(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4}$"
+_QUARTER = r"^[0-9]{4} Q[1-4]$"
 
 
 def _is_automatic(names: pa.Array) -> bool:

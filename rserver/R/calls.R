@@ -23,6 +23,7 @@ ARG_STORE <- "rbridge:args"
 
 calls_state <- new.env(parent = emptyenv())
 calls_state$counter <- 0
+calls_state$refs <- list()   # published name -> weak references to the environments binding it
 
 call_function <- function(fn, args, kwargs) {
   call <- .Call(C_make_call, fn, args, kwargs)   # NULL: needs the work below
@@ -133,27 +134,56 @@ call_env <- function() {
   env
 }
 
-# Binds v in env under a fresh name and publishes that name on the search path.
+# Binds v in env and publishes its name on the search path: a fresh name, or
+# the name a value identical to it already has (so two fits of one data set
+# name the same data, as lme4's anova() requires).
 bind_arg <- function(env, label, v) {
   store <- arg_store()
-  repeat {
-    calls_state$counter <- calls_state$counter + 1
-    name <- paste0(label, ".", format(calls_state$counter, scientific = FALSE))
-    if (!exists(name, envir = globalenv(), inherits = FALSE) && !exists(name, envir = store, inherits = FALSE))
-      break
+  name <- bound_name(label, v)
+  if (is.null(name)) {
+    repeat {
+      calls_state$counter <- calls_state$counter + 1
+      name <- paste0(label, ".", format(calls_state$counter, scientific = FALSE))
+      if (!exists(name, envir = globalenv(), inherits = FALSE) && !exists(name, envir = store, inherits = FALSE))
+        break
+    }
+    makeActiveBinding(name, arg_getter(name), store)
   }
   assign(name, v, envir = env)
-  makeActiveBinding(name, arg_getter(.Call(C_weak_ref, env), name), store)
+  calls_state$refs[[name]] <- c(calls_state$refs[[name]], list(.Call(C_weak_ref, env)))
   as.name(name)
 }
 
-arg_getter <- function(ref, name) {
-  force(ref)
+# The name under which a value identical to v is bound, or NULL. Only names
+# made from the same label, for values of the same type and length, are
+# compared; identical() answers at once for the very same object.
+bound_name <- function(label, v) {
+  prefix <- paste0(label, ".")
+  for (name in names(calls_state$refs)) {
+    if (!startsWith(name, prefix)) next
+    env <- live_env(name)
+    if (is.null(env)) next
+    other <- get(name, envir = env, inherits = FALSE)
+    if (typeof(other) == typeof(v) && length(other) == length(v) && identical(other, v)) return(name)
+  }
+  NULL
+}
+
+# The first live environment a published name's value is bound in, or NULL.
+live_env <- function(name) {
+  for (ref in calls_state$refs[[name]]) {
+    env <- .Call(C_weak_ref_key, ref)
+    if (!is.null(env)) return(env)
+  }
+  NULL
+}
+
+arg_getter <- function(name) {
   force(name)
   function(value) {
     if (!missing(value))
       stop("'", name, "' holds a value passed from Python; it cannot be assigned", call. = FALSE)
-    env <- .Call(C_weak_ref_key, ref)
+    env <- live_env(name)
     if (is.null(env))
       stop("the value passed from Python as '", name, "' is gone: nothing made by that call is alive",
            call. = FALSE)
@@ -161,13 +191,24 @@ arg_getter <- function(ref, name) {
   }
 }
 
-# The finalizer of a call's environment: its names leave the search path.
+# The finalizer of a call's environment: its names leave the search path
+# unless another live call environment binds them too.
 forget_args <- function(env) {
-  if (!ARG_STORE %in% search()) return(invisible())
-  store <- as.environment(ARG_STORE)
-  names <- ls(env, all.names = TRUE)
-  names <- names[vapply(names, exists, NA, envir = store, inherits = FALSE)]
-  if (length(names)) rm(list = names, envir = store)
+  for (name in ls(env, all.names = TRUE)) {
+    refs <- Filter(function(ref) {   # this environment's own reference may not be cleared yet
+      key <- .Call(C_weak_ref_key, ref)
+      !is.null(key) && !identical(key, env)
+    }, calls_state$refs[[name]])
+    if (length(refs)) {
+      calls_state$refs[[name]] <- refs
+      next
+    }
+    calls_state$refs[[name]] <- NULL
+    if (ARG_STORE %in% search()) {
+      store <- as.environment(ARG_STORE)
+      if (exists(name, envir = store, inherits = FALSE)) rm(list = name, envir = store)
+    }
+  }
   invisible()
 }
 

@@ -117,3 +117,23 @@ test_that("plain() converts deeply for RObject.to_py", {
   expect_identical(rserver:::plain(matrix(1:4, 2)), list(c(1L, 3L), c(2L, 4L)))
   expect_error(rserver:::plain(mean), "cannot convert")
 })
+
+test_that("a value bound again, the same or identical, gets the same name", {
+  gc()
+  before <- rserver:::live_args()
+  d <- data.frame(x = 1:3, y = c(2, 5, 4))
+  a <- build("lm", list("y ~ x"), list(data = d))
+  b <- build("lm", list("y ~ 1"), list(data = d))
+  c <- build("lm", list("y ~ 1"), list(data = data.frame(x = 1:3, y = c(2, 5, 4))))
+  other <- build("lm", list("y ~ 1"), list(data = data.frame(x = 1:3, y = c(2, 5, 5))))
+  expect_identical(a[[1L]]$data, b[[1L]]$data)
+  expect_identical(a[[1L]]$data, c[[1L]]$data)
+  expect_false(identical(a[[1L]]$data, other[[1L]]$data))
+  expect_identical(rserver:::live_args(), before + 2L)
+  rm(a, c)
+  gc()
+  expect_true(is.data.frame(eval(b[[1L]]$data, globalenv())))   # still published by b's environment
+  rm(b, other)
+  gc()
+  expect_identical(rserver:::live_args(), before)
+})
