@@ -292,6 +292,9 @@ def frame_to_table(frame: pd.DataFrame) -> pa.Table | pa.RecordBatch:
         columns.append(row_names)
         names.append("")
         meta["rbridge.row_names"] = "1"
+    for key in ("r_class", "r_attributes"):   # a frame that came from R: its class goes back with it
+        if key in frame.attrs:
+            meta[f"rbridge.{key}"] = json.dumps(frame.attrs[key])
     if not columns:     # zero columns: the row count travels as a batch's length
         batch = pa.record_batch([pa.nulls(len(frame))], names=["x"]).drop_columns(["x"])
         return batch.replace_schema_metadata(meta)

@@ -147,7 +147,33 @@ as_ts <- function(x, tsp) {
   out
 }
 
-# ---- JSON for schema metadata (no JSON package is a dependency) ------------
+# A data.frame read from a payload with rbridge.r_class (a pandas DataFrame
+# that came from R and kept its class in DataFrame.attrs): tibbles, grouped
+# and rowwise tibbles (regrouped by their grouping variables, when those
+# columns are still there) and data.tables become what they were; other
+# classes stay plain data.frames.
+restore_form <- function(df, meta) {
+  cls <- tryCatch(as.character(jsonlite::fromJSON(meta[["r_class"]])), error = function(e) character())
+  attrs <- if (is.na(meta[["r_attributes"]])) list()
+           else tryCatch(jsonlite::fromJSON(meta[["r_attributes"]], simplifyVector = FALSE), error = function(e) list())
+  groups <- as.character(unlist(attrs[["groups"]]))
+  if ("data.table" %in% cls && requireNamespace("data.table", quietly = TRUE))
+    return(data.table::as.data.table(df))
+  if (!"tbl_df" %in% cls || !requireNamespace("tibble", quietly = TRUE)) return(df)
+  out <- tibble::as_tibble(df, rownames = NULL)
+  grouped <- intersect(cls, c("grouped_df", "rowwise_df"))
+  if (!length(grouped) || !requireNamespace("dplyr", quietly = TRUE)) return(out)
+  if (!all(groups %in% names(out))) {
+    warning("rbridge: the grouping columns ", paste(setdiff(groups, names(out)), collapse = ", "),
+            " are gone: the data is no longer grouped", call. = FALSE)
+    return(out)
+  }
+  vars <- lapply(groups, as.name)
+  if (grouped[[1L]] == "rowwise_df") do.call(dplyr::rowwise, c(list(out), vars))
+  else do.call(dplyr::group_by, c(list(out), vars))
+}
+
+# ---- JSON for schema metadata (written here; read with jsonlite) -----------
 
 to_json <- function(x) {
   if (is.null(x)) return("null")

@@ -110,11 +110,7 @@ static int compact_row_names(SEXP rn) {
 static int is_plain_frame(SEXP x) {
   static const char *const allowed[] = {"names", "class", "row.names", NULL};
   if (TYPEOF(x) != VECSXP || !attrs_within(x, allowed)) return 0;
-  SEXP cls = Rf_getAttrib(x, R_ClassSymbol);
-  if (!(has_class(x, "data.frame", NULL) ||
-        (TYPEOF(cls) == STRSXP && XLENGTH(cls) == 3 && strcmp(CHAR(STRING_ELT(cls, 0)), "tbl_df") == 0 &&
-         strcmp(CHAR(STRING_ELT(cls, 2)), "data.frame") == 0)))
-    return 0;
+  if (!has_class(x, "data.frame", NULL)) return 0;   /* subclasses: R/arrow.R's arrow_form() */
   SEXP names = Rf_getAttrib(x, R_NamesSymbol);
   if (XLENGTH(x) && (TYPEOF(names) != STRSXP || XLENGTH(names) != XLENGTH(x))) return 0;
   SEXP rn = raw_row_names(x);

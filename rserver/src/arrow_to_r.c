@@ -351,6 +351,20 @@ static SEXP call_rserver(const char *fn, SEXP x, SEXP arg) {
 
 static SEXP build_object(const ar_stream *s, ar_span kind);
 
+/* c(r_class = , r_attributes = ) from the schema metadata (NA when absent). */
+static SEXP class_meta(const ar_stream *s) {
+  static const char *keys[] = {"rbridge.r_class", "rbridge.r_attributes"};
+  SEXP out = PROTECT(Rf_allocVector(STRSXP, 2)), names = PROTECT(Rf_allocVector(STRSXP, 2));
+  for (int i = 0; i < 2; i++) {
+    ar_span v;
+    SET_STRING_ELT(out, i, ar_schema_meta(s, keys[i], &v) ? STRING_ELT(mk_span_string(v), 0) : NA_STRING);
+    SET_STRING_ELT(names, i, Rf_mkChar(keys[i] + 8));
+  }
+  Rf_setAttrib(out, R_NamesSymbol, names);
+  UNPROTECT(2);
+  return out;
+}
+
 /* The object a stream stands for (SPEC "Arrow payloads"): kind "matrix" is
  * read as a data.frame of its columns, and rbridge.tsp makes a time series. */
 static SEXP build(const ar_stream *s) {
@@ -366,6 +380,11 @@ static SEXP build(const ar_stream *s) {
   }
   if (ar_schema_meta(s, "rbridge.tsp", &meta)) {
     x = call_rserver("as_ts", x, PROTECT(mk_span_string(meta)));
+    UNPROTECT(2);
+    PROTECT(x);
+  }
+  if (!matrix && span_is(kind, "data.frame") && ar_schema_meta(s, "rbridge.r_class", &meta)) {
+    x = call_rserver("restore_form", x, PROTECT(class_meta(s)));
     UNPROTECT(2);
     PROTECT(x);
   }

@@ -124,3 +124,20 @@ test_that("data.frame subclasses and their attributes become plain frames with m
   expect_identical(rserver:::to_json(list(a = c(u = 1.5, v = NaN), b = c("x", NA), c = "\001")),
                    '{"a":{"u":1.5,"v":null},"b":["x",null],"c":"\\u0001"}')
 })
+
+test_that("a frame that says it was a tibble, grouped tibble or data.table becomes one again", {
+  df <- data.frame(g = c("a", "b", "a"), x = 1:3)
+  meta <- function(cls, groups = NULL) c(r_class = rserver:::to_json(as.list(cls)),
+    r_attributes = if (is.null(groups)) NA_character_ else rserver:::to_json(list(groups = as.list(groups))))
+  expect_identical(class(rserver:::restore_form(df, meta(c("tbl_df", "tbl", "data.frame")))),
+                   c("tbl_df", "tbl", "data.frame"))
+  grouped <- rserver:::restore_form(df, meta(c("grouped_df", "tbl_df", "tbl", "data.frame"), "g"))
+  expect_identical(dplyr::group_vars(grouped), "g")
+  expect_identical(dplyr::summarise(grouped, s = sum(x))$s, c(4L, 2L))
+  expect_warning(plain <- rserver:::restore_form(df, meta(c("grouped_df", "tbl_df", "tbl", "data.frame"), "h")),
+                 "grouping columns h are gone")
+  expect_identical(class(plain), c("tbl_df", "tbl", "data.frame"))
+  expect_true(data.table::is.data.table(rserver:::restore_form(df, meta(c("data.table", "data.frame")))))
+  expect_identical(rserver:::restore_form(df, meta(c("anova", "data.frame"))), df)   # informative only
+  expect_identical(rserver:::restore_form(df, c(r_class = "not json", r_attributes = NA)), df)
+})
