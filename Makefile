@@ -7,8 +7,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := r-base-core r-base-dev libzmq3-dev libmsgpack-dev r-cran-testthat r-cran-jsonlite \
-	r-cran-later
+APT_PACKAGES := r-base-core r-base-dev libzmq3-dev libmsgpack-dev r-cran-jsonlite
+# R packages the tests use: real workflows (tests/test_packages.py) and the R suite
+TEST_PACKAGES := r-cran-testthat r-cran-later r-cran-dplyr r-cran-tibble r-cran-ggplot2 r-cran-data.table \
+	r-cran-survival r-cran-lme4 r-cran-forecast
 RSERVER_SOURCES := $(shell find rserver -type f -not -name '*.o' -not -name '*.so')
 
 FUZZ_PACKAGES := clang-14 libclang-rt-14-dev
@@ -17,7 +19,7 @@ FUZZ_SOURCES := fuzz/fuzz_envelope.c rserver/src/mpack_reader.c rserver/src/prot
 FUZZ_ARROW_SOURCES := fuzz/fuzz_arrow.c rserver/src/arrow_read.c rserver/src/flatbuf.c
 FUZZ_FLAGS := -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
-.PHONY: setup system venv rserver demo test test-r test-python lint bench bench-quick bench-smoke \
+.PHONY: setup system venv rserver demo test test-system test-r test-python lint bench bench-quick bench-smoke \
 	fuzz fuzz-smoke memcheck clean
 
 setup: system venv rserver
@@ -49,12 +51,15 @@ rserver: .stamp-rserver
 demo: setup
 	$(PY) examples/quickstart.py
 
-test: setup test-r test-python lint bench-smoke fuzz-smoke
+test: setup test-system test-r test-python lint bench-smoke fuzz-smoke
 
-test-r: setup
+test-system:
+	$(MAKE) system EXTRA_PACKAGES="$(TEST_PACKAGES)"
+
+test-r: setup test-system
 	cd rserver/tests && Rscript testthat.R
 
-test-python: setup
+test-python: setup test-system
 	$(PY) -m pytest
 
 lint: venv
@@ -95,7 +100,7 @@ fuzz: fuzz/fuzz_envelope fuzz/fuzz_arrow
 
 # The R-facing C code (decoder, encoder, handle table) under valgrind's memcheck,
 # through the R tests that feed it hostile and random input.
-memcheck: setup
+memcheck: setup test-system
 	$(MAKE) system EXTRA_PACKAGES=valgrind
 	cd rserver/tests/testthat && R -d "valgrind --error-exitcode=9 -q" --vanilla -e \
 	  'library(testthat); source("helper-vectors.R"); for (f in c("test-codec.R", "test-handles.R", "test-vectors.R", "test-arrow.R")) test_file(f, reporter = "summary", stop_on_failure = TRUE)'

@@ -1,0 +1,54 @@
+"""R packages from pandas: dplyr, ggplot2, survival, lme4 and forecast.
+
+Run with `.venv/bin/python examples/packages.py` (needs Debian's r-cran-dplyr,
+r-cran-ggplot2, r-cran-survival, r-cran-lme4 and r-cran-forecast; `make test`
+installs them).
+"""
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+import bridge
+from bridge import expr, sym
+
+with bridge.connect() as r:
+    cars = r["mtcars"]
+
+    # dplyr: verbs take R expressions; a grouped result knows its groups
+    dplyr = r.importr("dplyr")
+    by_cyl = dplyr.group_by(cars, sym("cyl"))
+    summary = dplyr.summarise(by_cyl, mpg=expr("mean(mpg)"), n=expr("n()"))
+    print(summary.round(2))
+    print("class in R:", summary.attrs["r_class"])
+
+    # ggplot2: aesthetics are symbols or expressions, layers are added with +
+    gg = r.importr("ggplot2")
+    plot = gg.ggplot(cars, gg.aes(x=sym("wt"), y=sym("mpg"), colour=expr("factor(cyl)"))) + gg.geom_point()
+    out = Path(tempfile.mkdtemp()) / "cars.png"
+    gg.ggsave(str(out), plot, width=5, height=4, dpi=72)
+    print("plot written:", out.stat().st_size > 0)
+
+    # survival: formulas as strings, results as DataFrames
+    survival = r.importr("survival")
+    lung = r.eval("survival::lung")
+    cox = survival.coxph("Surv(time, status) ~ age + sex", data=lung)
+    print(r.summary(cox)["coefficients"].round(4))
+    km = survival.survfit("Surv(time, status) ~ sex", data=lung)
+    print("median survival by sex:", r.summary(km)["table"]["median"].to_dict())
+
+    # lme4: mixed models; anova compares two fits of the same data
+    lme4 = r.importr("lme4")
+    sleep = r.eval("lme4::sleepstudy")
+    full = lme4.lmer("Reaction ~ Days + (Days | Subject)", data=sleep, REML=False)
+    null = lme4.lmer("Reaction ~ 1 + (Days | Subject)", data=sleep, REML=False)
+    print("fixed effects:", lme4.fixef(full).round(3).to_dict())
+    print("likelihood ratio test p:", f"{r.anova(null, full)['Pr(>Chisq)'].iloc[1]:.2e}")
+
+    # forecast: a monthly pandas Series is sent as a monthly ts
+    forecast = r.importr("forecast")
+    air = r["AirPassengers"]
+    assert isinstance(air.index, pd.PeriodIndex)
+    fc = forecast.forecast(forecast.auto_arima(air), h=6)
+    print(r.call("as.data.frame", fc).round(1))
