@@ -462,6 +462,8 @@ def table_to_frame(table: pa.Table, backend: str = "numpy") -> pd.DataFrame:
     frame.index = index
     if meta.get(KIND) == b"matrix" and meta.get(b"rbridge.colnames") == b"0":
         frame.columns = pd.RangeIndex(ncol)
+    elif meta.get(KIND) == b"matrix":    # dimnames both ways follow the rules of names
+        frame.columns = _index(pa.array(table.column_names[:ncol], pa.string()))
     else:
         frame.columns = table.column_names[:ncol]
     if b"rbridge.dimnames_names" in meta:

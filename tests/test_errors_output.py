@@ -8,6 +8,7 @@ import subprocess
 import time
 import warnings
 
+import numpy as np
 import pytest
 from conftest import run_in_threads
 
@@ -115,3 +116,54 @@ def test_threads_sharing_a_session_each_get_their_own_results(r):
             assert r.paste(f"t{tag}", k) == f"t{tag} {k}"
 
     assert run_in_threads(work, 8) == []
+
+
+class Timed(io.TextIOBase):
+    """A sink that records when each piece of text arrived."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.pieces: list[tuple[float, str]] = []
+
+    def write(self, text: str) -> int:
+        self.pieces.append((time.monotonic() - self.start, text))
+        return len(text)
+
+
+@pytest.mark.parametrize("code", [
+    "cat('.'); Sys.sleep(1.5)",                                              # no newline, no flush
+    "cat('.'); flush.console(); t <- Sys.time(); while (Sys.time() - t < 1.5) NULL",   # flush, then busy
+    "cat('\\r 50%'); Sys.sleep(1.5)",                                        # a progress line
+    "pb <- txtProgressBar(max = 2, style = 3); setTxtProgressBar(pb, 1); Sys.sleep(1.5); close(pb)",
+])
+def test_output_without_a_newline_arrives_while_r_is_still_busy(code):
+    sink = Timed()
+    with bridge.connect(stdout=sink) as r:
+        sink.start = time.monotonic()
+        r.eval(code)
+        total = time.monotonic() - sink.start
+    first = sink.pieces[0][0]
+    assert total > 1.0 and first < total - 0.8, sink.pieces    # well before the call ended
+
+
+def test_warnings_point_at_the_line_that_made_the_call(r):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r.log(-1); line = __import__("inspect").currentframe().f_lineno   # noqa: E702
+        stats = r.importr("stats")
+        stats.sd(np.array(["a", "b"]))
+    assert caught[0].filename == __file__ and caught[0].lineno == line
+    assert all(w.filename == __file__ for w in caught)
+
+
+def test_tracebacks_show_user_frames_one_line_each(r):
+    r.eval("deep <- function(n) if (n == 0) stop('bottom') else deep(n - 1)")
+    with pytest.raises(bridge.RError) as info:
+        r.call("deep", 2)
+    assert info.value.traceback == ["deep(2L)", "deep(n - 1)", "deep(n - 1)", 'stop("bottom")']
+    with pytest.raises(bridge.RError) as info:
+        r.eval("(function(...) stop('long'))(" + ", ".join(f"c{i} = {i}" for i in range(60)) + ")")
+    assert all("\n" not in frame and len(frame) <= 120 for frame in info.value.traceback)
+    with pytest.raises(bridge.RError) as info:
+        r.importr("noSuchPackageAnywhere")
+    assert info.value.traceback == [] and "rserver" not in str(info.value)

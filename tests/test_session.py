@@ -154,3 +154,67 @@ def test_attach_to_a_worker_started_from_the_shell(tcp_worker):
         assert r2["shared"] == 42.0                    # state lives in the worker
         assert r2.live_handles() == 0                  # r1's handles were given back on close
     del keep
+
+
+def test_an_attached_session_can_shut_its_worker_down(tcp_worker):
+    endpoint, proc = tcp_worker
+    other = bridge.connect(endpoint)
+    r = bridge.connect(endpoint)
+    r.eval("Sys.sleep(0)")
+    r.shutdown()
+    assert r.closed
+    assert proc.wait(timeout=10) == 0                  # serve() returned; Rscript exited normally
+    with pytest.raises(bridge.WorkerDied):
+        other.with_options(timeout=10).eval("1")
+    other.close()
+
+
+def test_ctrl_c_stops_an_idle_server_and_interrupts_a_busy_one(tmp_path):
+    import signal
+    import time
+
+    from conftest import start_tcp_worker
+    endpoint, proc = start_tcp_worker(tmp_path)
+    try:
+        with bridge.connect(endpoint) as r:
+            for _ in range(3):                          # the I/O thread's own interrupts never stop it
+                with pytest.raises(bridge.RTimeout):
+                    r.with_options(timeout=0.2).eval("Sys.sleep(5)")
+            assert r.eval("1 + 1") == 2
+            thread_result = {}
+
+            def busy():
+                try:
+                    r.eval("Sys.sleep(10)")
+                except bridge.RError as exc:
+                    thread_result["error"] = exc
+
+            import threading
+            t = threading.Thread(target=busy)
+            t.start()
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)             # busy: the request is interrupted
+            t.join(10)
+            assert isinstance(thread_result.get("error"), bridge.RInterrupted)
+            assert r.eval("2 + 2") == 4
+        proc.send_signal(signal.SIGINT)                 # idle: the server stops
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_timeout_counts_the_time_spent_queued_behind_another_client(tcp_worker):
+    import threading
+    import time
+
+    endpoint, _ = tcp_worker
+    with bridge.connect(endpoint) as a, bridge.connect(endpoint) as b:
+        t = threading.Thread(target=lambda: a.eval("Sys.sleep(2)"))
+        t.start()
+        time.sleep(0.3)
+        with pytest.raises(bridge.RTimeout):
+            b.with_options(timeout=1).eval("ran_after_queue <- TRUE; Sys.sleep(3)")
+        t.join()
+        assert b.eval("exists('ran_after_queue')") is False    # it never started
+        assert b.eval("1") == 1.0 and a.eval("2") == 2.0

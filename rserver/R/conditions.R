@@ -26,7 +26,7 @@ deparse_call <- function(call) {
 
 # The frames of user code, one line each: those below our rbridge_eval()
 # marker and its eval(), without the frames of the condition machinery at the
-# end, of rbridge's own helpers, and of R's eval() repeating itself. NULL when
+# end, of rbridge's own helpers, and R's eval() appearing twice. NULL when
 # the error did not happen in user code; empty when only in rbridge's helpers.
 user_frames <- function(trace) {
   heads <- vapply(trace, call_head, "")
@@ -41,7 +41,8 @@ user_frames <- function(trace) {
   if (end < start) return(character())
   keep <- start:end
   keep <- keep[!vapply(trace[keep], is_own_call, NA)]
-  keep <- keep[c(TRUE, !vapply(keep[-1L], function(i) identical(trace[[i]], trace[[i - 1L]]), NA))]
+  repeated_eval <- function(i) heads[[i]] %in% c("eval", "evalq") && identical(trace[[i]], trace[[i - 1L]])
+  keep <- keep[c(TRUE, !vapply(keep[-1L], repeated_eval, NA))]   # R's eval() shows up twice
   if (all(heads[keep] %in% SIGNALLERS)) return(character())
   vapply(trace[keep], frame_line, "")
 }

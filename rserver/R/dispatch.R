@@ -36,10 +36,11 @@ serve_loop <- function(state) {
       ),
       error = function(e) reply_failure(state, e),
       interrupt = function(i) {
+        own <- .Call(C_interrupt_was_own)   # taken here, busy or not
         if (is.null(state$ctx) && !is.null(state$waiting_for)) {
           state$interrupted <- TRUE
           state$stop <- TRUE
-        } else if (is.null(state$ctx) && !.Call(C_interrupt_was_own)) {
+        } else if (is.null(state$ctx) && !own) {
           message("rserver: interrupted; stopping")   # Ctrl-C at the terminal of an idle server
           state$stop <- TRUE
         } else {

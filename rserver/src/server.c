@@ -109,6 +109,7 @@ static void push_request(rb_request *rq) {
   /* from its arrival: the time it waited behind other requests counts */
   rq->deadline = rq->timeout > 0 ? rq->arrived + rq->timeout : 0;
   pthread_mutex_lock(&shared.mu);
+  shared.own_interrupts = 0;   /* with R_interrupts_pending: none is for this request */
   shared.busy_depth++;
   if (shared.busy_depth == 1) shared.busy_since = now;
   shared.deadline = rq->deadline;
