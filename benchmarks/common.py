@@ -23,6 +23,8 @@ WORKLOADS = {
     "dbl_py2r": "1e7 doubles (80 MB) Python -> R",
     "df_r2py": "data.frame, 1e6 rows (double, character, factor) R -> pandas",
     "df_py2r": "data.frame, 1e6 rows (double, character, factor) pandas -> R",
+    "wide_r2py": "wide data.frame, 100 rows x 2,000 double columns, R -> pandas",
+    "wide_py2r": "wide data.frame, 100 rows x 2,000 double columns, pandas -> R",
     "callback_loop": "R loop calling a Python function 10,000 times, per call",
     "cold_start": "from nothing running to the first result",
     "peak_mem": "R side's peak memory above its baseline while receiving the 80 MB vector",
@@ -32,6 +34,9 @@ N_DOUBLES = 100_000 if QUICK else 10_000_000
 N_ROWS = 10_000 if QUICK else 1_000_000
 N_SEQ = 1_000 if QUICK else 10_000
 N_CALLBACKS = 500 if QUICK else 10_000
+WIDE_ROWS, WIDE_COLS = (100, 200) if QUICK else (100, 2_000)
+#: The same wide frame on both sides: R makes it with this code, Python with make_wide().
+R_WIDE = f"wide <- as.data.frame(matrix(as.numeric(seq_len({WIDE_ROWS * WIDE_COLS})), {WIDE_ROWS}))"
 SMALL_BATCH = 100 if QUICK else 500
 REPEATS = 3 if QUICK else 15
 BULK_REPEATS = 2 if QUICK else 7
@@ -70,6 +75,13 @@ def sequential(call: Callable[[], Any]) -> dict[str, Any]:
         for _ in range(N_SEQ):
             call()
     return timed(run, 3 if not QUICK else 1, per=N_SEQ / 10_000)   # scaled to 10,000 calls
+
+
+def make_wide() -> Any:
+    import numpy as np
+    import pandas as pd
+    values = np.arange(1, WIDE_ROWS * WIDE_COLS + 1, dtype=np.float64).reshape((WIDE_ROWS, WIDE_COLS), order="F")
+    return pd.DataFrame(values, columns=[f"V{i + 1}" for i in range(WIDE_COLS)])
 
 
 def na(reason: str) -> dict[str, str]:

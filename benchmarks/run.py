@@ -32,6 +32,7 @@ CONTENDERS = [  # (column, script, args)
     ("wire tcp", "wire.py", ["tcp"]),
     ("pyRserve", "pyrserve_bench.py", []),
     ("rpy2", "rpy2_bench.py", []),
+    ("pyarrow (no R)", "pyarrow_reference.py", []),
 ]
 
 # (description, workload, numerator, denominator, limit): numerator/denominator <= limit
@@ -50,6 +51,9 @@ TARGETS = [
     ("data.frame pandas→R ≥ 10× faster than pyRserve", "df_py2r", "rbridge ipc", "pyRserve", 0.1),
     ("data.frame R→pandas ≥ 100× faster than rpy2", "df_r2py", "rbridge ipc", "rpy2", 0.01),
     ("data.frame pandas→R ≥ 100× faster than rpy2", "df_py2r", "rbridge ipc", "rpy2", 0.01),
+    ("wide frame R→pandas ≤ 1.5× pyarrow's Table.to_pandas()", "wide_r2py", "rbridge ipc", "pyarrow (no R)", 1.5),
+    ("wide frame pandas→R ≤ 1.5× pyarrow's Table.from_pandas()", "wide_py2r", "rbridge ipc", "pyarrow (no R)",
+     1.5),
     ("callback ≤ 1.5× a small call", "callback_loop", "rbridge ipc", None, 1.5),
 ]
 
@@ -167,7 +171,8 @@ def main() -> int:
     for workload in WORKLOADS:
         parts = []
         for num, den in (("rbridge ipc", "wire ipc"), ("rbridge tcp", "wire tcp"),
-                         ("rbridge tcp", "pyRserve"), ("rbridge ipc", "rpy2")):
+                         ("rbridge tcp", "pyRserve"), ("rbridge ipc", "rpy2"),
+                         ("rbridge ipc", "pyarrow (no R)")):
             a, b = median(results[num][workload]), median(results[den][workload])
             if a is not None and b is not None and b > 0:
                 parts.append(f"{num} / {den} = {a / b:.2f}×")

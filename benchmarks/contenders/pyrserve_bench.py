@@ -25,9 +25,11 @@ from common import (  # noqa: E402
     COLD_REPEATS,
     N_DOUBLES,
     N_ROWS,
+    R_WIDE,
     bulk,
     emit,
     errors_as_na,
+    make_wide,
     na,
     peak_rss_mb,
     reset_peak_rss,
@@ -112,6 +114,14 @@ def main() -> None:
     errors_as_na(results, "dbl_py2r", lambda: bulk(py2r_vector))
     errors_as_na(results, "df_r2py", lambda: bulk(lambda: df_to_pandas(conn.eval("df"))))
     errors_as_na(results, "df_py2r", lambda: bulk(py2r_frame))
+    conn.eval("rm(df, df2); " + R_WIDE + "; NULL")
+    wide = make_wide()
+
+    def py2r_wide() -> None:   # its best route: one matrix, made a data.frame in R
+        conn.r.m = wide.to_numpy()
+        conn.eval("wide2 <- as.data.frame(m); NULL")
+    errors_as_na(results, "wide_r2py", lambda: bulk(lambda: df_to_pandas(conn.eval("wide"))))
+    errors_as_na(results, "wide_py2r", lambda: bulk(py2r_wide))
     results["callback_loop"] = na("pyRserve cannot call Python from R")
 
     def memory() -> dict:

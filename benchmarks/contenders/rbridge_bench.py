@@ -23,9 +23,11 @@ from common import (  # noqa: E402
     COLD_REPEATS,
     N_CALLBACKS,
     N_DOUBLES,
+    R_WIDE,
     bulk,
     emit,
     errors_as_na,
+    make_wide,
     peak_rss_mb,
     reset_peak_rss,
     sequential,
@@ -79,6 +81,10 @@ def main() -> None:
     r.eval(R_FRAME + "; NULL")
     errors_as_na(results, "df_r2py", lambda: bulk(lambda: r["df"]))
     errors_as_na(results, "df_py2r", lambda: bulk(lambda: r.assign("df2", frame)))
+    r.eval("rm(df, df2); " + R_WIDE + "; NULL")
+    wide = make_wide()
+    errors_as_na(results, "wide_r2py", lambda: bulk(lambda: r["wide"]))
+    errors_as_na(results, "wide_py2r", lambda: bulk(lambda: r.assign("wide2", wide)))
     loop = r.eval(f"function(f) {{ for (i in seq_len({N_CALLBACKS})) f(i); NULL }}")
     errors_as_na(results, "callback_loop",
                  lambda: timed(lambda: loop(lambda v: v + 1), BULK_REPEATS, per=N_CALLBACKS))

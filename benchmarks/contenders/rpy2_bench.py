@@ -18,9 +18,11 @@ from common import (  # noqa: E402
     COLD_REPEATS,
     N_CALLBACKS,
     N_DOUBLES,
+    R_WIDE,
     bulk,
     emit,
     errors_as_na,
+    make_wide,
     sequential,
     small_calls,
     timed,
@@ -58,6 +60,18 @@ def main() -> None:
             ro.globalenv["df2"] = frame
     errors_as_na(results, "df_r2py", lambda: bulk(r2py_frame))
     errors_as_na(results, "df_py2r", lambda: bulk(py2r_frame))
+    ro.r(R_WIDE)
+    wide = make_wide()
+
+    def r2py_wide() -> None:
+        with localconverter(pd_conv):
+            ro.conversion.get_conversion().rpy2py(ro.globalenv["wide"])
+
+    def py2r_wide() -> None:
+        with localconverter(pd_conv):
+            ro.globalenv["wide2"] = wide
+    errors_as_na(results, "wide_r2py", lambda: bulk(r2py_wide))
+    errors_as_na(results, "wide_py2r", lambda: bulk(py2r_wide))
 
     @ri.rternalize
     def py_add_one(v):

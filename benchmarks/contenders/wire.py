@@ -74,7 +74,8 @@ def main() -> None:
     errors_as_na(results, "seq_10k", lambda: sequential(echo))
     errors_as_na(results, "dbl_r2py", lambda: bulk(pull))
     errors_as_na(results, "dbl_py2r", lambda: bulk(push))
-    results["df_r2py"] = results["df_py2r"] = na("the wire moves bytes, not data frames")
+    for frame in ("df_r2py", "df_py2r", "wide_r2py", "wide_py2r"):
+        results[frame] = na("the wire moves bytes, not data frames")
     results["callback_loop"] = na("one callback is one round trip: see small_call")
     if transport == "ipc":
         results["cold_start"] = timed(lambda: subprocess.run(["Rscript", "-e", "1"], check=True,
