@@ -51,27 +51,21 @@ def main() -> None:
             ro.globalenv["y"] = arr
     errors_as_na(results, "dbl_py2r", lambda: bulk(py2r_vector))
 
-    def r2py_frame() -> None:
-        with localconverter(pd_conv):
-            ro.conversion.get_conversion().rpy2py(ro.globalenv["df"])
+    def frames_both_ways(prefix: str, r_name: str, df) -> None:
+        """pandas2ri's conversion of a data.frame R -> pandas and back."""
+        def r2py() -> None:
+            with localconverter(pd_conv):
+                ro.conversion.get_conversion().rpy2py(ro.globalenv[r_name])
 
-    def py2r_frame() -> None:
-        with localconverter(pd_conv):
-            ro.globalenv["df2"] = frame
-    errors_as_na(results, "df_r2py", lambda: bulk(r2py_frame))
-    errors_as_na(results, "df_py2r", lambda: bulk(py2r_frame))
+        def py2r() -> None:
+            with localconverter(pd_conv):
+                ro.globalenv[r_name + "2"] = df
+        errors_as_na(results, f"{prefix}_r2py", lambda: bulk(r2py))
+        errors_as_na(results, f"{prefix}_py2r", lambda: bulk(py2r))
+
+    frames_both_ways("df", "df", frame)
     ro.r(R_WIDE)
-    wide = make_wide()
-
-    def r2py_wide() -> None:
-        with localconverter(pd_conv):
-            ro.conversion.get_conversion().rpy2py(ro.globalenv["wide"])
-
-    def py2r_wide() -> None:
-        with localconverter(pd_conv):
-            ro.globalenv["wide2"] = wide
-    errors_as_na(results, "wide_r2py", lambda: bulk(r2py_wide))
-    errors_as_na(results, "wide_py2r", lambda: bulk(py2r_wide))
+    frames_both_ways("wide", "wide", make_wide())
 
     @ri.rternalize
     def py_add_one(v):
