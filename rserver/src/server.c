@@ -220,6 +220,9 @@ static SEXP receive_request(void) {
  * context, or NULL when the wait ended without one. */
 SEXP C_server_next(SEXP timeout_ms) {
   if (!running) Rf_error("rbridge: the server is not running");
+  /* A SIGINT that came while we were not in zmq_poll is only pending: R checks
+   * once in a thousand evaluations, which an idle loop takes long to reach. */
+  if (R_interrupts_pending) R_CheckUserInterrupt();
   zmq_pollitem_t items[MAX_POLL];
   int n = 0;
   items[n++] = (zmq_pollitem_t){main_pair, 0, ZMQ_POLLIN, 0};
