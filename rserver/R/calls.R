@@ -11,7 +11,8 @@
 # reaches the value through a weak reference to its environment. So update(),
 # step() and drop1(), which evaluate a fit's call again from elsewhere, find
 # the original values (never an unrelated global), while the values live
-# exactly as long as something made in the call (a formula, a fit) does.
+# exactly as long as something made in the call (a formula, a fit) does; the
+# names of values that are gone are swept away now and then.
 #
 # R code objects (bridge.expr/sym/formula, or a handle holding an unclassed
 # language object) are spliced into the call, so non-standard evaluation
@@ -23,7 +24,13 @@ ARG_STORE <- "rbridge:args"
 
 calls_state <- new.env(parent = emptyenv())
 calls_state$counter <- 0
-calls_state$refs <- list()   # published name -> weak references to the environments binding it
+# name -> a weak reference to the call environment that binds it or, for a name
+# bound again, an environment of them by serial number, the newest again as `newest`
+calls_state$published <- new.env(parent = emptyenv())
+calls_state$recent <- list()                             # label -> its newest published names
+calls_state$binds <- 0L                                  # bindings since the last sweep
+calls_state$swept <- 0L                                  # names the last sweep looked at
+calls_state$serial <- 0                                  # numbers the weak references
 
 call_function <- function(fn, args, kwargs) {
   call <- .Call(C_make_call, fn, args, kwargs)   # NULL: needs the work below
@@ -128,39 +135,54 @@ as_formula_code <- function(v) {
   if (is.call(code) && identical(code[[1L]], as.name("~"))) code else v
 }
 
-call_env <- function() {
-  env <- new.env(parent = globalenv())
-  reg.finalizer(env, forget_args)
-  env
-}
+call_env <- function() new.env(parent = globalenv())
 
 # Binds v in env and publishes its name on the search path: a fresh name, or
 # the name a value identical to it already has (so two fits of one data set
-# name the same data, as lme4's anova() requires).
+# name the same data, as lme4's anova() requires). A published name keeps weak
+# references to the call environments that bind it; sweep_args() takes away
+# the names none of them is alive for.
 bind_arg <- function(env, label, v) {
   store <- arg_store()
-  name <- bound_name(label, v)
+  name <- if (is.list(v)) bound_name(label, v)   # data frames, fits: what functions compare
   if (is.null(name)) {
-    repeat {
+    repeat {   # the counter never repeats a name of the store; a global may have it
       calls_state$counter <- calls_state$counter + 1
-      name <- paste0(label, ".", format(calls_state$counter, scientific = FALSE))
-      if (!exists(name, envir = globalenv(), inherits = FALSE) && !exists(name, envir = store, inherits = FALSE))
-        break
+      name <- sprintf("%s.%.0f", label, calls_state$counter)
+      if (!exists(name, envir = globalenv(), inherits = FALSE)) break
     }
     makeActiveBinding(name, arg_getter(name), store)
+    if (is.list(v)) calls_state$recent[[label]] <- utils::head(c(name, calls_state$recent[[label]]), RECENT)
   }
   assign(name, v, envir = env)
-  calls_state$refs[[name]] <- c(calls_state$refs[[name]], list(.Call(C_weak_ref, env)))
+  ref <- .Call(C_weak_ref, env)
+  refs <- calls_state$published[[name]]
+  if (is.null(refs)) {
+    calls_state$published[[name]] <- ref       # one call environment: the reference itself
+  } else {
+    if (!is.environment(refs)) {               # a name bound again: an environment of references
+      first <- refs
+      refs <- calls_state$published[[name]] <- new.env(parent = emptyenv())
+      refs[["0"]] <- first
+    }
+    calls_state$serial <- calls_state$serial + 1
+    assign(sprintf("%.0f", calls_state$serial), ref, envir = refs)
+    refs$newest <- ref
+  }
+  calls_state$binds <- calls_state$binds + 1L
+  if (calls_state$binds >= max(SWEEP_EVERY, calls_state$swept)) sweep_args()   # amortized O(1)
   as.name(name)
 }
 
-# The name under which a value identical to v is bound, or NULL. Only names
-# made from the same label, for values of the same type and length, are
-# compared; identical() answers at once for the very same object.
+# How many recently published names per label a new value is compared with,
+# and how many bindings may pass between two sweeps.
+RECENT <- 4L
+SWEEP_EVERY <- 256L
+
+# A recently published name of this label whose value (a list or data frame)
+# is identical to v, or NULL; identical() answers at once for the same object.
 bound_name <- function(label, v) {
-  prefix <- paste0(label, ".")
-  for (name in names(calls_state$refs)) {
-    if (!startsWith(name, prefix)) next
+  for (name in calls_state$recent[[label]]) {
     env <- live_env(name)
     if (is.null(env)) next
     other <- get(name, envir = env, inherits = FALSE)
@@ -169,9 +191,14 @@ bound_name <- function(label, v) {
   NULL
 }
 
-# The first live environment a published name's value is bound in, or NULL.
+# A live environment that binds a published name (the newest, usually), or NULL.
 live_env <- function(name) {
-  for (ref in calls_state$refs[[name]]) {
+  refs <- calls_state$published[[name]]
+  if (is.null(refs)) return(NULL)
+  if (!is.environment(refs)) return(.Call(C_weak_ref_key, refs))
+  env <- .Call(C_weak_ref_key, refs$newest)
+  if (!is.null(env)) return(env)
+  for (ref in eapply(refs, identity, all.names = TRUE)) {
     env <- .Call(C_weak_ref_key, ref)
     if (!is.null(env)) return(env)
   }
@@ -191,25 +218,34 @@ arg_getter <- function(name) {
   }
 }
 
-# The finalizer of a call's environment: its names leave the search path
-# unless another live call environment binds them too.
-forget_args <- function(env) {
-  for (name in ls(env, all.names = TRUE)) {
-    refs <- Filter(function(ref) {   # this environment's own reference may not be cleared yet
-      key <- .Call(C_weak_ref_key, ref)
-      !is.null(key) && !identical(key, env)
-    }, calls_state$refs[[name]])
-    if (length(refs)) {
-      calls_state$refs[[name]] <- refs
+# Forgets the weak references whose environment R has collected, and takes
+# the names left without one off the search path. Run every SWEEP_EVERY
+# bindings and when the worker is idle (R/dispatch.R), so each binding costs
+# O(1) and no call environment needs a finalizer.
+sweep_args <- function() {
+  calls_state$binds <- 0L
+  names <- ls(calls_state$published, all.names = TRUE, sorted = FALSE)
+  calls_state$swept <- length(names)
+  gone <- character()
+  for (name in names) {
+    refs <- calls_state$published[[name]]
+    if (!is.environment(refs)) {
+      if (is.null(.Call(C_weak_ref_key, refs))) gone <- c(gone, name)
       next
     }
-    calls_state$refs[[name]] <- NULL
+    keys <- setdiff(ls(refs, sorted = FALSE), "newest")
+    dead <- keys[vapply(keys, function(k) is.null(.Call(C_weak_ref_key, refs[[k]])), NA)]
+    if (length(dead) == length(keys)) gone <- c(gone, name)
+    else if (length(dead)) rm(list = dead, envir = refs)
+  }
+  if (length(gone)) {
+    rm(list = gone, envir = calls_state$published)
     if (ARG_STORE %in% search()) {
       store <- as.environment(ARG_STORE)
-      if (exists(name, envir = store, inherits = FALSE)) rm(list = name, envir = store)
+      rm(list = intersect(gone, ls(store, all.names = TRUE, sorted = FALSE)), envir = store)
     }
   }
-  invisible()
+  invisible(length(gone))
 }
 
 arg_store <- function() {
@@ -218,8 +254,10 @@ arg_store <- function() {
   attach_env(NULL, pos = 2L, name = ARG_STORE, warn.conflicts = FALSE)
 }
 
-# The number of values passed from Python that are still alive (for tests).
+# The number of names of values passed from Python that are still published,
+# after a sweep (for tests).
 live_args <- function() {
+  sweep_args()
   if (!ARG_STORE %in% search()) return(0L)
   length(ls(as.environment(ARG_STORE), all.names = TRUE))
 }
@@ -227,8 +265,10 @@ live_args <- function() {
 # The function position of the call: a symbol, pkg::name, or a function object.
 function_expr <- function(fn) {
   if (!is.character(fn)) return(fn)
-  parts <- regmatches(fn, regexec("^([^:]+)(:::?)([^:]+)$", fn))[[1L]]
-  if (length(parts)) return(call(parts[[3L]], as.name(parts[[2L]]), as.name(parts[[4L]])))
+  if (grepl(":", fn, fixed = TRUE)) {
+    parts <- regmatches(fn, regexec("^([^:]+)(:::?)([^:]+)$", fn))[[1L]]
+    if (length(parts)) return(call(parts[[3L]], as.name(parts[[2L]]), as.name(parts[[4L]])))
+  }
   if (grepl("_", fn, fixed = TRUE) && !exists(fn, envir = globalenv(), mode = "function")) {
     dotted <- chartr("_", ".", fn)
     if (exists(dotted, envir = globalenv(), mode = "function")) fn <- dotted
@@ -239,7 +279,9 @@ function_expr <- function(fn) {
 # The function a call target names, or NULL when it cannot be found (the call
 # then fails with R's own error).
 resolve_function <- function(target) {
-  f <- if (is.function(target)) target else tryCatch(eval(target, globalenv()), error = function(e) NULL)
+  if (is.function(target)) return(target)
+  if (is.name(target)) return(get0(as.character(target), envir = globalenv(), mode = "function"))
+  f <- tryCatch(eval(target, globalenv()), error = function(e) NULL)
   if (is.function(f)) f else NULL
 }
 

@@ -56,7 +56,7 @@ serve_requests <- function(state) {
     ctx <- state$pending
     if (is.null(ctx)) ctx <- .Call(C_server_next, idle_wait_ms()) else state$pending <- NULL
     if (is.null(ctx)) {
-      run_event_loop()
+      run_idle_tasks()
       next
     }
     reply_id <- .Call(C_request_reply_id, ctx)
@@ -95,6 +95,12 @@ serve_requests <- function(state) {
 # whenever a task is due, and the wait for requests ends when the next is due.
 run_event_loop <- function() {
   if (isNamespaceLoaded("later") && later::next_op_secs() <= 0) later::run_now()
+}
+
+# While idle: the names of values passed from Python that are gone leave the search path.
+run_idle_tasks <- function() {
+  if (calls_state$binds > 0L) sweep_args()
+  run_event_loop()
 }
 
 idle_wait_ms <- function() {
