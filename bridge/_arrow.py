@@ -285,10 +285,10 @@ def frame_to_table(frame: pd.DataFrame) -> pa.Table | pa.RecordBatch:
     meta = {"rbridge.kind": "data.frame"}
     row_names = None
     index = frame.index
-    if _is_default_index(index) and len(index) and frame.shape[1]:
+    if _is_default_index(index) and 0 < len(index) < 2**31 and frame.shape[1]:
         # R sees the pandas labels 0..n-1 as row names, so that results named
         # by rows (predict, fitted, residuals, subsets) come back with them
-        row_names = pa.array(np.arange(len(index), dtype=np.int32)) if len(index) < 2**31 else None
+        meta["rbridge.row_names_from"] = "0"
     elif not _is_default_index(index):
         if index.is_unique and index.nlevels == 1 and (
                 pd.api.types.is_string_dtype(index) or pd.api.types.is_integer_dtype(index)):

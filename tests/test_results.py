@@ -163,3 +163,14 @@ def test_wide_frames_convert_both_ways(r):
 def test_a_worker_started_from_the_shell_attaches_nothing_until_asked(tmp_path):
     done = subprocess.run(["Rscript", "-e", "cat(search(), sep = ' ')"], capture_output=True, text=True)
     assert "rbridge:args" not in done.stdout
+
+
+def test_row_names_from_metadata_is_checked(r):
+    table = pa.table({"v": [1.0, 2.0, 3.0]})
+    for bad in ("x", "", "-", "12345678901", "2147483647"):
+        hostile = table.replace_schema_metadata({"rbridge.kind": "data.frame", "rbridge.row_names_from": bad})
+        with pytest.raises(bridge.RError, match="row_names_from"):
+            r.identity(hostile)
+    fine = table.replace_schema_metadata({"rbridge.kind": "data.frame", "rbridge.row_names_from": "-1"})
+    assert r.eval("function(d) rownames(d)")(fine).tolist() == ["-1", "0", "1"]
+    assert r.sum(1) == 1

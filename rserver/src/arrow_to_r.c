@@ -311,6 +311,18 @@ static SEXP column(const ar_stream *s, int col) {
   return x;
 }
 
+/* An integer written in metadata (optional minus sign, at most 10 digits). */
+static int64_t parse_int(ar_span v, const char *key) {
+  size_t i = v.n && v.p[0] == '-';
+  int64_t val = 0;
+  if (i == v.n || v.n - i > 10) Rf_error("rbridge: malformed %s metadata", key);
+  for (; i < v.n; i++) {
+    if (v.p[i] < '0' || v.p[i] > '9') Rf_error("rbridge: malformed %s metadata", key);
+    val = val * 10 + (v.p[i] - '0');
+  }
+  return v.p[0] == '-' ? -val : val;
+}
+
 /* "2,3,4" -> c(2L, 3L, 4L), whose product must be n. */
 static SEXP parse_dim(ar_span v, R_xlen_t n) {
   int count = 1;
@@ -423,7 +435,14 @@ static SEXP build_object(const ar_stream *s, ar_span kind) {
     rn = PROTECT(column(s, ncol));
     if (TYPEOF(rn) != STRSXP && TYPEOF(rn) != INTSXP) Rf_error("rbridge: row names must be strings or integers");
     if (Rf_any_duplicated(rn, FALSE)) Rf_error("rbridge: duplicate row names");
-  } else {
+  } else if (ar_schema_meta(s, "rbridge.row_names_from", &meta) && s->rows > 0 && !span_is(meta, "1")) {
+    int64_t from = parse_int(meta, "rbridge.row_names_from");   /* a pandas RangeIndex: from, from + 1, ... */
+    if (from < -(int64_t)INT32_MAX || from + s->rows - 1 > INT32_MAX)
+      Rf_error("rbridge: rbridge.row_names_from is out of range for this many rows");
+    rn = PROTECT(Rf_allocVector(INTSXP, (R_xlen_t)s->rows));
+    int *p = INTEGER(rn);
+    for (int64_t i = 0; i < s->rows; i++) p[i] = (int)(from + i);
+  } else {   /* automatic: 1..n */
     rn = PROTECT(Rf_allocVector(INTSXP, 2));
     INTEGER(rn)[0] = NA_INTEGER;
     INTEGER(rn)[1] = -(int)s->rows;

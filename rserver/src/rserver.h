@@ -5,7 +5,7 @@
  *   protocol.c      envelope constants, peeking and packing helpers (pure C)
  *   io_thread.c     the network I/O thread (pure C, never touches R)
  *   server.c        server lifecycle and the main-thread request loop
- *   calls.c         building the R call for the `call` op
+ *   calls.c         the `call` op: calls of scalars built in C; weak references for R/calls.R
  *   callbacks.c     Python callables as R functions
  *   decode.c        msgpack -> R objects (main thread)
  *   encode.c        R objects -> msgpack (main thread)
