@@ -103,7 +103,7 @@ fuzz: fuzz/fuzz_envelope fuzz/fuzz_arrow
 memcheck: setup test-system
 	$(MAKE) system EXTRA_PACKAGES=valgrind
 	cd rserver/tests/testthat && R -d "valgrind --error-exitcode=9 -q" --vanilla -e \
-	  'library(testthat); source("helper-vectors.R"); for (f in c("test-codec.R", "test-handles.R", "test-vectors.R", "test-arrow.R")) test_file(f, reporter = "summary", stop_on_failure = TRUE)'
+	  'library(testthat); source("helper-vectors.R"); for (f in c("test-codec.R", "test-handles.R", "test-vectors.R", "test-arrow.R", "test-dispatch.R")) test_file(f, reporter = "summary", stop_on_failure = TRUE)'
 
 fuzz-smoke:
 	$(MAKE) fuzz FUZZ_RUNS=200000

@@ -23,7 +23,7 @@ def test_values_are_bound_under_unique_names_r_finds_from_anywhere(r):
     assert re.fullmatch(r"lm\(formula = y ~ x, data = data\.\d+\)", call)
     name = call.split("data = ")[1][:-1]
     assert r.eval(f"nrow({name})") == 4                          # from the global environment
-    assert name in r.eval("ls('rbridge:args')").tolist()
+    assert r.eval("function(n) n %in% ls('rbridge:args')")(name) is True
     r["data"] = pd.DataFrame({"x": [0.0, 1], "y": [5.0, 5]})   # a global that must never be used
     again = r.eval("function(f) coef(eval(f$call, globalenv()))")(fit)
     np.testing.assert_allclose(again, r.coef(fit))
@@ -39,14 +39,16 @@ def test_update_works_with_no_global_data_at_all(fresh):
 
 
 def test_positional_values_take_the_name_of_the_formal_they_fill(r):
-    show = r.eval("function(x, y) paste(deparse(sys.call()), collapse = '')")
+    show = r.eval("function(x, y) paste(deparse(sys.call()), collapse = '')")   # records its call: unique
     assert re.search(r"\(x\.\d+, y\.\d+\)$", show(np.arange(3.0), np.arange(3.0)))
+    plain = r.eval("function(x, y) c(deparse(substitute(x)), deparse(substitute(y)))")   # does not: plain
+    assert plain(np.arange(3.0), np.arange(3.0)).tolist() == ["x", "y"]
     labels = r.eval("function(...) { cl <- match.call(graphics::plot.default, sys.call()); "
                     "c(deparse(cl$x), deparse(cl$y)) }")
     got = labels(np.arange(3.0), np.arange(3.0) ** 2)
     assert all(not g.startswith("arg") for g in got)
     hist = r.hist(np.array([1.0, 2.0, 2.5, 3.0]), plot=False)
-    assert re.fullmatch(r"x\.\d+", hist["xname"])             # "Histogram of x.N", never of arg1
+    assert hist["xname"] == "x"                                # "Histogram of x", never of arg1
 
 
 def test_a_value_bound_again_keeps_its_name(r):
@@ -55,6 +57,15 @@ def test_a_value_bound_again_keeps_its_name(r):
     assert deparsed_call(r, a).split("data = ")[1] == deparsed_call(r, b).split("data = ")[1]
     c = r.lm("y ~ 1", data=df.assign(y=[9.0, 9, 9]))
     assert deparsed_call(r, c).split("data = ")[1] != deparsed_call(r, b).split("data = ")[1]
+
+
+def test_calls_that_are_not_recorded_make_no_new_names(fresh):
+    fresh.eval("invisible(gc())")
+    base = fresh.eval("length(ls('rbridge:args'))") if fresh.eval("'rbridge:args' %in% search()") else 0
+    for _ in range(50):
+        fresh.sum(np.arange(10.0))                           # sum records nothing: the value is plain `x`
+        fresh.coef(fresh.with_options(convert=False).eval("lm(mpg ~ wt, mtcars)"))
+    assert fresh.call("rserver:::live_args") == base          # nothing published
 
 
 def test_bound_values_go_when_nothing_made_by_their_call_is_left(fresh):

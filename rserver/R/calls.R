@@ -28,57 +28,91 @@ calls_state$counter <- 0
 # bound again, an environment of them by serial number, the newest again as `newest`
 calls_state$published <- new.env(parent = emptyenv())
 calls_state$recent <- list()                             # label -> its newest published names
-calls_state$binds <- 0L                                  # bindings since the last sweep
-calls_state$swept <- 0L                                  # names the last sweep looked at
 calls_state$serial <- 0                                  # numbers the weak references
+calls_state$records <- new.env(parent = emptyenv())      # records_call() answers, by function and class
 
 call_function <- function(fn, args, kwargs) {
-  call <- .Call(C_make_call, fn, args, kwargs)   # NULL: needs the work below
-  if (!is.null(call)) return(rbridge_eval(call, globalenv()))
-  target <- function_expr(fn)
-  f <- resolve_function(target)
-  if (length(kwargs)) names(kwargs) <- translate_arg_names(names(kwargs), f, target)
+  made <- .Call(C_make_call, fn, args, kwargs)   # a call of scalars, list(target, f), or NULL
+  if (is.call(made)) return(rbridge_eval(made, globalenv()))
+  if (is.null(made)) {   # pkg::name, or underscores that may stand for dots
+    target <- function_expr(fn)
+    f <- resolve_function(target)
+    if (length(kwargs)) names(kwargs) <- translate_arg_names(names(kwargs), f, target)
+  } else {
+    target <- made[[1L]]
+    f <- made[[2L]]
+  }
   built <- build_call(target, f, args, kwargs)
   rbridge_eval(built[[1L]], built[[2L]])
 }
 
-# list(call, environment to evaluate it in).
+# list(call, environment to evaluate it in). The values are bound in C
+# (src/calls.c, C_bind_call); R decides the names and where formulas go.
 build_call <- function(target, f, args, kwargs) {
   npos <- length(args)
-  values <- c(args, kwargs)
-  tags <- c(character(npos), names(kwargs))
-  labels <- arg_labels(f, npos, names(kwargs))
-  formula_at <- formula_slots(target, f, labels, npos)
-  elts <- vector("list", length(values))
-  env <- NULL
-  for (i in seq_along(values)) {
-    v <- values[[i]]
-    if (is_spliced(v)) {
-      elts[i] <- list(v)
-    } else if (is_scalar(v)) {
-      elts[i] <- list(if (i %in% formula_at) as_formula_code(v) else v)
-    } else {
-      if (is.null(env)) env <- call_env()
-      elts[i] <- list(bind_arg(env, labels[[i]], v))
-    }
+  shape <- .Call(C_call_shape, args, kwargs)   # c(any R code, any string with a `~`)
+  formula_at <- if (shape[[2L]])
+    as.integer(formula_slots(target, f, arg_labels(f, npos, names(kwargs)), npos)) else integer()
+  # code (spliced, or a formula made from a string) may refer to globals: a
+  # value's plain name must not shadow one
+  publish <- shape[[1L]] || length(formula_at) > 0L || records_call(target, f, if (npos) args[[1L]])
+  .Call(C_bind_call, target, f, args, kwargs, formula_at, if (publish) arg_store())
+}
+
+# Whether a call of f may be recorded (match.call(), sys.call()) and evaluated
+# again elsewhere, as model fits are by update(): then its values need names R
+# finds from anywhere. For an S3 generic, the method that the first argument
+# dispatches to is asked (every generic when it cannot be found). Cached per
+# function and class.
+records_call <- function(target, f, first) {
+  if (!is.function(f) || is.primitive(f)) return(FALSE)
+  name <- call_name(target)
+  key <- paste(if (is.null(name)) "" else deparse(target), class(first)[[1L]], sep = "\r")
+  cached <- if (!is.null(name)) calls_state$records[[key]]
+  if (!is.null(cached) && identical(cached[[1L]], f)) return(cached[[2L]])
+  calls <- body_calls(f)
+  answer <- if (any(RECORDERS %in% calls)) TRUE
+            else if ("UseMethod" %in% calls) dispatched_records(name, target, first)
+            else FALSE
+  if (!is.null(name)) calls_state$records[[key]] <- list(f, answer)
+  answer
+}
+
+RECORDERS <- c("match.call", "sys.call", "sys.function", "standardGeneric")
+
+dispatched_records <- function(name, target, first) {
+  if (is.null(name)) return(TRUE)
+  envir <- if (is.call(target)) asNamespace(as.character(target[[2L]])) else globalenv()
+  for (cls in c(class(first), "default")) {
+    method <- utils::getS3method(name, cls, optional = TRUE, envir = envir)
+    if (is.function(method)) return(any(c(RECORDERS, "UseMethod", "NextMethod") %in% body_calls(method)))
   }
-  names(elts) <- tags
-  list(as.call(c(list(target), elts)), if (is.null(env)) globalenv() else env)
+  TRUE
 }
 
-# Values written into the call as they are (like C_make_call's fast path).
-is_scalar <- function(v) {
-  is.null(v) || (is.atomic(v) && length(v) == 1L && is.null(attributes(v)))
+# The names of the functions a function's body calls.
+body_calls <- function(f) {
+  found <- character()
+  walk <- function(e) {
+    if (missing(e) || !is.call(e)) return()   # missing: an empty argument, as in x[, 1]
+    head <- e[[1L]]
+    if (is.name(head)) found[[length(found) + 1L]] <<- as.character(head)
+    else if (is.call(head) && length(head) == 3L && as.character(head[[1L]]) %in% c("::", ":::"))
+      found[[length(found) + 1L]] <<- as.character(head[[3L]])
+    for (part in as.list(e)) walk(part)
+  }
+  walk(body(f))
+  unique(found)
 }
 
-# Unclassed language (a call or a symbol) is code, spliced into the call; a
-# formula object is a value (it keeps its own environment).
-is_spliced <- function(v) {
-  (is.call(v) || is.name(v)) && is.null(attr(v, "class", exact = TRUE))
+has_formula_string <- function(values) {
+  for (v in values) if (is.character(v) && length(v) == 1L && !is.na(v) && grepl("~", v, fixed = TRUE)) return(TRUE)
+  FALSE
 }
 
 # The name each argument value is bound under: a keyword's own name; for a
 # positional value, the formal it fills, or "x" for one that goes to `...`.
+# (src/calls.c, value_labels, does the same for C_bind_call.)
 arg_labels <- function(f, npos, knames) {
   labels <- rep("x", npos)
   formal <- formal_names(f)
@@ -96,7 +130,7 @@ arg_labels <- function(f, npos, knames) {
 
 formal_names <- function(f) {
   if (!is.function(f)) return(character())
-  names(formals(if (is.primitive(f)) args(f) else f))
+  as.character(names(formals(if (is.primitive(f)) args(f) else f)))
 }
 
 # Indices of the arguments where a string with `~` is a formula: those that
@@ -129,55 +163,33 @@ call_name <- function(target) {
   NULL
 }
 
-as_formula_code <- function(v) {
-  if (!is.character(v) || is.na(v) || !grepl("~", v, fixed = TRUE)) return(v)
-  code <- tryCatch(str2lang(v), error = function(e) NULL)
-  if (is.call(code) && identical(code[[1L]], as.name("~"))) code else v
+# Values are bound and their names published in C (src/calls.c, bind_value):
+# a fresh name, or the name a list or data frame identical to a recent one
+# already has (so two fits of one data set name the same data, as lme4's
+# anova() requires). A published name keeps weak references to the call
+# environments that bind it (one, or an environment of them once bound again);
+# sweep_args() takes away the names none of them is alive for.
+
+# The newest names published for lists and data frames, per label.
+remember_name <- function(label, name) {
+  calls_state$recent[[label]] <- utils::head(c(name, calls_state$recent[[label]]), RECENT)
 }
 
-call_env <- function() new.env(parent = globalenv())
-
-# Binds v in env and publishes its name on the search path: a fresh name, or
-# the name a value identical to it already has (so two fits of one data set
-# name the same data, as lme4's anova() requires). A published name keeps weak
-# references to the call environments that bind it; sweep_args() takes away
-# the names none of them is alive for.
-bind_arg <- function(env, label, v) {
-  store <- arg_store()
-  name <- if (is.list(v)) bound_name(label, v)   # data frames, fits: what functions compare
-  if (is.null(name)) {
-    repeat {   # the counter never repeats a name of the store; a global may have it
-      calls_state$counter <- calls_state$counter + 1
-      name <- sprintf("%s.%.0f", label, calls_state$counter)
-      if (!exists(name, envir = globalenv(), inherits = FALSE)) break
-    }
-    makeActiveBinding(name, arg_getter(name), store)
-    if (is.list(v)) calls_state$recent[[label]] <- utils::head(c(name, calls_state$recent[[label]]), RECENT)
-  }
-  assign(name, v, envir = env)
-  ref <- .Call(C_weak_ref, env)
+# One more call environment binds a published name.
+add_ref <- function(name, ref) {
   refs <- calls_state$published[[name]]
-  if (is.null(refs)) {
-    calls_state$published[[name]] <- ref       # one call environment: the reference itself
-  } else {
-    if (!is.environment(refs)) {               # a name bound again: an environment of references
-      first <- refs
-      refs <- calls_state$published[[name]] <- new.env(parent = emptyenv())
-      refs[["0"]] <- first
-    }
-    calls_state$serial <- calls_state$serial + 1
-    assign(sprintf("%.0f", calls_state$serial), ref, envir = refs)
-    refs$newest <- ref
+  if (!is.environment(refs)) {
+    first <- refs
+    refs <- calls_state$published[[name]] <- new.env(parent = emptyenv())
+    if (!is.null(first)) refs[["0"]] <- first
   }
-  calls_state$binds <- calls_state$binds + 1L
-  if (calls_state$binds >= max(SWEEP_EVERY, calls_state$swept)) sweep_args()   # amortized O(1)
-  as.name(name)
+  calls_state$serial <- calls_state$serial + 1
+  assign(sprintf("%.0f", calls_state$serial), ref, envir = refs)
+  refs$newest <- ref
 }
 
-# How many recently published names per label a new value is compared with,
-# and how many bindings may pass between two sweeps.
+# How many recently published names per label a new list is compared with.
 RECENT <- 4L
-SWEEP_EVERY <- 256L
 
 # A recently published name of this label whose value (a list or data frame)
 # is identical to v, or NULL; identical() answers at once for the same object.
@@ -219,13 +231,13 @@ arg_getter <- function(name) {
 }
 
 # Forgets the weak references whose environment R has collected, and takes
-# the names left without one off the search path. Run every SWEEP_EVERY
-# bindings and when the worker is idle (R/dispatch.R), so each binding costs
-# O(1) and no call environment needs a finalizer.
+# the names left without one off the search path. Run (by src/calls.c) after
+# 256 bindings, or as many as there were names at the last sweep, and when the
+# worker is idle (R/dispatch.R): each binding costs O(1), and no call
+# environment needs a finalizer.
 sweep_args <- function() {
-  calls_state$binds <- 0L
   names <- ls(calls_state$published, all.names = TRUE, sorted = FALSE)
-  calls_state$swept <- length(names)
+  .Call(C_args_swept, length(names))
   gone <- character()
   for (name in names) {
     refs <- calls_state$published[[name]]

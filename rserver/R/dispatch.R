@@ -99,7 +99,7 @@ run_event_loop <- function() {
 
 # While idle: the names of values passed from Python that are gone leave the search path.
 run_idle_tasks <- function() {
-  if (calls_state$binds > 0L) sweep_args()
+  if (.Call(C_args_bound_since_sweep) > 0L) sweep_args()
   run_event_loop()
 }
 

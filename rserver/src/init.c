@@ -22,6 +22,10 @@ SEXP C_mp_encode(SEXP);
 SEXP C_make_call(SEXP, SEXP, SEXP);
 SEXP C_weak_ref(SEXP);
 SEXP C_weak_ref_key(SEXP);
+SEXP C_bind_call(SEXP, SEXP, SEXP, SEXP, SEXP, SEXP);
+SEXP C_call_shape(SEXP, SEXP);
+SEXP C_args_swept(SEXP);
+SEXP C_args_bound_since_sweep(void);
 SEXP C_callback_send(SEXP, SEXP);
 SEXP C_request_reply_id(SEXP);
 SEXP C_request_release_client(SEXP);
@@ -49,6 +53,10 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_make_call, 3),
   CALLDEF(C_weak_ref, 1),
   CALLDEF(C_weak_ref_key, 1),
+  CALLDEF(C_bind_call, 6),
+  CALLDEF(C_call_shape, 2),
+  CALLDEF(C_args_swept, 1),
+  CALLDEF(C_args_bound_since_sweep, 0),
   CALLDEF(C_callback_send, 2),
   CALLDEF(C_request_reply_id, 1),
   CALLDEF(C_request_release_client, 1),

@@ -5,9 +5,16 @@ make_call <- function(fn, args = list(), kwargs = structure(list(), names = char
 test_that("calls of scalars only are built in C and run in the global environment", {
   expect_identical(make_call("paste", list(1.5, "x"), list(sep = "-", n = NULL)),
                    quote(paste(1.5, "x", sep = "-", n = NULL)))
-  expect_null(make_call("sum", list(1:3)))                  # not a scalar: R/calls.R binds it
-  expect_null(make_call("lm", list("y ~ x")))               # a `~`: maybe a formula
-  expect_null(make_call("identity", list(quote(a))))        # code is spliced by R/calls.R
+  expect_identical(make_call("sum", list(1:3)), list(quote(sum), sum))   # not a scalar: resolved for R/calls.R
+  expect_identical(make_call("lm", list("y ~ x")), list(quote(lm), lm))  # a `~`: maybe a formula
+  expect_identical(make_call("identity", list(quote(a)))[[1L]], quote(identity))   # code: spliced by R/calls.R
+  expect_identical(make_call("noSuchFunctionAnywhere", list(1:2)), list(quote(noSuchFunctionAnywhere), NULL))
+  local({
+    sum <- 5    # not a function: skipped, as R's own lookup of a call's function does
+    assign("sum", 5, envir = globalenv())
+    on.exit(rm("sum", envir = globalenv()))
+    expect_identical(make_call("sum", list(1:3))[[2L]], base::sum)
+  })
   expect_null(make_call("stats::median"))
   expect_null(make_call("is_na"))
   expect_null(make_call("f", list(), list(na_rm = TRUE)))
@@ -43,8 +50,8 @@ test_that("positional values are named after the formals they fill", {
   expect_identical(labels("lm", 1L, "data"), c("formula", "data"))
   expect_identical(labels("sum", 2L), c("x", "x"))           # `...`
   expect_identical(labels("sapply", 2L, "X"), c("FUN", "x", "X"))   # the second goes to `...`
-  built <- build("plot", list(1:3, 4:6))
-  expect_match(deparse(built[[1L]]), "^plot\\(x\\.[0-9]+, y\\.[0-9]+\\)$")
+  expect_identical(build("plot", list(1:3, 4:6))[[1L]], quote(plot(x, y)))        # not recorded: plain names
+  expect_identical(build("c", list(1:3, 4:6, 7:9))[[1L]], quote(c(x, x.2, x.3)))
 })
 
 test_that("code is spliced; a formula object and other language stay values", {
@@ -68,10 +75,10 @@ test_that("bound values are released with the call's environment", {
   gc()
   before <- rserver:::live_args()
   local({
-    built <- build("sum", list(c(1, 2)))
-    expect_identical(eval(built[[1L]], built[[2L]]), 3)
+    built <- build("lm", list("y ~ 1"), list(data = data.frame(y = c(1, 2))))
+    expect_equal(unname(coef(eval(built[[1L]], built[[2L]]))), 1.5)
     expect_identical(rserver:::live_args(), before + 1L)
-    name <- as.character(built[[1L]][[2L]])
+    name <- as.character(built[[1L]]$data)
     expect_error(assign(name, 1, envir = as.environment("rbridge:args")), "cannot be assigned")
   })
   gc()
@@ -136,4 +143,22 @@ test_that("a value bound again, the same or identical, gets the same name", {
   rm(b, other)
   gc()
   expect_identical(rserver:::live_args(), before)
+})
+
+test_that("only calls that R may record get worker-unique names", {
+  records <- function(fn, first = NULL) {
+    target <- rserver:::function_expr(fn)
+    rserver:::records_call(target, rserver:::resolve_function(target), first)
+  }
+  expect_false(records("sum"))                                  # a primitive
+  expect_false(records("coef", lm(mpg ~ wt, mtcars)))            # a generic whose method records nothing
+  expect_false(records("plot", 1:3))
+  expect_true(records("lm"))                                    # match.call()
+  expect_true(records("update", lm(mpg ~ wt, mtcars)))
+  expect_true(records("survival::coxph"))
+  expect_true(records(function(a) match.call()))                # a function object
+  # code in the call: values never shadow the globals it may use
+  built <- build("sapply", list(1:3, quote(function(v) v + x)))
+  expect_match(deparse(built[[1L]]), "^sapply\\(X\\.[0-9]+, function")
+  expect_identical(rserver:::body_calls(function(m) m[, 1] + sum(x)), c("+", "[", "sum"))
 })
