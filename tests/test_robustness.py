@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import msgpack
+import numpy as np
 import pytest
 import zmq
 from conftest import pid_alive, raw_exchange, seconds_until_raised, start_tcp_worker, wait_until
@@ -258,3 +259,41 @@ def test_no_worker_at_an_endpoint():
     with pytest.raises(bridge.WorkerNotAvailable, match="no rbridge worker answered"):
         bridge.connect("tcp://127.0.0.1:9", startup_timeout=3)
     assert time.monotonic() - start < 8
+
+
+def test_interrupts_at_random_moments_never_kill_the_worker_or_give_wrong_values(fresh):
+    import random
+    import threading
+    import time
+
+    r = fresh
+    rng = random.Random(7)
+    stop = threading.Event()
+    sent = []
+
+    def interrupter():   # back to back: some land just as a reply leaves
+        while not stop.is_set():
+            if rng.random() < 0.5:
+                time.sleep(rng.uniform(0.0001, 0.005))
+            sent.append(r.interrupt())
+
+    t = threading.Thread(target=interrupter)
+    t.start()
+    deadline = time.monotonic() + 60
+    checked = 0
+    try:
+        while len(sent) < 3000 and time.monotonic() < deadline:
+            k = rng.randint(1, 1000)
+            try:
+                assert r.call("sum", np.arange(k, dtype=float)) == k * (k - 1) / 2
+                assert r.eval(f"x <- {k}; x * 2") == 2 * k
+                checked += 1
+            except bridge.RInterrupted:
+                pass
+    finally:
+        stop.set()
+        t.join()
+    assert len(sent) >= 1000 and checked > 0
+    for k in range(20):                                   # every later value is right
+        assert r.eval(f"{k} + 1") == k + 1
+    assert r.ping()["state"] == "idle"

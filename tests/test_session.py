@@ -197,6 +197,7 @@ def test_ctrl_c_stops_an_idle_server_and_interrupts_a_busy_one(tmp_path):
             t.join(10)
             assert isinstance(thread_result.get("error"), bridge.RInterrupted)
             assert r.eval("2 + 2") == 4
+        time.sleep(2.5)   # a SIGINT within 2 s of one the worker sent itself is taken as its own
         proc.send_signal(signal.SIGINT)                 # idle: the server stops
         assert proc.wait(timeout=10) == 0
     finally:

@@ -14,16 +14,23 @@ make_callable <- function(ptr) {
 # request starts one. An interrupt while waiting interrupts the calling request.
 call_python <- function(ptr, args) {
   wid <- .Call(C_callback_send, ptr, args)
-  repeat {
-    ctx <- .Call(C_server_next, 1000L)
-    if (is.null(ctx)) next
-    reply_id <- .Call(C_request_reply_id, ctx)
+  # Interrupts are taken only while waiting: once a nested request has been
+  # taken (it is on the request stack) it must reach serve_nested(), which
+  # answers it even when interrupted.
+  ctx <- NULL
+  suspendInterrupts(repeat {
+    got <- allowInterrupts(.Call(C_server_next, 1000L, NULL))
+    if (is.null(got)) next
+    reply_id <- .Call(C_request_reply_id, got)
     if (is.null(reply_id)) {
-      ctx <- serve_nested(wid, ptr, ctx)
+      ctx <- serve_nested(wid, ptr, got)
       break
     }
-    if (identical(reply_id, wid)) break
-  }
+    if (identical(reply_id, wid)) {
+      ctx <- got
+      break
+    }
+  })
   reply <- .Call(C_request_decode, ctx)   # here, so that a bad reply is this call's error
   if (identical(reply$op, "error")) stop(python_condition(reply$error))
   reply$value
@@ -37,6 +44,7 @@ serve_nested <- function(wid, ptr, first) {
   state$waiting_for <- wid
   state$callable <- ptr
   state$pending <- first
+  state$ctx <- first   # an interrupt before the loop takes it is answered to it
   serve_loop(state)
   if (isTRUE(state$interrupted))
     stop(structure(class = c("interrupt", "condition"),

@@ -23,24 +23,27 @@ new_loop_state <- function() {
 # resumes. An interrupt while a callback waits (no request of its own in
 # progress) ends the wait and is passed on to the request that made the call.
 serve_loop <- function(state) {
-  while (!state$stop) {
+  # Interrupts land only inside allowInterrupts(), where the handlers below
+  # are in place: one that comes between two runs, or while a handler answers
+  # a request, waits for the next run instead of unwinding the whole server.
+  suspendInterrupts(while (!state$stop) {
     tryCatch(
       withCallingHandlers(
-        serve_requests(state),
+        allowInterrupts(serve_requests(state)),
         warning = function(w) {
           if (is.null(state$ctx)) return()   # idle: R's default handling
-          state$warnings[[length(state$warnings) + 1L]] <- describe_warning(w)
+          state$warnings[[length(state$warnings) + 1L]] <- tryCatch(describe_warning(w), error = function(e)
+            list(class(w), tryCatch(conditionMessage(w), error = function(e) "(undescribable warning)"), NULL))
           invokeRestart("muffleWarning")
         },
         error = function(e) state$trace <- sys.calls()
       ),
       error = function(e) reply_failure(state, e),
       interrupt = function(i) {
-        own <- .Call(C_interrupt_was_own)   # taken here, busy or not
         if (is.null(state$ctx) && !is.null(state$waiting_for)) {
           state$interrupted <- TRUE
           state$stop <- TRUE
-        } else if (is.null(state$ctx) && !own) {
+        } else if (is.null(state$ctx) && !.Call(C_interrupt_was_own)) {
           message("rserver: interrupted; stopping")   # Ctrl-C at the terminal of an idle server
           state$stop <- TRUE
         } else {
@@ -48,13 +51,13 @@ serve_loop <- function(state) {
         }
       }
     )
-  }
+  })
 }
 
 serve_requests <- function(state) {
   repeat {
-    ctx <- state$pending
-    if (is.null(ctx)) ctx <- .Call(C_server_next, idle_wait_ms()) else state$pending <- NULL
+    ctx <- state$pending   # already state$ctx (serve_nested)
+    if (is.null(ctx)) ctx <- .Call(C_server_next, idle_wait_ms(), state) else state$pending <- NULL
     if (is.null(ctx)) {
       run_idle_tasks()
       next
@@ -68,7 +71,7 @@ serve_requests <- function(state) {
       }
       next   # a reply nobody waits for any more (its wait was interrupted)
     }
-    state$ctx <- ctx
+    state$ctx <- ctx   # C_server_next has set it already
     state$warnings <- list()
     state$trace <- NULL
     msg <- .Call(C_request_decode, ctx)   # also when expired: that gives shared memory back
@@ -118,15 +121,21 @@ reply_failure <- function(state, condition) {
     if (!is.null(condition)) message("rserver: error while idle: ", conditionMessage(condition))
     return(invisible())
   }
+  if (.Call(C_request_answered, ctx)) return(invisible())   # an interrupt that came after the reply left
   if (is.null(condition)) condition <- interrupt_condition(ctx)
-  info <- describe_error(condition, state$trace)
   sent <- tryCatch({
-    .Call(C_reply_error, ctx, info, state$warnings)
+    .Call(C_reply_error, ctx, describe_error(condition, state$trace), state$warnings)
     TRUE
   }, error = function(e) e)
-  if (!isTRUE(sent))   # e.g. the result could not be encoded
-    .Call(C_reply_error, ctx, list(c("rbridge_error", "error", "condition"),
-                                   conditionMessage(sent), NULL, character()), list())
+  if (!isTRUE(sent))   # e.g. the result could not be encoded, or the condition described
+    .Call(C_reply_error, ctx, list(c(class(condition)[[1L]], "rbridge_error", "error", "condition"),
+                                   plain_message(condition, sent), NULL, character()), list())
+}
+
+# A condition's message, or, when even that fails, the error that prevented it.
+plain_message <- function(condition, failure) {
+  tryCatch(paste(conditionMessage(condition), collapse = "\n"),
+           error = function(e) paste("(the error could not be described:", conditionMessage(failure), ")"))
 }
 
 # How a result is sent (SPEC "Ops"): converted, as a handle, or as an Arrow payload.

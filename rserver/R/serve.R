@@ -19,6 +19,7 @@ serve <- function(endpoint = Sys.getenv("RBRIDGE_ENDPOINT", "tcp://127.0.0.1:555
                   parent_pid = env_number("RBRIDGE_PARENT_PID", 0),
                   quiet = FALSE) {
   stopifnot(is.character(endpoint), length(endpoint) == 1L)
+  load_namespace_fully()
   info <- .Call(C_mp_encode, worker_info(endpoint, max_envelope))
   bound <- .Call(C_server_start, endpoint, as.numeric(max_envelope),
                  as.numeric(max_frame), as.numeric(parent_pid), info)
@@ -46,4 +47,13 @@ worker_info <- function(endpoint, max_envelope) {
                              "ping", "interrupt", "shutdown", "output")),
     max_envelope = as.numeric(max_envelope)
   )
+}
+
+# Forces every lazy-loaded object of this package now: an interrupt that lands
+# while R loads one on first use would leave it half-made ("promise already
+# under evaluation" on every later use).
+load_namespace_fully <- function() {
+  ns <- asNamespace("rserver")
+  for (name in ls(ns, all.names = TRUE)) get(name, envir = ns, inherits = FALSE)
+  invisible()
 }

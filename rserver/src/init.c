@@ -8,11 +8,12 @@ void rb_views_init(DllInfo *dll);
 
 SEXP C_server_start(SEXP, SEXP, SEXP, SEXP, SEXP);
 SEXP C_server_stop(void);
-SEXP C_server_next(SEXP);
+SEXP C_server_next(SEXP, SEXP);
 SEXP C_request_decode(SEXP);
 SEXP C_request_release(SEXP);
 SEXP C_request_timed_out(SEXP);
 SEXP C_interrupt_was_own(void);
+SEXP C_request_answered(SEXP);
 SEXP C_reply_value(SEXP, SEXP, SEXP, SEXP);
 SEXP C_reply_error(SEXP, SEXP, SEXP);
 SEXP C_handle_count(void);
@@ -39,11 +40,12 @@ SEXP C_arrow_encode(SEXP);
 static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_server_start, 5),
   CALLDEF(C_server_stop, 0),
-  CALLDEF(C_server_next, 1),
+  CALLDEF(C_server_next, 2),
   CALLDEF(C_request_decode, 1),
   CALLDEF(C_request_release, 1),
   CALLDEF(C_request_timed_out, 1),
   CALLDEF(C_interrupt_was_own, 0),
+  CALLDEF(C_request_answered, 1),
   CALLDEF(C_reply_value, 4),
   CALLDEF(C_reply_error, 3),
   CALLDEF(C_handle_count, 0),

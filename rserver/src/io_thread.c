@@ -128,11 +128,11 @@ static void reply_hello(io_state *st, const void *rid, size_t rid_len, const rb_
   send_to_client(st, rid, rid_len, &sb);
 }
 
-/* Interrupts R. Counted, so that R can tell these from a Ctrl-C at its
- * terminal, which stops an idle server. */
+/* Interrupts R. The time is noted, so that R can tell these from a Ctrl-C at
+ * its terminal, which stops an idle server. */
 static void signal_main(io_state *st) {
   pthread_mutex_lock(&st->sh->mu);
-  st->sh->own_interrupts++;
+  st->sh->own_interrupt_at = rb_monotonic();
   pthread_mutex_unlock(&st->sh->mu);
   pthread_kill(st->sh->main_thread, SIGINT);
 }

@@ -115,7 +115,7 @@ typedef struct {
   double busy_since;      /* monotonic seconds */
   double deadline;        /* monotonic seconds, 0 = none */
   uint64_t timed_out_id;  /* request that ran out of time, or RB_NO_REQUEST */
-  int own_interrupts;     /* SIGINTs the I/O thread sent and R has not yet taken */
+  double own_interrupt_at; /* when the I/O thread last sent R a SIGINT (monotonic) */
 } rb_io_shared;
 
 int rb_io_start(rb_io_shared *sh, pthread_t *tid, char *err, size_t errlen);

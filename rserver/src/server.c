@@ -17,7 +17,8 @@
 #include "rserver.h"
 #include "rserver_r.h"
 
-extern int R_interrupts_pending;   /* R_ext/GraphicsDevice.h declares it too */
+extern int R_interrupts_pending;   /* R_ext/GraphicsDevice.h declares them too */
+extern Rboolean R_interrupts_suspended;
 
 #define MAX_POLL 64
 
@@ -109,7 +110,6 @@ static void push_request(rb_request *rq) {
   /* from its arrival: the time it waited behind other requests counts */
   rq->deadline = rq->timeout > 0 ? rq->arrived + rq->timeout : 0;
   pthread_mutex_lock(&shared.mu);
-  shared.own_interrupts = 0;   /* with R_interrupts_pending: none is for this request */
   shared.busy_depth++;
   if (shared.busy_depth == 1) shared.busy_since = now;
   shared.deadline = rq->deadline;
@@ -217,8 +217,9 @@ static SEXP receive_request(void) {
 
 /* Waits up to timeout_ms for a request, running R's input handlers (the event
  * loop of packages such as later) when they have input. Returns a request
- * context, or NULL when the wait ended without one. */
-SEXP C_server_next(SEXP timeout_ms) {
+ * context, or NULL when the wait ended without one; a request (not a reply to
+ * a callback) is also stored as `ctx` in the environment `state`, if given. */
+SEXP C_server_next(SEXP timeout_ms, SEXP state) {
   if (!running) Rf_error("rbridge: the server is not running");
   /* A SIGINT that came while we were not in zmq_poll is only pending: R checks
    * once in a thousand evaluations, which an idle loop takes long to reach. */
@@ -238,7 +239,19 @@ SEXP C_server_next(SEXP timeout_ms) {
   }
   if (rc < 0 && errno == EINTR) R_CheckUserInterrupt();   /* a signal woke us: take an interrupt now */
   if (rc <= 0) return R_NilValue;
-  if (items[0].revents & ZMQ_POLLIN) return receive_request();
+  if (items[0].revents & ZMQ_POLLIN) {
+    /* Once on the stack, a request must reach the serve loop's state before
+     * an interrupt can land: R's allocator takes pending interrupts when a
+     * collection ends, so they are held until the request is noted there
+     * (an interrupt from then on is answered to it). */
+    Rboolean suspended = R_interrupts_suspended;
+    R_interrupts_suspended = TRUE;
+    SEXP ctx = PROTECT(receive_request());
+    if (TYPEOF(state) == ENVSXP && !rb_request_from(ctx)->is_reply) Rf_defineVar(Rf_install("ctx"), ctx, state);
+    R_interrupts_suspended = suspended;
+    UNPROTECT(1);
+    return ctx;
+  }
   R_runHandlers(R_InputHandlers, R_checkActivity(0, 1));
   return R_NilValue;
 }
@@ -348,16 +361,23 @@ SEXP C_request_timed_out(SEXP ctx) {
   return Rf_ScalarLogical(t);
 }
 
-/* Whether an interrupt R took came from the I/O thread (for a request, a
- * deadline, or the parent's death) rather than from a Ctrl-C at the terminal;
- * taking the answer consumes every interrupt the I/O thread has sent. */
+/* Whether an interrupt R took may have come from the I/O thread (for a
+ * request, a deadline, or the parent's death) rather than from a Ctrl-C at
+ * the terminal: it sent one in the last OWN_INTERRUPT_WINDOW seconds. Signals
+ * can arrive late and coalesce, so they are not counted: a Ctrl-C right after
+ * a client's interrupt is taken as the client's (press it again). */
+#define OWN_INTERRUPT_WINDOW 2.0
+
 SEXP C_interrupt_was_own(void) {
   pthread_mutex_lock(&shared.mu);
-  int own = shared.own_interrupts > 0;
-  shared.own_interrupts = 0;
+  int own = shared.own_interrupt_at > 0 && rb_monotonic() - shared.own_interrupt_at < OWN_INTERRUPT_WINDOW;
   pthread_mutex_unlock(&shared.mu);
   return Rf_ScalarLogical(own);
 }
+
+/* Whether the request's reply has been sent (an interrupt can still land
+ * after that, before R has moved on). */
+SEXP C_request_answered(SEXP ctx) { return Rf_ScalarLogical(rb_request_from(ctx)->done); }
 
 /* client_gone (made by the I/O thread in the name of a vanished client). */
 SEXP C_request_release_client(SEXP ctx) {
