@@ -78,6 +78,8 @@ class _Core:
         self.context = zmq.Context()
         self.ids = itertools.count(1)
         self.channel = Channel(self.context, endpoint, self.ids, self.is_alive, worker is None)
+        # every socket of this session, for the finalizer (which must not hold the core)
+        self.sockets: list[zmq.Socket] = [self.channel.socket]
         self.channel.set_ext_hook(self._ext_hook)
         self._control: Channel | None = None
         self._control_lock = threading.Lock()
@@ -93,12 +95,18 @@ class _Core:
         self.info: dict[str, Any] = {}
         self.closed = False
         self.dead = False
-        self.session: Session = None  # type: ignore[assignment]  # set by connect()
+        self.options: dict[str, Any] = dict(DEFAULT_OPTIONS)   # the session's own (set by connect())
         self.shm = False          # the worker reads and writes shared-memory payloads
         self.arena_writer: ArenaWriter | None = None   # our arenas, when shm
         self.arena_reader = ArenaReader(open_segment)   # the worker's, mapped
         self.sent_segments: list[str] = []   # from callback replies, unlinked after the request
         self.finalizer: weakref.finalize | None = None
+
+    @property
+    def session(self) -> Session:
+        """A session with the connection's own options (no reference kept:
+        a session and its core must not form a cycle)."""
+        return Session(self, self.options)
 
     # -- liveness and wire hooks ------------------------------------------------
     def is_alive(self) -> bool:
@@ -160,7 +168,7 @@ class _Core:
         try:
             if fn is None:
                 raise RBridgeError(f"Python function {msg.get('fn')} is no longer registered")
-            conv = self.session._options["results"], self.session._options["dtype_backend"]
+            conv = self.options["results"], self.options["dtype_backend"]
             value = fn(*resolve(msg.get("args") or [], *conv), **resolve(msg.get("kwargs") or {}, *conv))
             wire, payloads = self.outgoing(value=value)
             reply = {"v": _codec.PROTOCOL_VERSION, "id": msg["id"], "op": "result", **wire}
@@ -267,6 +275,7 @@ class _Core:
             if self._control is None:
                 self._control = Channel(self.context, self.endpoint, self.ids, self.is_alive,
                                         self.worker is None)
+                self.sockets.append(self._control.socket)
             return self._control.request(self.message(op, **fields), timeout=timeout)
 
     # -- handles ----------------------------------------------------------------
@@ -339,12 +348,17 @@ def _warn_at_caller(warning: Warning) -> None:
     warnings.warn(warning, stacklevel=level)
 
 
-def _finalize(worker: LocalWorker | None) -> None:
-    """At interpreter exit or collection of an unclosed session."""
+def _finalize(context: zmq.Context, sockets: list[zmq.Socket], worker: LocalWorker | None) -> None:
+    """At interpreter exit or when an unclosed session is collected. It holds
+    no reference to the session, and never blocks: the sockets are closed
+    before the context is terminated (pyzmq's own clean-up of a context
+    collected with its sockets waits for them forever), and a private worker
+    is stopped without waiting for it."""
+    for sock in sockets:
+        sock.close(linger=0)
+    context.term()
     if worker is not None:
-        if worker.is_alive():
-            worker.process.terminate()
-        worker.stop(wait=2.0)
+        worker.abandon()
 
 
 class Session:
@@ -567,10 +581,9 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
     sweep_segments()      # shared-memory payloads of processes that died
     worker = LocalWorker(rscript, worker_env) if endpoint is None else None
     core = _Core(endpoint or worker.endpoint, worker, stdout, stderr)  # type: ignore[union-attr]
-    session = Session(core, {**DEFAULT_OPTIONS, "timeout": timeout, "results": results,
-                             "dtype_backend": dtype_backend})
-    core.session = session
-    core.finalizer = weakref.finalize(core, _finalize, worker)
+    core.options.update(timeout=timeout, results=results, dtype_backend=dtype_backend)
+    session = Session(core, core.options)
+    core.finalizer = weakref.finalize(core, _finalize, core.context, core.sockets, worker)
     hello = core.message("hello", versions=[_codec.PROTOCOL_VERSION])
     probe = None
     if shm is not False:

@@ -75,6 +75,10 @@ class Channel:
         self.on_worker_message: Callable[[dict[str, Any]], None] | None = None
         self.closed = False
 
+    @property
+    def socket(self) -> zmq.Socket:
+        return self._sock
+
     def set_ext_hook(self, hook: ExtHook) -> None:
         self._ext_hook = hook
 

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from ._errors import WorkerNotAvailable
@@ -81,6 +82,22 @@ class LocalWorker:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def abandon(self) -> None:
+        """Stops the worker without waiting (from a finalizer): SIGTERM, the
+        private directory removed at once, the process reaped in the background."""
+        if self.is_alive():
+            self.process.terminate()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        threading.Thread(target=self._reap, daemon=True).start()
+
+    def _reap(self) -> None:
+        try:
+            self.process.wait(SHUTDOWN_WAIT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        sweep_segments(self.pid)
 
     def stop(self, wait: float = SHUTDOWN_WAIT) -> None:
         """Waits for the process to exit (after a shutdown request), then

@@ -297,3 +297,27 @@ def test_interrupts_at_random_moments_never_kill_the_worker_or_give_wrong_values
     for k in range(20):                                   # every later value is right
         assert r.eval(f"{k} + 1") == k + 1
     assert r.ping()["state"] == "idle"
+
+
+def test_sessions_dropped_without_close_clean_up_without_blocking(tmp_path):
+    """As a re-run notebook cell does: `r = bridge.connect()` again and again."""
+    script = textwrap.dedent("""
+        import gc, bridge, numpy as np
+        pids = []
+        for i in range(15):
+            r = bridge.connect()
+            pids.append(r.info["pid"])
+            r.eval("x <- runif(10)")
+            held = r.eval("new.env()")            # a handle keeps the session's core alive a while longer
+            junk = [np.zeros(500) for _ in range(3000)]
+            if i % 4 == 0:
+                gc.collect()
+        del r, held
+        gc.collect()
+        print(" ".join(map(str, pids)))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    pids = [int(p) for p in done.stdout.split()]
+    assert len(pids) == 15
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), 10)   # every replaced worker exits
