@@ -6,6 +6,7 @@ import contextlib
 import io
 import itertools
 import os
+import secrets
 import sys
 import threading
 import traceback
@@ -41,13 +42,14 @@ from ._payloads import (
     unlink_segment,
 )
 from ._proxies import Namespace, RFunction, RObject, python_names
-from ._transport import Channel
+from ._transport import LIVENESS, Channel
 from ._worker import LocalWorker
 
 #: Per-call options and their defaults (see Session.with_options).
 DEFAULT_OPTIONS: dict[str, Any] = {"timeout": None, "convert": True, "results": "pandas", "dtype_backend": "numpy"}
 RESULT_TYPES = ("pandas", "arrow")
 SHUTDOWN_REPLY_WAIT = 2.0
+CLIENT_KEY_BYTES = 16
 FRAMES_PER_LEVEL = 40
 
 
@@ -72,14 +74,18 @@ class _Core:
     channels, pending handle releases and output sinks."""
 
     def __init__(self, endpoint: str, worker: LocalWorker | None,
-                 stdout: IO[str] | None, stderr: IO[str] | None) -> None:
+                 stdout: IO[str] | None, stderr: IO[str] | None, liveness: float = LIVENESS) -> None:
         self.endpoint = endpoint
         self.worker = worker
+        self.liveness = liveness
         self.context = zmq.Context()
         self.ids = itertools.count(1)
-        self.channel = Channel(self.context, endpoint, self.ids, self.is_alive, worker is None)
+        # The client key: every socket of this session has routing id key + its
+        # number, so the worker knows them as one client (SPEC "Clients").
+        self.client_key = bytes([secrets.randbelow(255) + 1]) + secrets.token_bytes(CLIENT_KEY_BYTES - 1)
+        self.channel = self._new_channel(0)
         # every socket of this session, for the finalizer (which must not hold the core)
-        self.sockets: list[zmq.Socket] = [self.channel.socket]
+        self.sockets: list[zmq.Socket] = list(self.channel.sockets)
         self.channel.set_ext_hook(self._ext_hook)
         self._control: Channel | None = None
         self._control_lock = threading.Lock()
@@ -101,6 +107,10 @@ class _Core:
         self.arena_reader = ArenaReader(open_segment)   # the worker's, mapped
         self.sent_segments: list[str] = []   # from callback replies, unlinked after the request
         self.finalizer: weakref.finalize | None = None
+
+    def _new_channel(self, number: int) -> Channel:
+        return Channel(self.context, self.endpoint, self.ids, self.is_alive, self.worker is None,
+                       routing_id=self.client_key + bytes([number]), liveness=self.liveness)
 
     @property
     def session(self) -> Session:
@@ -273,9 +283,9 @@ class _Core:
         self.check_usable()
         with self._control_lock:
             if self._control is None:
-                self._control = Channel(self.context, self.endpoint, self.ids, self.is_alive,
-                                        self.worker is None)
-                self.sockets.append(self._control.socket)
+                self._control = self._new_channel(1)
+                self._control.worker_pid = self.channel.worker_pid
+                self.sockets.extend(self._control.sockets)
             return self._control.request(self.message(op, **fields), timeout=timeout)
 
     # -- handles ----------------------------------------------------------------
@@ -551,7 +561,8 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
             startup_timeout: float = 30.0, rscript: str | None = None,
             worker_env: dict[str, str] | None = None,
             stdout: IO[str] | None = None, stderr: IO[str] | None = None,
-            results: str = "pandas", dtype_backend: str = "numpy", shm: bool | None = None) -> Session:
+            results: str = "pandas", dtype_backend: str = "numpy", shm: bool | None = None,
+            liveness: float = LIVENESS) -> Session:
     """Opens a session.
 
     Args:
@@ -572,15 +583,24 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
         shm: ``None`` (default) moves large payloads through shared memory when
             the handshake proves that the worker sees this host's segments;
             ``False`` always uses socket frames.
+        liveness: seconds a worker may stay silent (no reply, no answer to
+            pings, no heartbeat) before it is declared dead with
+            :class:`bridge.WorkerDied`. A stalled worker (stopped, swapping)
+            that resumes within it finishes the call in progress. A worker
+            whose process exits, or whose connection is lost and not back
+            within 1.5 s, is declared dead at once.
 
     Raises:
         WorkerNotAvailable: R or the ``rserver`` package is missing, or no
             worker answered at ``endpoint``.
     """
     _check_choices(results, dtype_backend)
+    if not isinstance(liveness, (int, float)) or not 1 <= liveness <= 3600:
+        raise ValueError(f"liveness must be a number of seconds from 1 to 3600, not {liveness!r}")
     sweep_segments()      # shared-memory payloads of processes that died
-    worker = LocalWorker(rscript, worker_env) if endpoint is None else None
-    core = _Core(endpoint or worker.endpoint, worker, stdout, stderr)  # type: ignore[union-attr]
+    worker = (LocalWorker(rscript, {"RBRIDGE_LIVENESS": f"{liveness:g}", **(worker_env or {})})
+              if endpoint is None else None)
+    core = _Core(endpoint or worker.endpoint, worker, stdout, stderr, float(liveness))  # type: ignore[union-attr]
     core.options.update(timeout=timeout, results=results, dtype_backend=dtype_backend)
     session = Session(core, core.options)
     core.finalizer = weakref.finalize(core, _finalize, core.context, core.sockets, worker)
@@ -605,6 +625,7 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
         core.close()
         raise error_from_reply(reply.get("error") or {})
     core.info = reply.get("worker") or {}
+    core.channel.worker_pid = core.info.get("pid")
     core.shm = bool(reply.get("shm"))
     core.arena_writer = ArenaWriter(create_segment) if core.shm else None
     return session

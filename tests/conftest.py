@@ -126,8 +126,12 @@ def raw_exchange(endpoint: str, frames: list[bytes], timeout_ms: int = 5000) -> 
     sock.connect(endpoint)
     try:
         sock.send_multipart(frames)
-        assert sock.poll(timeout_ms), "no reply to a malformed message"
-        return msgpack.unpackb(sock.recv(), raw=False)
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            assert sock.poll(max(0, int((deadline - time.monotonic()) * 1000))), "no reply to a malformed message"
+            reply = msgpack.unpackb(sock.recv_multipart()[0], raw=False)
+            if not (reply.get("op") == "pong" and reply.get("id") == 0):   # the worker checking we are there
+                return reply
     finally:
         sock.close()
         ctx.term()

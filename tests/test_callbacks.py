@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_in_threads, seconds_until_raised
+from conftest import run_in_threads, seconds_until_raised, wait_until
 
 import bridge
 
@@ -233,4 +233,5 @@ def test_a_client_dying_inside_its_callback_does_not_hang_the_worker(tcp_worker)
     victim.wait(10)
     with bridge.connect(endpoint) as other:              # the worker serves others again
         assert other.with_options(timeout=10).sum(1, 2) == 3
-        assert other.ping()["depth"] == 0
+        # and, once the client has been gone for the grace period, it is idle
+        assert wait_until(lambda: other.ping()["depth"] == 0, 5)

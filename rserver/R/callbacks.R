@@ -14,6 +14,9 @@ make_callable <- function(ptr) {
 # request starts one. An interrupt while waiting interrupts the calling request.
 call_python <- function(ptr, args) {
   wid <- .Call(C_callback_send, ptr, args)
+  key <- paste(wid, collapse = "")
+  open_waits[[key]] <- FALSE   # no reply yet
+  on.exit(rm(list = key, envir = open_waits))
   # Interrupts are taken only while waiting: once a nested request has been
   # taken (it is on the request stack) it must reach serve_nested(), which
   # answers it even when interrupted.
@@ -26,7 +29,7 @@ call_python <- function(ptr, args) {
       ctx <- serve_nested(wid, ptr, got)
       break
     }
-    if (identical(reply_id, wid)) {
+    if (is_reply_to(got, reply_id, wid, ptr)) {
       ctx <- got
       break
     }
@@ -34,6 +37,29 @@ call_python <- function(ptr, args) {
   reply <- .Call(C_request_decode, ctx)   # here, so that a bad reply is this call's error
   if (identical(reply$op, "error")) stop(python_condition(reply$error))
   reply$value
+}
+
+# Callbacks waiting for their replies, by id (hex): FALSE, or a reply that
+# came while a callback above it on the stack was waiting (another client's).
+open_waits <- new.env(parent = emptyenv())
+
+# Whether `ctx` (with id `reply_id`) is the reply to callback `wid` from the
+# client that owns `ptr`. Any other reply is kept for the callback it answers,
+# when that one still waits; the rest are dropped.
+is_reply_to <- function(ctx, reply_id, wid, ptr) {
+  if (identical(reply_id, wid)) return(.Call(C_reply_from_owner, ctx, ptr))
+  key <- paste(reply_id, collapse = "")
+  if (isFALSE(open_waits[[key]])) open_waits[[key]] <- ctx
+  FALSE
+}
+
+# A reply to callback `wid` that came while it was not the innermost wait, or NULL.
+kept_reply <- function(wid, ptr) {
+  key <- paste(wid, collapse = "")
+  ctx <- open_waits[[key]]
+  if (isFALSE(ctx) || is.null(ctx)) return(NULL)
+  open_waits[[key]] <- FALSE
+  if (.Call(C_reply_from_owner, ctx, ptr)) ctx else NULL
 }
 
 # Serves the callback's calls into R, starting with `first`, until the reply to

@@ -56,6 +56,7 @@ serve_loop <- function(state) {
 
 serve_requests <- function(state) {
   repeat {
+    if (!is.null(state$waiting_for) && is.null(state$pending) && callback_wait_over(state)) return(invisible())
     ctx <- state$pending   # already state$ctx (serve_nested)
     if (is.null(ctx)) ctx <- .Call(C_server_next, idle_wait_ms(), state) else state$pending <- NULL
     if (is.null(ctx)) {
@@ -64,12 +65,12 @@ serve_requests <- function(state) {
     }
     reply_id <- .Call(C_request_reply_id, ctx)
     if (!is.null(reply_id)) {
-      if (identical(reply_id, state$waiting_for)) {
+      if (!is.null(state$waiting_for) && is_reply_to(ctx, reply_id, state$waiting_for, state$callable)) {
         state$reply <- ctx      # decoded by call_python, so that a bad reply is its error
         state$stop <- TRUE
         return(invisible())
       }
-      next   # a reply nobody waits for any more (its wait was interrupted)
+      next   # kept for a wait further down, or one nobody waits for any more
     }
     state$ctx <- ctx   # C_server_next has set it already
     state$warnings <- list()
@@ -90,6 +91,19 @@ serve_requests <- function(state) {
       return(invisible())
     }
   }
+}
+
+# Between requests of a callback's serve loop: whether its wait is over,
+# because the reply came while a wait above it ran (another client's), or
+# because the request that made the callback was told to stop (its deadline,
+# an interrupt, its client gone) while another client's request ran above it.
+callback_wait_over <- function(state) {
+  kept <- kept_reply(state$waiting_for, state$callable)
+  if (!is.null(kept)) state$reply <- kept
+  else if (.Call(C_active_request_stopped)) state$interrupted <- TRUE
+  else return(FALSE)
+  state$stop <- TRUE
+  TRUE
 }
 
 # R's event loop between requests. Input handlers (sockets, pipes of other

@@ -11,18 +11,23 @@
 #'   the connection.
 #' @param parent_pid stop when this process is no longer our parent (used by
 #'   private workers); `0` disables the watch.
+#' @param liveness seconds of silence (no message, no heartbeat) after which
+#'   a client's connection is dropped; a client that reconnects within 2 s
+#'   keeps its state. It should outlast a client's longest pause.
 #' @param quiet if `FALSE`, print the bound endpoint on stderr.
 #' @return the bound endpoint, invisibly, once the server has stopped.
 serve <- function(endpoint = Sys.getenv("RBRIDGE_ENDPOINT", "tcp://127.0.0.1:5555"),
                   max_envelope = env_number("RBRIDGE_MAX_ENVELOPE", 256 * 2^20),
                   max_frame = env_number("RBRIDGE_MAX_FRAME", 2^31 - 1),
                   parent_pid = env_number("RBRIDGE_PARENT_PID", 0),
+                  liveness = env_number("RBRIDGE_LIVENESS", 30),
                   quiet = FALSE) {
+  stopifnot(is.numeric(liveness), length(liveness) == 1L, liveness >= 1, liveness <= 3600)
   stopifnot(is.character(endpoint), length(endpoint) == 1L)
   load_namespace_fully()
   info <- .Call(C_mp_encode, worker_info(endpoint, max_envelope))
   bound <- .Call(C_server_start, endpoint, as.numeric(max_envelope),
-                 as.numeric(max_frame), as.numeric(parent_pid), info)
+                 as.numeric(max_frame), as.numeric(parent_pid), as.numeric(liveness), info)
   on.exit(.Call(C_server_stop), add = TRUE)
   owned <- Sys.getenv("RBRIDGE_OWNED_DIR")   # a private worker's directory
   if (nzchar(owned)) on.exit(unlink(owned, recursive = TRUE), add = TRUE)

@@ -68,7 +68,7 @@ SEXP rb_make_callable(const uint8_t *p, uint32_t len) {
 void rb_report_released_callables(const rb_request *rq) {
   size_t kept = 0, mine = 0;
   for (size_t i = 0; i < n_released; i++)
-    if (released[i].rid_len == rq->rid_len && memcmp(released[i].rid, rq->rid, rq->rid_len) == 0) mine++;
+    if (rb_same_client(released[i].rid, released[i].rid_len, rq->rid, rq->rid_len)) mine++;
   if (!mine) return;
   msgpack_sbuffer sb;
   msgpack_packer pk;
@@ -78,7 +78,7 @@ void rb_report_released_callables(const rb_request *rq) {
   rb_pack_cstr(&pk, "callables");
   msgpack_pack_array(&pk, mine);
   for (size_t i = 0; i < n_released; i++) {
-    if (released[i].rid_len == rq->rid_len && memcmp(released[i].rid, rq->rid, rq->rid_len) == 0)
+    if (rb_same_client(released[i].rid, released[i].rid_len, rq->rid, rq->rid_len))
       msgpack_pack_uint64(&pk, released[i].id);
     else
       released[kept++] = released[i];
@@ -139,9 +139,16 @@ static void fill_callback(rb_encoder *e, void *p) {
 SEXP C_request_ends_callback(SEXP ctx, SEXP ptr) {
   rb_request *rq = rb_request_from(ctx);
   callable_ref *c = TYPEOF(ptr) == EXTPTRSXP ? R_ExternalPtrAddr(ptr) : NULL;
-  int gone = c && strcmp(rq->op, "client_gone") == 0 && rq->rid_len == c->rid_len &&
-             memcmp(rq->rid, c->rid, c->rid_len) == 0;
+  int gone = c && strcmp(rq->op, "client_gone") == 0 && rb_same_client(rq->rid, rq->rid_len, c->rid, c->rid_len);
   return Rf_ScalarLogical(gone);
+}
+
+/* Whether `ctx` (a reply to a callback) came from the client that owns
+ * callable `ptr`: a client answers only its own callbacks. */
+SEXP C_reply_from_owner(SEXP ctx, SEXP ptr) {
+  rb_request *rq = rb_request_from(ctx);
+  callable_ref *c = TYPEOF(ptr) == EXTPTRSXP ? R_ExternalPtrAddr(ptr) : NULL;
+  return Rf_ScalarLogical(c && rb_same_client(rq->rid, rq->rid_len, c->rid, c->rid_len));
 }
 
 /* Sends a callback for the request in progress; returns the callback's id as raw(8). */
@@ -151,7 +158,7 @@ SEXP C_callback_send(SEXP ptr, SEXP args) {
   if (TYPEOF(args) != VECSXP) Rf_error("rbridge: callback arguments must be a list");
   rb_request *rq = rb_current_request();
   if (!rq) Rf_error("rbridge: a Python function can only be called while its client has a request running");
-  if (rq->rid_len != c->rid_len || memcmp(rq->rid, c->rid, c->rid_len) != 0)
+  if (!rb_same_client(rq->rid, rq->rid_len, c->rid, c->rid_len))
     Rf_error("rbridge: this Python function belongs to another client");
   if (depth(rq) > MAX_NESTING || stack_share() > STACK_SHARE_LIMIT)
     Rf_error("rbridge: calls between R and Python are nested too deeply "

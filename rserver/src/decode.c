@@ -193,7 +193,7 @@ static SEXP decode_region(decode_ctx *ctx, const uint8_t *p, uint32_t len) {
   ref_name(p, len, 21, name);
   if (!ctx->rq) Rf_error("rbridge: arena payloads need a client");
   const char *err = NULL;
-  rb_arena *a = rb_arena_attach(name, ctx->rq->rid, ctx->rq->rid_len, &err);
+  rb_arena *a = rb_arena_attach(name, ctx->rq->rid, ctx->rq->client_len, &err);
   if (!a) Rf_error("rbridge: shared-memory arena %s: %s", name, err);
   uint64_t off = le64(p + 1), n = le64(p + 9);
   region_source r = {a, le32(p + 17), (size_t)n, {NULL, (size_t)n}, R_NilValue, ctx->viewed};
@@ -349,7 +349,7 @@ static void release_unseen_regions(const decode_ctx *ctx) {
     char name[RB_SHM_NAME_MAX];
     ref_name(it.ptr, it.len, 21, name);
     const char *err;
-    rb_arena *a = rb_arena_attach(name, ctx->rq->rid, ctx->rq->rid_len, &err);
+    rb_arena *a = rb_arena_attach(name, ctx->rq->rid, ctx->rq->client_len, &err);
     if (a) rb_arena_release(a, le32(it.ptr + 17));
   }
 }

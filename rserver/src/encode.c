@@ -134,7 +134,7 @@ static void pack_arrow(rb_encoder *e, SEXP x, SEXP extra_meta) {
   int shm = e->client && e->client->shm && len >= RB_SHM_MIN;
   rb_arena_ref region;
   void *map;
-  if (shm && rb_arena_alloc(e->client->rid, e->client->rid_len, len, &region) == 0) {
+  if (shm && rb_arena_alloc(e->client->rid, e->client->client_len, len, &region) == 0) {
     rb_arrow_write(plan, region.data);
     pl->arena = region.arena;
     pl->slot = region.slot;

@@ -5,7 +5,8 @@
  * reaches a newer object that reuses the slot. Release is O(1); R's own
  * precious list is not used per object because its release is O(n).
  * Each handle records the client it was made for (an index into a table of
- * routing ids), so that a client's handles can be freed when it disappears. */
+ * client keys): only that client can use or release it, and its handles are
+ * freed when it disappears. */
 #include <stdlib.h>
 #include <string.h>
 #define R_NO_REMAP
@@ -45,18 +46,32 @@ static void grow(void) {
   UNPROTECT(1);
 }
 
-/* The index of a routing id in the client table (added when new); 0 for none. */
-static uint32_t client_index(const uint8_t *rid, size_t len, int add) {
+/* The index of a client key in the client table (added when new); 0 for
+ * none. Entries of clients that are gone are reused (len 0). */
+static uint32_t client_index(const uint8_t *key, size_t len, int add) {
+  size_t unused = n_clients;
   if (len == 0) return 0;
-  for (size_t i = 0; i < n_clients; i++)
-    if (clients[i].len == len && memcmp(clients[i].rid, rid, len) == 0) return (uint32_t)(i + 1);
+  for (size_t i = 0; i < n_clients; i++) {
+    if (clients[i].len == len && memcmp(clients[i].rid, key, len) == 0) return (uint32_t)(i + 1);
+    if (clients[i].len == 0 && unused == n_clients) unused = i;
+  }
   if (!add) return 0;
-  client_id *bigger = realloc(clients, (n_clients + 1) * sizeof *bigger);
-  if (!bigger) return 0;    /* untracked: the handle then lives until released */
-  clients = bigger;
-  memcpy(clients[n_clients].rid, rid, len);
-  clients[n_clients].len = len;
-  return (uint32_t)++n_clients;
+  if (unused == n_clients) {
+    client_id *bigger = realloc(clients, (n_clients + 1) * sizeof *bigger);
+    if (!bigger) return 0;    /* untracked: the handle then lives until released */
+    clients = bigger;
+    n_clients++;
+  }
+  memcpy(clients[unused].rid, key, len);
+  clients[unused].len = len;
+  return (uint32_t)(unused + 1);
+}
+
+/* Whether the request in progress may use the handle in `slot`: one made for
+ * its client (or for none). Other clients' handles look released. */
+static int usable(size_t slot) {
+  rb_request *rq = rb_current_request();
+  return owner[slot] == 0 || !rq || owner[slot] == client_index(rq->rid, rq->client_len, 0);
 }
 
 uint64_t rb_handle_put(SEXP x) {
@@ -68,7 +83,7 @@ uint64_t rb_handle_put(SEXP x) {
   }
   SET_VECTOR_ELT(table, (R_xlen_t)slot, x);
   rb_request *rq = rb_current_request();
-  owner[slot] = rq ? client_index(rq->rid, rq->rid_len, 1) : 0;
+  owner[slot] = rq ? client_index(rq->rid, rq->client_len, 1) : 0;
   n_live++;
   return ((uint64_t)generation[slot] << 32) | slot;
 }
@@ -81,7 +96,7 @@ static int lookup(uint64_t id, size_t *slot) {
 
 SEXP rb_handle_get(uint64_t id) {
   size_t slot;
-  if (!lookup(id, &slot))
+  if (!lookup(id, &slot) || !usable(slot))
     Rf_error("rbridge: handle %llu is not live (released, or from another worker)",
              (unsigned long long)id);
   return VECTOR_ELT(table, (R_xlen_t)slot);
@@ -89,7 +104,7 @@ SEXP rb_handle_get(uint64_t id) {
 
 int rb_handle_release(uint64_t id) {
   size_t slot;
-  if (!lookup(id, &slot)) return 0;
+  if (!lookup(id, &slot) || !usable(slot)) return 0;
   SET_VECTOR_ELT(table, (R_xlen_t)slot, R_NilValue);
   owner[slot] = 0;
   generation[slot] = generation[slot] == UINT32_MAX ? 1 : generation[slot] + 1;
@@ -108,6 +123,7 @@ size_t rb_handle_release_client(const uint8_t *rid, size_t len) {
   for (size_t slot = 0; slot < next_unused; slot++)
     if (owner[slot] == c)   /* reset to 0 on release, so this slot is live */
       n += (size_t)rb_handle_release(((uint64_t)generation[slot] << 32) | slot);
+  clients[c - 1].len = 0;   /* the entry can be reused */
   return n;
 }
 

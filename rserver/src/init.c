@@ -6,7 +6,7 @@
 
 void rb_views_init(DllInfo *dll);
 
-SEXP C_server_start(SEXP, SEXP, SEXP, SEXP, SEXP);
+SEXP C_server_start(SEXP, SEXP, SEXP, SEXP, SEXP, SEXP);
 SEXP C_server_stop(void);
 SEXP C_server_next(SEXP, SEXP);
 SEXP C_request_decode(SEXP);
@@ -14,6 +14,8 @@ SEXP C_request_release(SEXP);
 SEXP C_request_timed_out(SEXP);
 SEXP C_interrupt_was_own(void);
 SEXP C_request_answered(SEXP);
+SEXP C_active_request_stopped(void);
+SEXP C_reply_from_owner(SEXP, SEXP);
 SEXP C_reply_value(SEXP, SEXP, SEXP, SEXP);
 SEXP C_reply_error(SEXP, SEXP, SEXP);
 SEXP C_handle_count(void);
@@ -38,7 +40,7 @@ SEXP C_arrow_encode(SEXP);
 #define CALLDEF(name, n) {#name, (DL_FUNC)(void (*)(void))&name, n}
 
 static const R_CallMethodDef call_methods[] = {
-  CALLDEF(C_server_start, 5),
+  CALLDEF(C_server_start, 6),
   CALLDEF(C_server_stop, 0),
   CALLDEF(C_server_next, 2),
   CALLDEF(C_request_decode, 1),
@@ -46,6 +48,8 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_request_timed_out, 1),
   CALLDEF(C_interrupt_was_own, 0),
   CALLDEF(C_request_answered, 1),
+  CALLDEF(C_active_request_stopped, 0),
+  CALLDEF(C_reply_from_owner, 2),
   CALLDEF(C_reply_value, 4),
   CALLDEF(C_reply_error, 3),
   CALLDEF(C_handle_count, 0),

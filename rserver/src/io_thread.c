@@ -18,8 +18,13 @@
 #include <zmq.h>
 #include "rserver.h"
 
-#define MAX_FDS 4096         /* connections whose client we remember */
 #define ORPHAN_GRACE 5.0     /* seconds an orphan may take to shut down */
+#define MAX_CLIENTS 4096     /* clients with state in the worker at once */
+#define SOCKETS_PER_CLIENT 4 /* routing ids remembered per client key */
+/* A client whose sockets have all been unreachable this long is gone: a
+ * client that reconnects (with the same routing id) within it keeps its state. */
+#define CLIENT_GRACE 2.0
+#define RECHECK_EVERY 0.5    /* while some client is unreachable */
 
 /* After forwarding a request (and, on the main thread, after a reply), poll
  * without sleeping for this long: a small call's reply usually comes sooner,
@@ -32,6 +37,15 @@ double rb_monotonic(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* A client of the worker: its key and the routing ids of its sockets. */
+typedef struct {
+  uint8_t rid[SOCKETS_PER_CLIENT][RB_MAX_ROUTING_ID];
+  uint8_t rid_len[SOCKETS_PER_CLIENT];
+  int n_rids;
+  int shm;                   /* its handshake probe proved shared memory */
+  double unreachable_since;  /* 0 = reachable at the last check */
+} client_entry;
+
 typedef struct {
   rb_io_shared *sh;
   void *router;
@@ -39,10 +53,13 @@ typedef struct {
   double orphaned_at;
   double spin_until;
   void *monitor;             /* disconnect events of the ROUTER */
-  /* the client whose messages came over each connection (by file descriptor) */
-  uint8_t fd_rid[MAX_FDS][RB_MAX_ROUTING_ID];
-  uint8_t fd_rid_len[MAX_FDS];
+  double check_at;           /* when to look for clients that are gone; 0 = no need */
+  client_entry *clients;     /* clients that may have state in R */
+  size_t n_clients;
 } io_state;
+
+static int send_arrival(io_state *st, int shm, int flags);
+static client_entry *note_client(io_state *st, const uint8_t *rid, size_t len);
 
 static void free_sbuffer_data(void *data, void *hint) {
   (void)hint;
@@ -83,7 +100,7 @@ static void reply_pong(io_state *st, const void *rid, size_t rid_len, uint64_t i
   msgpack_packer pk;
   pthread_mutex_lock(&sh->mu);
   int depth = sh->busy_depth;
-  uint64_t cur = sh->current_id;
+  uint64_t cur = depth > 0 && depth <= RB_MAX_LEVELS ? sh->levels[depth - 1].id : 0;
   char op[RB_OP_MAX];
   memcpy(op, sh->current_op, RB_OP_MAX);
   double since = sh->busy_since;
@@ -118,6 +135,9 @@ static void reply_hello(io_state *st, const void *rid, size_t rid_len, const rb_
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   /* shared memory is used only when this process can read the client's probe */
   int shm = pk_in->probe_name[0] && rb_shm_probe(pk_in->probe_name, pk_in->probe_token, pk_in->probe_token_len);
+  client_entry *c = rid_len <= RB_MAX_ROUTING_ID ? note_client(st, rid, rid_len) : NULL;
+  if (c) c->shm = shm;
+  else shm = 0;
   rb_pack_header(&pk, 6, pk_in->id, "hello");
   rb_pack_cstr(&pk, "version");
   msgpack_pack_uint8(&pk, RB_PROTOCOL_VERSION);
@@ -137,23 +157,144 @@ static void signal_main(io_state *st) {
   pthread_kill(st->sh->main_thread, SIGINT);
 }
 
+static int watched_depth(const rb_io_shared *sh) {
+  return sh->busy_depth < RB_MAX_LEVELS ? sh->busy_depth : RB_MAX_LEVELS;
+}
+
+static int level_of(const rb_level *lv, const uint8_t *rid, size_t rid_len) {
+  return rb_same_client(lv->client, lv->client_len, rid, rid_len);
+}
+
+/* Tells request `at` to stop (reason RB_STOP_*), and with it the requests its
+ * client made above it (nested in its callbacks; other clients' requests above
+ * it are left alone, and it stops when they are done). Returns whether the
+ * running request is among them, so that R must be interrupted. Call with mu. */
+static int stop_from(rb_io_shared *sh, int at, int reason) {
+  int depth = watched_depth(sh), top = 0;
+  const rb_level *owner = &sh->levels[at];
+  for (int i = at; i < depth; i++) {
+    rb_level *lv = &sh->levels[i];
+    if (i != at && !rb_same_client(lv->client, lv->client_len, owner->client, owner->client_len)) continue;
+    if (lv->stop == RB_STOP_NONE) lv->stop = i == at ? reason : RB_STOP_INTERRUPT;
+    if (i == sh->busy_depth - 1) top = 1;
+  }
+  return top;
+}
+
+/* interrupt: only the sender's own requests (its innermost, or `target`). */
 static void reply_interrupt(io_state *st, const void *rid, size_t rid_len, const rb_peek *p) {
   rb_io_shared *sh = st->sh;
-  int sent = 0;
+  int found = 0, running = 0;
   pthread_mutex_lock(&sh->mu);
-  if (sh->busy_depth > 0 && (!p->has_target || p->target == sh->current_id)) sent = 1;
+  for (int i = watched_depth(sh) - 1; i >= 0; i--) {
+    rb_level *lv = &sh->levels[i];
+    if (!level_of(lv, rid, rid_len) || (p->has_target && lv->id != p->target)) continue;
+    found = 1;
+    running = stop_from(sh, i, RB_STOP_INTERRUPT);
+    break;
+  }
   pthread_mutex_unlock(&sh->mu);
-  if (sent) signal_main(st);
+  if (running) signal_main(st);
   msgpack_sbuffer sb;
   msgpack_packer pk;
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   rb_pack_header(&pk, 5, p->id, "result");
   rb_pack_cstr(&pk, "value");
-  if (sent) msgpack_pack_true(&pk); else msgpack_pack_false(&pk);
+  if (found) msgpack_pack_true(&pk); else msgpack_pack_false(&pk);
   rb_pack_cstr(&pk, "warnings");
   msgpack_pack_array(&pk, 0);
   send_to_client(st, rid, rid_len, &sb);
+}
+
+/* ---- clients ------------------------------------------------------------- */
+
+static client_entry *find_client(io_state *st, const uint8_t *rid, size_t len) {
+  for (size_t i = 0; i < st->n_clients; i++)
+    if (rb_same_client(st->clients[i].rid[0], st->clients[i].rid_len[0], rid, len)) return &st->clients[i];
+  return NULL;
+}
+
+/* The entry of the client that sent from `rid`, added when new; NULL when the
+ * table is full. */
+static client_entry *note_client(io_state *st, const uint8_t *rid, size_t len) {
+  client_entry *c = find_client(st, rid, len);
+  if (!c) {
+    if (st->n_clients == MAX_CLIENTS) return NULL;
+    client_entry *bigger = realloc(st->clients, (st->n_clients + 1) * sizeof *bigger);
+    if (!bigger) return NULL;
+    st->clients = bigger;
+    c = &st->clients[st->n_clients++];
+    memset(c, 0, sizeof *c);
+  }
+  for (int j = 0; j < c->n_rids; j++)
+    if (c->rid_len[j] == len && memcmp(c->rid[j], rid, len) == 0) return c;
+  int j = c->n_rids < SOCKETS_PER_CLIENT ? c->n_rids++ : SOCKETS_PER_CLIENT - 1;
+  memcpy(c->rid[j], rid, len);
+  c->rid_len[j] = (uint8_t)len;
+  return c;
+}
+
+/* Whether a message to `rid` can be routed (ROUTER_MANDATORY refuses one to a
+ * routing id with no connection). The message is an unsolicited pong with id
+ * 0, which clients ignore (SPEC "ping"). */
+static int reachable(io_state *st, const uint8_t *rid, size_t len) {
+  if (zmq_send(st->router, rid, len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return errno != EHOSTUNREACH;
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  rb_pack_header(&pk, 3, 0, "pong");
+  zmq_send(st->router, sb.data, sb.size, ZMQ_DONTWAIT);
+  msgpack_sbuffer_destroy(&sb);
+  return 1;
+}
+
+/* A client is gone: its requests stop (the running one is interrupted, even
+ * `repeat {}`), and the main thread frees what it held, through a request
+ * made in its name. */
+static void client_gone(io_state *st, client_entry *c) {
+  rb_io_shared *sh = st->sh;
+  int running = 0;
+  pthread_mutex_lock(&sh->mu);
+  for (int i = 0; i < watched_depth(sh); i++)
+    if (level_of(&sh->levels[i], c->rid[0], c->rid_len[0])) {
+      running |= stop_from(sh, i, RB_STOP_INTERRUPT);
+      break;   /* stop_from covers its requests above */
+    }
+  pthread_mutex_unlock(&sh->mu);
+  if (running) signal_main(st);
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  rb_pack_header(&pk, 3, 0, "client_gone");
+  send_arrival(st, 0, 0);
+  zmq_send(st->pair, c->rid[0], c->rid_len[0], ZMQ_SNDMORE);
+  zmq_send(st->pair, sb.data, sb.size, 0);
+  msgpack_sbuffer_destroy(&sb);
+}
+
+/* After a disconnection: which clients can no longer be reached, and which of
+ * those have been unreachable for the grace period (gone). */
+static void check_clients(io_state *st) {
+  double now = rb_monotonic();
+  int waiting = 0;
+  for (size_t i = 0; i < st->n_clients;) {
+    client_entry *c = &st->clients[i];
+    int ok = 0;
+    for (int j = 0; j < c->n_rids && !ok; j++) ok = reachable(st, c->rid[j], c->rid_len[j]);
+    if (ok) c->unreachable_since = 0;
+    else if (c->unreachable_since == 0) c->unreachable_since = now;
+    if (!ok && now - c->unreachable_since >= CLIENT_GRACE) {
+      client_gone(st, c);
+      st->clients[i] = st->clients[--st->n_clients];
+      continue;
+    }
+    waiting |= !ok;
+    i++;
+  }
+  st->check_at = waiting ? now + RECHECK_EVERY : 0;
 }
 
 static int is_main_op(const char *op) {
@@ -183,10 +324,14 @@ static void close_frames(zmq_msg_t *f, int n) {
 
 /* Every message to the main thread starts with the time it arrived here
  * (a double, monotonic seconds), so that a request's timeout counts the time
- * it waited in the queue behind other clients' requests. */
-static int send_arrival(io_state *st, int flags) {
+ * it waited in the queue behind other clients' requests, and whether its
+ * client's handshake proved shared memory (RB_ARRIVAL_SHM). */
+static int send_arrival(io_state *st, int shm, int flags) {
+  uint8_t frame[RB_ARRIVAL_FRAME];
   double now = rb_monotonic();
-  return zmq_send(st->pair, &now, sizeof now, ZMQ_SNDMORE | flags);
+  memcpy(frame, &now, sizeof now);
+  frame[sizeof now] = shm ? RB_ARRIVAL_SHM : 0;
+  return zmq_send(st->pair, frame, sizeof frame, ZMQ_SNDMORE | flags);
 }
 
 static void on_client_message(io_state *st) {
@@ -215,11 +360,6 @@ static void on_client_message(io_state *st) {
   }
   const void *env = zmq_msg_data(&f[1]);
   size_t env_len = zmq_msg_size(&f[1]);
-  int fd = zmq_msg_get(&f[1], ZMQ_SRCFD);
-  if (fd >= 0 && fd < MAX_FDS && rid_len <= RB_MAX_ROUTING_ID) {
-    memcpy(st->fd_rid[fd], rid, rid_len);
-    st->fd_rid_len[fd] = (uint8_t)rid_len;
-  }
   const char *err = NULL;
   rb_peek pk;
   memset(&pk, 0, sizeof pk);
@@ -237,13 +377,16 @@ static void on_client_message(io_state *st) {
   } else if (strcmp(pk.op, "ping") == 0) {
     reply_pong(st, rid, rid_len, pk.id);
   } else if (strcmp(pk.op, "hello") == 0) {
-    reply_hello(st, rid, rid_len, &pk);
+    reply_hello(st, rid, rid_len, &pk);   /* notes the client */
   } else if (strcmp(pk.op, "interrupt") == 0) {
     reply_interrupt(st, rid, rid_len, &pk);
   } else if (is_main_op(pk.op)) {
     /* Never block here: a full queue is reported to the client instead. Once
      * the first frame is accepted, the rest of a multipart message is too. */
-    if (send_arrival(st, ZMQ_DONTWAIT) < 0)
+    client_entry *c = rid_len <= RB_MAX_ROUTING_ID ? note_client(st, rid, rid_len) : NULL;
+    if (!c)
+      reply_error(st, rid, rid_len, pk.id, "rbridge_limit_error", "the worker has too many clients");
+    else if (send_arrival(st, c->shm, ZMQ_DONTWAIT) < 0)
       reply_error(st, rid, rid_len, pk.id, "rbridge_busy_error", "the worker's request queue is full");
     else {
       for (int i = 0; i < n; i++) zmq_msg_send(&f[i], st->pair, i + 1 < n ? ZMQ_SNDMORE : 0);
@@ -282,32 +425,21 @@ static int on_main_message(io_state *st) {
   return stop;
 }
 
-/* A connection closed (the client closed, died, or stopped answering
- * heartbeats): the main thread frees the handles of the client that used it,
- * through a request made in that client's name. */
+/* A connection closed (a client closed, died, or stopped answering
+ * heartbeats). Which client it was is not known here (a file descriptor can
+ * be reused by the next connection before this event is read), so every
+ * client is checked by its routing ids, shortly after (check_clients). */
 static void on_monitor_event(io_state *st) {
   zmq_msg_t ev, addr;
   zmq_msg_init(&ev);
   zmq_msg_init(&addr);
-  if (zmq_msg_recv(&ev, st->monitor, 0) < 0 || zmq_msg_recv(&addr, st->monitor, 0) < 0) goto done;
-  if (zmq_msg_size(&ev) < 6) goto done;
-  const uint8_t *d = zmq_msg_data(&ev);
-  uint16_t event;
-  uint32_t fd;
-  memcpy(&event, d, 2);
-  memcpy(&fd, d + 2, 4);
-  if (event != ZMQ_EVENT_DISCONNECTED || fd >= MAX_FDS || st->fd_rid_len[fd] == 0) goto done;
-  msgpack_sbuffer sb;
-  msgpack_packer pk;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  rb_pack_header(&pk, 3, 0, "client_gone");
-  send_arrival(st, 0);
-  zmq_send(st->pair, st->fd_rid[fd], st->fd_rid_len[fd], ZMQ_SNDMORE);
-  zmq_send(st->pair, sb.data, sb.size, 0);
-  msgpack_sbuffer_destroy(&sb);
-  st->fd_rid_len[fd] = 0;
-done:
+  if (zmq_msg_recv(&ev, st->monitor, 0) >= 0 && zmq_msg_recv(&addr, st->monitor, 0) >= 0 &&
+      zmq_msg_size(&ev) >= 2) {
+    uint16_t event;
+    memcpy(&event, zmq_msg_data(&ev), 2);
+    double soon = rb_monotonic() + 0.1;   /* once libzmq has dropped the route */
+    if (event == ZMQ_EVENT_DISCONNECTED && (st->check_at == 0 || st->check_at > soon)) st->check_at = soon;
+  }
   zmq_msg_close(&ev);
   zmq_msg_close(&addr);
 }
@@ -319,7 +451,7 @@ static void request_shutdown(io_state *st) {
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   rb_pack_header(&pk, 3, 0, "shutdown");
-  send_arrival(st, 0);
+  send_arrival(st, 0, 0);
   zmq_send(st->pair, "", 0, ZMQ_SNDMORE);
   zmq_send(st->pair, sb.data, sb.size, 0);
   msgpack_sbuffer_destroy(&sb);
@@ -348,13 +480,16 @@ static void check_timers(io_state *st) {
   double now = rb_monotonic();
   int fire = 0;
   pthread_mutex_lock(&sh->mu);
-  if (sh->busy_depth > 0 && sh->deadline > 0 && now >= sh->deadline) {
-    sh->timed_out_id = sh->current_id;
-    sh->deadline = 0;
-    fire = 1;
+  for (int i = 0; i < watched_depth(sh); i++) {   /* an outer deadline holds while nested requests run */
+    rb_level *lv = &sh->levels[i];
+    if (lv->deadline > 0 && now >= lv->deadline) {
+      lv->deadline = 0;
+      fire |= stop_from(sh, i, RB_STOP_TIMEOUT);
+    }
   }
   pthread_mutex_unlock(&sh->mu);
   if (fire) signal_main(st);
+  if (st->check_at > 0 && now >= st->check_at) check_clients(st);
 
   if (sh->parent_pid > 0 && getppid() != (pid_t)sh->parent_pid) {
     if (st->orphaned_at == 0) {
@@ -371,20 +506,19 @@ static void check_timers(io_state *st) {
 
 static int poll_timeout_ms(io_state *st) {
   rb_io_shared *sh = st->sh;
-  int ms = 500;
+  double now = rb_monotonic(), until = now + 0.5;
   pthread_mutex_lock(&sh->mu);
-  if (sh->busy_depth > 0 && sh->deadline > 0) {
-    double left = (sh->deadline - rb_monotonic()) * 1000.0;
-    if (left < ms) ms = left < 0 ? 0 : (int)left + 1;
-  }
+  for (int i = 0; i < watched_depth(sh); i++)
+    if (sh->levels[i].deadline > 0 && sh->levels[i].deadline < until) until = sh->levels[i].deadline;
   pthread_mutex_unlock(&sh->mu);
-  return ms;
+  if (st->check_at > 0 && st->check_at < until) until = st->check_at;
+  return until <= now ? 0 : (int)((until - now) * 1000.0) + 1;
 }
 
 static void set_int(void *s, int opt, int v) { zmq_setsockopt(s, opt, &v, sizeof v); }
 
 static void *io_main(void *arg) {
-  static io_state st;   /* large (the fd table): not on this thread's stack */
+  io_state st;
   memset(&st, 0, sizeof st);
   st.sh = (rb_io_shared *)arg;
   rb_io_shared *sh = st.sh;
@@ -398,9 +532,11 @@ static void *io_main(void *arg) {
   /* No send limit: at the default of 1000 queued messages per client, a burst
    * of output would make sends fail and replies be lost. */
   set_int(st.router, ZMQ_SNDHWM, 0);
-  set_int(st.router, ZMQ_HEARTBEAT_IVL, 1000);
-  set_int(st.router, ZMQ_HEARTBEAT_TIMEOUT, 3000);
-  set_int(st.router, ZMQ_HEARTBEAT_TTL, 3000);
+  /* a client that reconnects takes its routing id (and its state) back */
+  set_int(st.router, ZMQ_ROUTER_HANDOVER, 1);
+  set_int(st.router, ZMQ_HEARTBEAT_IVL, RB_HEARTBEAT_MS);
+  set_int(st.router, ZMQ_HEARTBEAT_TIMEOUT, (int)(sh->liveness * 1000));
+  set_int(st.router, ZMQ_HEARTBEAT_TTL, (int)(sh->liveness * 1000));
   zmq_setsockopt(st.router, ZMQ_MAXMSGSIZE, &sh->max_frame, sizeof sh->max_frame);
   if (zmq_bind(st.router, sh->endpoint) < 0) {
     snprintf(status, sizeof status, "E%s: %s", sh->endpoint, zmq_strerror(errno));
@@ -434,6 +570,7 @@ static void *io_main(void *arg) {
   zmq_close(st.monitor);
   zmq_close(st.router);
   zmq_close(st.pair);
+  free(st.clients);
   return NULL;
 }
 

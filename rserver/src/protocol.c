@@ -127,3 +127,13 @@ void rb_pack_error_body(msgpack_packer *pk, const char *const *classes, int ncla
   rb_pack_cstr(pk, "traceback");
   msgpack_pack_array(pk, 0);
 }
+
+size_t rb_client_key_len(size_t rid_len) {
+  return rid_len == RB_CLIENT_KEY + 1 ? RB_CLIENT_KEY : rid_len;
+}
+
+/* Whether two routing ids belong to one client. */
+int rb_same_client(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
+  size_t ka = rb_client_key_len(alen), kb = rb_client_key_len(blen);
+  return ka == kb && memcmp(a, b, ka) == 0;
+}

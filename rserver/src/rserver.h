@@ -88,6 +88,12 @@ typedef struct {
 } rb_peek;
 
 int rb_peek_envelope(const void *buf, size_t len, rb_peek *pk, const char **err);
+/* A client's key: the part of its routing id that all of its sockets share
+ * (SPEC "Clients"): the first RB_CLIENT_KEY bytes of a routing id of
+ * RB_CLIENT_KEY + 1 bytes, else the whole routing id. */
+#define RB_CLIENT_KEY 16
+size_t rb_client_key_len(size_t rid_len);
+int rb_same_client(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
 void rb_pack_cstr(msgpack_packer *pk, const char *s);
 void rb_pack_kv_str(msgpack_packer *pk, const char *k, const char *v);
 void rb_pack_header(msgpack_packer *pk, uint32_t nfields, uint64_t id, const char *op);
@@ -95,6 +101,17 @@ void rb_pack_error_body(msgpack_packer *pk, const char *const *classes, int ncla
                         const char *message);
 
 /* ---- io_thread.c ------------------------------------------------------- */
+/* One request on the main thread's stack, as the I/O thread sees it. */
+#define RB_MAX_LEVELS 128        /* deeper levels are not watched (callbacks nest at most 100 deep) */
+enum { RB_STOP_NONE, RB_STOP_INTERRUPT, RB_STOP_TIMEOUT };
+typedef struct {
+  uint64_t id;
+  uint8_t client[RB_MAX_ROUTING_ID];   /* the client's key */
+  size_t client_len;
+  double deadline;        /* monotonic seconds, 0 = none */
+  int stop;               /* RB_STOP_*: set by the I/O thread, taken by the main thread */
+} rb_level;
+
 typedef struct {
   /* configuration, fixed before the thread starts */
   void *zctx;
@@ -103,6 +120,7 @@ typedef struct {
   size_t max_envelope;
   int64_t max_frame;
   long parent_pid;        /* exit when orphaned; 0 = no watch */
+  double liveness;        /* seconds of silence after which a client's connection is dropped */
   char worker_info[1024]; /* msgpack map bytes for hello, built by main */
   size_t worker_info_len;
   pthread_t main_thread;
@@ -110,14 +128,17 @@ typedef struct {
   /* shared with the main thread; guarded by mu */
   pthread_mutex_t mu;
   int busy_depth;
-  uint64_t current_id;
+  rb_level levels[RB_MAX_LEVELS];   /* the request stack, outermost first */
   char current_op[RB_OP_MAX];
   double busy_since;      /* monotonic seconds */
-  double deadline;        /* monotonic seconds, 0 = none */
-  uint64_t timed_out_id;  /* request that ran out of time, or RB_NO_REQUEST */
   double own_interrupt_at; /* when the I/O thread last sent R a SIGINT (monotonic) */
 } rb_io_shared;
 
+#define RB_HEARTBEAT_MS 1000
+/* The first frame of every message from the I/O thread to the main thread:
+ * arrival time (double) and flags. */
+#define RB_ARRIVAL_FRAME 9
+#define RB_ARRIVAL_SHM 1
 int rb_io_start(rb_io_shared *sh, pthread_t *tid, char *err, size_t errlen);
 double rb_monotonic(void);
 extern double rb_spin_seconds;   /* busy-poll window after a hand-off (RBRIDGE_SPIN_US) */
@@ -129,8 +150,9 @@ void rb_console_flush(void);
 
 /* ---- server.c (main thread) -------------------------------------------- */
 typedef struct rb_request {
-  uint8_t rid[RB_MAX_ROUTING_ID];
+  uint8_t rid[RB_MAX_ROUTING_ID];   /* routing id: where replies go */
   size_t rid_len;
+  size_t client_len;          /* the client's key is rid[0, client_len) */
   uint64_t id;
   char op[RB_OP_MAX];
   double timeout;
@@ -141,6 +163,8 @@ typedef struct rb_request {
   int done;
   int is_reply;               /* a client's reply to a callback, not a request */
   int shm;                    /* the client takes shared-memory payloads */
+  int level;                  /* index in the stack (rb_io_shared.levels) */
+  int stop;                   /* RB_STOP_* taken when it left the stack */
   void *frames;               /* zmq_msg_t[nframes]: payload frames after the envelope */
   int nframes;
   struct rb_request *outer;   /* request this one is nested in */

@@ -61,7 +61,7 @@ static int send_message(const rb_request *rq, msgpack_sbuffer *sb, rb_payload *p
   int nframes = 0, rc = 0;
   for (int i = 0; i < npl; i++) {
     if (pl[i].data) nframes++;
-    else if (pl[i].shm[0]) rb_shm_track(pl[i].shm, rq->rid, rq->rid_len);   /* unlinked later if unread */
+    else if (pl[i].shm[0]) rb_shm_track(pl[i].shm, rq->rid, rq->client_len);   /* unlinked later if unread */
   }
   if (send_retry(main_pair, rq->rid, rq->rid_len, ZMQ_SNDMORE) < 0) {
     free(data);
@@ -94,12 +94,7 @@ int rb_send_encoded(const rb_request *rq, rb_encoder *e) {
 /* ---- request stack ------------------------------------------------------ */
 
 static void publish_top(void) {
-  pthread_mutex_lock(&shared.mu);
-  if (active) {
-    shared.current_id = active->id;
-    memcpy(shared.current_op, active->op, RB_OP_MAX);
-  }
-  pthread_mutex_unlock(&shared.mu);
+  if (active) memcpy(shared.current_op, active->op, RB_OP_MAX);
 }
 
 static void push_request(rb_request *rq) {
@@ -110,17 +105,22 @@ static void push_request(rb_request *rq) {
   /* from its arrival: the time it waited behind other requests counts */
   rq->deadline = rq->timeout > 0 ? rq->arrived + rq->timeout : 0;
   pthread_mutex_lock(&shared.mu);
-  shared.busy_depth++;
-  if (shared.busy_depth == 1) shared.busy_since = now;
-  shared.deadline = rq->deadline;
-  if (rq->deadline > 0 && now >= rq->deadline) {   /* expired in the queue: it does not start */
-    shared.timed_out_id = rq->id;
-    shared.deadline = 0;
-  } else if (shared.timed_out_id == rq->id) {
-    shared.timed_out_id = RB_NO_REQUEST;   /* an earlier request's, with the same id */
+  rq->level = shared.busy_depth++;
+  if (rq->level == 0) shared.busy_since = now;
+  if (rq->level < RB_MAX_LEVELS) {
+    rb_level *lv = &shared.levels[rq->level];
+    lv->id = rq->id;
+    memcpy(lv->client, rq->rid, rq->client_len);
+    lv->client_len = rq->client_len;
+    lv->deadline = rq->deadline;
+    lv->stop = RB_STOP_NONE;
+    if (rq->deadline > 0 && now >= rq->deadline) {   /* expired in the queue: it does not start */
+      lv->stop = RB_STOP_TIMEOUT;
+      lv->deadline = 0;
+    }
   }
-  pthread_mutex_unlock(&shared.mu);
   publish_top();
+  pthread_mutex_unlock(&shared.mu);
 }
 
 static void pop_request(rb_request *rq) {
@@ -128,10 +128,20 @@ static void pop_request(rb_request *rq) {
   if (active != rq) return;   /* cannot happen: replies are sent innermost first */
   active = rq->outer;
   pthread_mutex_lock(&shared.mu);
+  if (rq->level < RB_MAX_LEVELS) rq->stop = shared.levels[rq->level].stop;
   shared.busy_depth--;
-  shared.deadline = active ? active->deadline : 0;   /* the outer request's, if any */
-  pthread_mutex_unlock(&shared.mu);
   publish_top();
+  pthread_mutex_unlock(&shared.mu);
+}
+
+/* How a request was told to stop (RB_STOP_*), on the stack or after. */
+static int request_stop(const rb_request *rq) {
+  if (rq->is_reply) return RB_STOP_NONE;
+  if (rq->done || rq->level >= RB_MAX_LEVELS) return rq->stop;
+  pthread_mutex_lock(&shared.mu);
+  int stop = shared.levels[rq->level].stop;
+  pthread_mutex_unlock(&shared.mu);
+  return stop;
 }
 
 static void free_frames(rb_request *rq) {
@@ -159,7 +169,7 @@ rb_request *rb_request_from(SEXP ctx) {
 /* Receives one forwarded request from the PAIR and wraps it for R. */
 static SEXP receive_request(void) {
   zmq_msg_t f;
-  int more = 1, idx = 0;
+  int more = 1, idx = 0, arrival_flags = 0;
   size_t sz = sizeof more;
   rb_request *rq = calloc(1, sizeof *rq);
   if (!rq) Rf_error("rbridge: out of memory");
@@ -168,11 +178,13 @@ static SEXP receive_request(void) {
     while (zmq_msg_recv(&f, main_pair, 0) < 0 && errno == EINTR) {}
     zmq_getsockopt(main_pair, ZMQ_RCVMORE, &more, &sz);
     size_t n = zmq_msg_size(&f);
-    if (idx == 0 && n == sizeof rq->arrived) {   /* stamped by the I/O thread */
-      memcpy(&rq->arrived, zmq_msg_data(&f), n);
+    if (idx == 0 && n == RB_ARRIVAL_FRAME) {   /* stamped by the I/O thread */
+      memcpy(&rq->arrived, zmq_msg_data(&f), sizeof rq->arrived);
+      arrival_flags = ((const uint8_t *)zmq_msg_data(&f))[sizeof rq->arrived];
     } else if (idx == 1 && n <= RB_MAX_ROUTING_ID) {
       memcpy(rq->rid, zmq_msg_data(&f), n);
       rq->rid_len = n;
+      rq->client_len = rb_client_key_len(n);
     } else if (idx == 2 && (rq->envelope = malloc(n ? n : 1)) != NULL) {
       memcpy(rq->envelope, zmq_msg_data(&f), n);
       rq->envelope_len = n;
@@ -199,10 +211,10 @@ static SEXP receive_request(void) {
   rq->id = pk.id;
   memcpy(rq->op, pk.op, RB_OP_MAX);
   rq->timeout = pk.timeout;
-  rq->shm = pk.shm;
+  rq->shm = pk.shm && (arrival_flags & RB_ARRIVAL_SHM);   /* only once the handshake proved it */
   /* A new outermost request means the client has read every earlier reply:
    * shared-memory segments it left unread (an abandoned reply) go now. */
-  if (!active) rb_shm_forget(rq->rid, rq->rid_len);
+  if (!active) rb_shm_forget(rq->rid, rq->client_len);
   if (strcmp(rq->op, "result") == 0 || strcmp(rq->op, "error") == 0) {
     rq->is_reply = 1;   /* answers a callback: never on the stack of requests */
     rq->done = 1;
@@ -354,11 +366,15 @@ SEXP C_request_reply_id(SEXP ctx) {
 }
 
 SEXP C_request_timed_out(SEXP ctx) {
-  rb_request *rq = rb_request_from(ctx);
-  pthread_mutex_lock(&shared.mu);
-  int t = shared.timed_out_id == rq->id;
-  pthread_mutex_unlock(&shared.mu);
-  return Rf_ScalarLogical(t);
+  return Rf_ScalarLogical(request_stop(rb_request_from(ctx)) == RB_STOP_TIMEOUT);
+}
+
+/* Whether the innermost request in progress was told to stop: its deadline
+ * passed, it was interrupted, or its client is gone. Between requests of a
+ * callback's serve loop, that is the request that made the callback, which
+ * then unwinds (it may have been told while another client's request ran). */
+SEXP C_active_request_stopped(void) {
+  return Rf_ScalarLogical(active && request_stop(active) != RB_STOP_NONE);
 }
 
 /* Whether an interrupt R took may have come from the I/O thread (for a
@@ -382,9 +398,9 @@ SEXP C_request_answered(SEXP ctx) { return Rf_ScalarLogical(rb_request_from(ctx)
 /* client_gone (made by the I/O thread in the name of a vanished client). */
 SEXP C_request_release_client(SEXP ctx) {
   rb_request *rq = rb_request_from(ctx);
-  rb_shm_forget(rq->rid, rq->rid_len);
-  rb_arenas_detach(rq->rid, rq->rid_len);
-  return Rf_ScalarReal((double)rb_handle_release_client(rq->rid, rq->rid_len));
+  rb_shm_forget(rq->rid, rq->client_len);
+  rb_arenas_detach(rq->rid, rq->client_len);
+  return Rf_ScalarReal((double)rb_handle_release_client(rq->rid, rq->client_len));
 }
 
 /* release: the envelope's "handles" is an array of handle references. */
@@ -420,7 +436,8 @@ SEXP C_request_release(SEXP ctx) {
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-SEXP C_server_start(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP parent_pid, SEXP info) {
+SEXP C_server_start(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP parent_pid, SEXP liveness,
+                    SEXP info) {
   if (running) Rf_error("rbridge: a server is already running in this R process");
   const char *ep = CHAR(STRING_ELT(endpoint, 0));
   if (strlen(ep) >= sizeof shared.endpoint) Rf_error("rbridge: endpoint is too long");
@@ -429,12 +446,12 @@ SEXP C_server_start(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP paren
 
   rb_shm_sweep();   /* segments left by processes that died */
   memset(&shared, 0, sizeof shared);
-  shared.timed_out_id = RB_NO_REQUEST;
   pthread_mutex_init(&shared.mu, NULL);
   strcpy(shared.endpoint, ep);
   shared.max_envelope = (size_t)Rf_asReal(max_envelope);
   shared.max_frame = (int64_t)Rf_asReal(max_frame);
   shared.parent_pid = (long)Rf_asReal(parent_pid);
+  shared.liveness = Rf_asReal(liveness);
   memcpy(shared.worker_info, RAW(info), (size_t)XLENGTH(info));
   shared.worker_info_len = (size_t)XLENGTH(info);
   shared.main_thread = pthread_self();
