@@ -235,3 +235,35 @@ def test_a_client_dying_inside_its_callback_does_not_hang_the_worker(tcp_worker)
         assert other.with_options(timeout=10).sum(1, 2) == 3
         # and, once the client has been gone for the grace period, it is idle
         assert wait_until(lambda: other.ping()["depth"] == 0, 5)
+
+
+def test_outer_deadline_fires_while_a_nested_request_runs(r):
+    def slow_nested(x):
+        return r.eval("Sys.sleep(20)")                 # nested, with no timeout of its own
+
+    start = time.monotonic()
+    with pytest.raises(bridge.RTimeout):
+        r.with_options(timeout=1.0).call(r.eval("function(f) f(1)"), slow_nested)
+    assert time.monotonic() - start < 2.0             # R stops within 1 s of the deadline
+    assert r.ping()["depth"] == 0 and r.sum(1, 2) == 3
+
+
+def test_timeout_reaches_r_while_it_loops_over_slow_callbacks(r):
+    loop = r.eval("function(f) for (i in 1:20) f(i)")
+    start = time.monotonic()
+    with pytest.raises(bridge.RTimeout):
+        r.with_options(timeout=1.0).call(loop, lambda x: time.sleep(0.3))
+    assert time.monotonic() - start < 2.0
+    assert r.sum(1, 2) == 3
+
+
+def test_ctrl_c_inside_a_callback_keeps_the_session_in_step(r):
+    def interrupted(x):
+        threading.Timer(0.1, _thread.interrupt_main).start()
+        time.sleep(0.5)
+        return x
+
+    with pytest.raises(KeyboardInterrupt):
+        r.eval("function(f) { f(1); Sys.sleep(5) }")(interrupted)
+    assert r.ping()["depth"] == 0
+    assert [r.sum(i, 1) for i in range(5)] == [1, 2, 3, 4, 5]

@@ -129,8 +129,9 @@ arg_labels <- function(f, npos, knames) {
 }
 
 formal_names <- function(f) {
+  if (is.primitive(f)) f <- args(f)   # NULL for language primitives such as `[[`
   if (!is.function(f)) return(character())
-  as.character(names(formals(if (is.primitive(f)) args(f) else f)))
+  as.character(names(formals(f)))
 }
 
 # Indices of the arguments where a string with `~` is a formula: those that

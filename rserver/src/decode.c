@@ -364,7 +364,10 @@ static void after_request_decode(void *p, Rboolean jump) {
 }
 
 SEXP rb_decode_request(rb_request *rq) {
-  decode_ctx ctx = {1, rq, rq->frames, rq->nframes, R_NilValue, NULL, 0};
+  /* release reads its handle references itself: released, unknown and other
+   * clients' handles are skipped there, not errors here */
+  int resolve = strcmp(rq->op, "release") != 0;
+  decode_ctx ctx = {resolve, rq, rq->frames, rq->nframes, R_NilValue, NULL, 0};
   ctx.backings = PROTECT(Rf_allocVector(VECSXP, rq->nframes));
   ctx.viewed = (rb_view_spans *)R_alloc(1, sizeof *ctx.viewed);
   ctx.viewed->n = 0;

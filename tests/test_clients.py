@@ -1,0 +1,266 @@
+"""Stalls, departing clients and clients sharing one worker (SPEC §1 "Clients",
+§8 "Handle ids and lifetime", `interrupt`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import msgpack
+import pytest
+import zmq
+from conftest import raw_exchange, seconds_until_raised, wait_until
+
+import bridge
+
+
+def stalled(pid: int, seconds: float) -> threading.Thread:
+    """Stops process `pid` now and resumes it after `seconds`, on a thread."""
+    os.kill(pid, signal.SIGSTOP)
+    resume = threading.Timer(seconds, os.kill, (pid, signal.SIGCONT))
+    resume.start()
+    return resume
+
+
+# -- stalls are not deaths ----------------------------------------------------------
+
+def test_a_stalled_private_worker_finishes_the_call_and_keeps_its_handles(fresh):
+    kept = fresh.eval("new.env()")
+    fresh.eval("kept_value <- 41")
+    threading.Timer(0.3, stalled, (fresh.info["pid"], 5.0)).start()
+    start = time.monotonic()
+    assert fresh.eval("Sys.sleep(1); kept_value + 1") == 42        # the call in flight completes
+    assert time.monotonic() - start > 5
+    assert fresh.call("is.environment", kept) is True
+    stalled(fresh.info["pid"], 5.0).join()                          # stalled while idle
+    assert fresh.call("is.environment", kept) is True
+    assert fresh.sum(1, 2) == 3
+
+
+def test_a_stalled_tcp_worker_is_not_declared_dead(tcp_worker):
+    endpoint, proc = tcp_worker
+    with bridge.connect(endpoint) as r:
+        kept = r.eval("new.env()")
+        threading.Timer(0.3, stalled, (proc.pid, 5.0)).start()
+        assert r.eval("Sys.sleep(1); 7") == 7
+        assert r.call("is.environment", kept) is True
+        assert r.ping()["state"] == "idle"
+
+
+def test_silence_beyond_the_liveness_is_death(tcp_worker):
+    endpoint, proc = tcp_worker
+    r = bridge.connect(endpoint, liveness=2)
+    try:
+        threading.Timer(0.3, os.kill, (proc.pid, signal.SIGSTOP)).start()
+        start = time.monotonic()
+        with pytest.raises(bridge.WorkerDied, match="did not answer for 2 s"):
+            r.eval("Sys.sleep(1)")
+        assert 2 < time.monotonic() - start < 6
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        r.close()
+
+
+def test_a_killed_tcp_worker_is_dead_within_two_seconds(tcp_worker):
+    endpoint, proc = tcp_worker
+    with bridge.connect(endpoint) as r:
+        assert seconds_until_raised(proc.kill, lambda: r.eval("Sys.sleep(60)"), bridge.WorkerDied) < 2.0
+
+
+def test_liveness_is_checked():
+    with pytest.raises(ValueError, match="liveness"):
+        bridge.connect(liveness=0)
+
+
+# -- departing clients ------------------------------------------------------------------
+
+def start_client(endpoint: str, body: str) -> subprocess.Popen:
+    """A client process that connects, prints "ready", then runs `body` (with `r`)."""
+    code = f"import bridge, os, numpy as np\nr = bridge.connect({endpoint!r})\n" + textwrap.dedent(body)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def wait_ready(proc: subprocess.Popen) -> None:
+    assert proc.stdout.readline().strip() == "ready"
+
+
+@pytest.mark.parametrize("work", ["repeat {}", "Sys.sleep(60)"])
+def test_a_client_killed_mid_request_frees_the_worker_and_its_handles(tcp_worker, work):
+    endpoint, _ = tcp_worker
+    with bridge.connect(endpoint) as other:
+        before = other.live_handles()
+        victim = start_client(endpoint, f"""
+            held = [r.eval("new.env()") for _ in range(5)]
+            print("ready", flush=True)
+            r.eval({work!r})
+        """)
+        wait_ready(victim)
+        assert wait_until(lambda: other.ping()["state"] == "busy", 5)
+        victim.kill()
+        victim.wait()
+        killed = time.monotonic()
+        assert wait_until(lambda: other.ping()["state"] == "idle", 5)
+        assert time.monotonic() - killed < 5
+        assert other.live_handles() == before                       # the victim's handles are freed
+        assert other.sum(1, 2) == 3
+
+
+def test_a_client_killed_three_callbacks_deep_leaves_the_worker_idle(tcp_worker):
+    endpoint, _ = tcp_worker
+    victim = start_client(endpoint, """
+        def down(n):
+            if n == 0:
+                print("ready", flush=True)
+                import time; time.sleep(60)
+            return r.call(bounce, n - 1)
+        bounce = r.eval("function(f) function(n) f(n)")(down)
+        r.call(bounce, 3)
+    """)
+    wait_ready(victim)
+    with bridge.connect(endpoint) as other:
+        assert other.ping()["depth"] == 4
+        victim.kill()
+        victim.wait()
+        assert wait_until(lambda: other.ping()["depth"] == 0, 5)
+        assert other.sum(1, 2) == 3
+
+
+def test_a_client_that_leaves_callbacks_unanswered_and_disconnects(tcp_worker):
+    endpoint, _ = tcp_worker
+    victim = start_client(endpoint, """
+        import threading
+        def never(x):
+            print("ready", flush=True)
+            r._core.channel.close()    # disconnect without answering
+            threading.Event().wait(60)
+        r.eval("function(f) f(1)")(never)
+    """)
+    wait_ready(victim)
+    with bridge.connect(endpoint) as other:
+        assert wait_until(lambda: other.ping()["depth"] == 0, 5)
+        assert other.sum(1, 2) == 3
+    victim.kill()
+    victim.wait()
+
+
+# -- clients of one worker are isolated ------------------------------------------------
+
+def test_clients_cannot_touch_each_others_handles(tcp_worker):
+    endpoint, _ = tcp_worker
+    with bridge.connect(endpoint) as a:
+        mine = a.eval("new.env()")
+        live = a.live_handles()
+        forged = msgpack.ExtType(1, mine.handle_id.to_bytes(8, "big"))   # another client knows its id
+        use = raw_exchange(endpoint, [msgpack.packb(
+            {"v": 1, "id": 1, "op": "call", "fn": "is.environment", "args": [forged]})])
+        assert use["op"] == "error" and "not live" in use["error"]["message"]
+        release = raw_exchange(endpoint, [msgpack.packb({"v": 1, "id": 2, "op": "release", "handles": [forged]})])
+        assert release["value"]["released"] == 0
+        assert a.live_handles() == live
+        assert a.call("is.environment", mine) is True
+
+
+def test_an_interrupt_stops_only_the_senders_requests(tcp_worker):
+    endpoint, _ = tcp_worker
+    with bridge.connect(endpoint) as a, bridge.connect(endpoint) as b:
+        done: list[object] = []
+        worker = threading.Thread(target=lambda: done.append(a.eval("Sys.sleep(1.5); 'finished'")))
+        worker.start()
+        assert wait_until(lambda: b.ping()["state"] == "busy", 5)
+        assert b.interrupt() is False                 # b has nothing running
+        worker.join(10)
+        assert done == ["finished"]
+
+
+def test_a_timeout_of_one_client_does_not_stop_another(tcp_worker):
+    endpoint, _ = tcp_worker
+    with bridge.connect(endpoint) as a, bridge.connect(endpoint) as b:
+        out: list[object] = []
+
+        def a_long() -> None:
+            out.append(a.eval("Sys.sleep(2); 'a done'"))
+
+        t = threading.Thread(target=a_long)
+        t.start()
+        assert wait_until(lambda: b.ping()["state"] == "busy", 5)
+        # b's request waits behind a's and runs out of time in the queue
+        with pytest.raises(bridge.RTimeout):
+            b.with_options(timeout=0.5).eval("1")
+        t.join(10)
+        assert out == ["a done"]
+
+
+def test_two_clients_using_callbacks_at_once_both_get_their_results(tcp_worker):
+    endpoint, _ = tcp_worker
+    results: dict[str, object] = {}
+    errors: list[BaseException] = []
+
+    def client(name: str, delay: float) -> None:
+        try:
+            with bridge.connect(endpoint) as r:
+                def slow(x):
+                    time.sleep(delay)
+                    return x * 2
+                fn = r.eval("function(f) sum(sapply(1:5, f))")
+                results[name] = [fn(slow) for _ in range(3)]
+        except BaseException as exc:   # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(n, d)) for n, d in (("a", 0.05), ("b", 0.02))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert results == {"a": [30, 30, 30], "b": [30, 30, 30]}
+
+
+def test_handles_of_connected_clients_survive_churn(tcp_worker):
+    endpoint, _ = tcp_worker
+    with bridge.connect(endpoint) as keeper:
+        kept = [keeper.with_options(convert=False).eval(f"list(k = {i})") for i in range(20)]
+        errors: list[BaseException] = []
+
+        def churn(i: int) -> None:
+            try:
+                for _ in range(3):
+                    with bridge.connect(endpoint) as c:
+                        h = c.eval("new.env()")
+                        assert c.call("is.environment", h) is True
+            except BaseException as exc:   # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=churn, args=(i,)) for i in range(100)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors
+        time.sleep(2.5)                                   # past the grace period of the last departures
+        assert [keeper.call("[[", h, "k") for h in kept] == list(range(20))
+        assert keeper.live_handles() == 20
+
+
+def test_shared_memory_is_used_only_after_the_clients_probe(tcp_worker):
+    endpoint, _ = tcp_worker
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:   # no hello: "shm": true must not make the worker create an arena
+        before = set(os.listdir("/dev/shm"))
+        sock.send(msgpack.packb({"v": 1, "id": 1, "op": "eval", "code": "runif(5e5)", "mode": "arrow",
+                                 "shm": True}))
+        assert sock.poll(10000)
+        frames = sock.recv_multipart()
+        assert len(frames) == 2                          # the payload came as a frame
+        assert not [n for n in set(os.listdir("/dev/shm")) - before if n.startswith("rbridge-w")]
+    finally:
+        sock.close()
+        ctx.term()
