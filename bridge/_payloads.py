@@ -53,6 +53,16 @@ def unlink_segment(name: str) -> None:
         pass
 
 
+def _try_unlink(name: str) -> bool:
+    """Unlinks a segment that may not be ours (another user's, in the sticky
+    /dev/shm): whether it went."""
+    try:
+        os.unlink(_path(name))
+    except OSError:
+        return False
+    return True
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -77,8 +87,7 @@ def sweep_segments(pid: int | None = None) -> int:
             continue
         owner = int(m.group(2))
         if (pid is not None and owner == pid) or (pid is None and not _pid_alive(owner)):
-            unlink_segment("/" + entry)
-            removed += 1
+            removed += _try_unlink("/" + entry)   # another user's leftovers stay, harmlessly
     return removed
 
 
@@ -186,7 +195,10 @@ class PayloadWriter:
         if self.arenas is not None:
             size = sum(memoryview(c).nbytes for c in chunks)
             if size >= SHM_MIN:
-                return self._add_region(chunks, size) or self._add_segment(chunks, size)
+                try:
+                    return self._add_region(chunks, size) or self._add_segment(chunks, size)
+                except OSError:   # /dev/shm full or too small (64 MB in a default container)
+                    pass          # the payload travels as frames instead
         first = len(self.frames) + 1
         self.frames.extend(_frames_of(chunks))
         count = len(self.frames) - first + 1

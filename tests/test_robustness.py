@@ -321,3 +321,35 @@ def test_sessions_dropped_without_close_clean_up_without_blocking(tmp_path):
     pids = [int(p) for p in done.stdout.split()]
     assert len(pids) == 15
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), 10)   # every replaced worker exits
+
+
+SMALL_SHM_CLIENT = """
+import os, sys, numpy as np, bridge
+with bridge.connect() as r:
+    assert r.info["pid"] > 0
+    big = np.arange(70_000_000 // 8, dtype=np.float64)      # more than the whole /dev/shm
+    r["x"] = big
+    assert r.eval("sum(as.numeric(x))") == big.sum()
+    back = r.eval("x + 1")                                   # and back from R
+    assert back.shape == big.shape and back[-1] == big[-1] + 1
+    r["m"] = np.ones(2_000_000)                              # what fits still goes through shared memory
+    assert r.eval("sum(m)") == 2_000_000
+print(" ".join(sorted(os.listdir("/dev/shm"))))
+"""
+
+
+def test_a_small_dev_shm_and_foreign_leftovers_never_stop_payloads():
+    """In a 64 MB /dev/shm (Docker's default) holding another user's leftover
+    segment: 70 MB payloads travel as frames both ways, without an error, and
+    nothing of ours is left behind."""
+    leftover = "rbridge-c999999-0123456789abcdef0123456789abcdef"
+    # A mount namespace of our own with a small tmpfs owned by another user
+    # (nobody); the client runs in a user namespace, where it cannot remove
+    # that user's files, as a non-root user could not.
+    setup = (f"mount -t tmpfs -o size=64m,mode=1777,uid=65534,gid=65534 tmpfs /dev/shm && "
+             f"head -c 100 /dev/zero > /dev/shm/{leftover} && chown 65534:65534 /dev/shm/{leftover} && "
+             f"chmod 600 /dev/shm/{leftover} && exec unshare -U -r \"$0\" -c \"$1\"")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", setup, sys.executable, SMALL_SHM_CLIENT],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [leftover]
