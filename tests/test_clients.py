@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import time
 import msgpack
 import pytest
 import zmq
-from conftest import raw_exchange, seconds_until_raised, wait_until
+from conftest import raw_exchange, seconds_until_raised, start_tcp_worker, wait_until
 
 import bridge
 
@@ -264,3 +265,81 @@ def test_shared_memory_is_used_only_after_the_clients_probe(tcp_worker):
     finally:
         sock.close()
         ctx.term()
+
+
+# -- floods and slow readers are bounded ---------------------------------------------
+
+def worker_rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def flood(endpoint: str, code: str, seconds: float, rate: int = 10_000) -> int:
+    """Sends `rate` eval requests a second for `seconds`, reading nothing."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 1)           # and let as little as possible in
+    sock.setsockopt(zmq.RCVBUF, 4096)
+    sock.connect(endpoint)
+    start, sent = time.monotonic(), 0
+    try:
+        while time.monotonic() - start < seconds:
+            sent += 1
+            with contextlib.suppress(zmq.Again):
+                sock.send(msgpack.packb({"v": 1, "id": sent, "op": "eval", "code": code}), zmq.NOBLOCK)
+            ahead = start + sent / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        return sent
+    finally:
+        sock.close()
+        ctx.term()
+
+
+@pytest.mark.parametrize("code", ["1", "runif(2e4)"])   # tiny replies, 160 KB replies
+def test_a_client_that_floods_and_never_reads_neither_starves_others_nor_grows_the_worker(tmp_path, code):
+    endpoint, proc = start_tcp_worker(tmp_path, ("RBRIDGE_LIVENESS", "3"))
+    try:
+        with bridge.connect(endpoint) as other:
+            before = worker_rss_mb(proc.pid)
+            flooding = threading.Thread(target=flood, args=(endpoint, code, 5.0))
+            flooding.start()
+            slowest = 0.0
+            while flooding.is_alive():
+                start = time.monotonic()
+                assert other.sum(1, 2) == 3
+                slowest = max(slowest, time.monotonic() - start)
+                time.sleep(0.01)
+            flooding.join()
+            # not a performance figure (make bench measures the p99): nobody waits
+            # for the flooder's replies to be read
+            assert slowest < 2.0
+            assert worker_rss_mb(proc.pid) - before < 150
+            assert wait_until(lambda: other.ping()["state"] == "idle", 10)
+            assert other.live_handles() == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_output_bursts_reach_a_client_that_reads_slowly_complete_and_in_order(tcp_worker):
+    endpoint, _ = tcp_worker
+    reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import bridge, sys, io
+        r = bridge.connect({endpoint!r})
+        print("ready", flush=True)
+        with r.capture_output() as out:
+            r.eval("for (i in 1:20000) cat(i, '\\\\n')")
+        lines = out.stdout.split()
+        print(len(lines), lines == [str(i) for i in range(1, 20001)], flush=True)
+    """)], stdout=subprocess.PIPE, text=True)
+    wait_ready(reader)
+    time.sleep(0.2)
+    reader.send_signal(signal.SIGSTOP)              # reads nothing for 2 s while R writes
+    time.sleep(2)
+    reader.send_signal(signal.SIGCONT)
+    out, _ = reader.communicate(timeout=60)
+    assert out.split() == ["20000", "True"]

@@ -25,6 +25,22 @@
  * client that reconnects (with the same routing id) within it keeps its state. */
 #define CLIENT_GRACE 2.0
 #define RECHECK_EVERY 0.5    /* while some client is unreachable */
+/* Flow control (SPEC "Flow control"). A client's requests are forwarded to R
+ * at most MAX_IN_FLIGHT at a time; the next MAX_BACKLOG wait here, in order,
+ * so that a client that floods cannot queue itself ahead of everyone else;
+ * beyond that it gets rbridge_busy_error. */
+#define MAX_IN_FLIGHT 16
+#define MAX_BACKLOG 10000
+/* Messages queued in the socket for one client that it has not read. Past
+ * this, R's messages for that client wait here (its out queue), and none of
+ * its requests is forwarded; past OUT_MAX_* of them, the I/O thread stops
+ * taking R's messages (R waits, as it would for a slow terminal), until the
+ * client reads, goes, or has read nothing for the liveness (evicted). Other
+ * clients' replies are never held up by it (up to that point). */
+#define SEND_HWM 64
+#define OUT_MAX_MESSAGES 1000
+#define OUT_MAX_BYTES ((size_t)64 << 20)
+#define HELD_RETRY_MS 2
 
 /* After forwarding a request (and, on the main thread, after a reply), poll
  * without sleeping for this long: a small call's reply usually comes sooner,
@@ -37,6 +53,22 @@ double rb_monotonic(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* A client's request waiting in its backlog, or R's message waiting in its
+ * out queue. */
+typedef struct queued {
+  struct queued *next;
+  double arrived;            /* when it was queued */
+  size_t bytes;
+  int n;
+  zmq_msg_t f[];             /* routing id, envelope, payload frames */
+} queued;
+
+typedef struct {
+  queued *head, *tail;
+  int count;
+  size_t bytes;
+} msg_queue;
+
 /* A client of the worker: its key and the routing ids of its sockets. */
 typedef struct {
   uint8_t rid[SOCKETS_PER_CLIENT][RB_MAX_ROUTING_ID];
@@ -44,6 +76,10 @@ typedef struct {
   int n_rids;
   int shm;                   /* its handshake probe proved shared memory */
   double unreachable_since;  /* 0 = reachable at the last check */
+  int in_flight;             /* requests forwarded to R, not yet answered */
+  msg_queue backlog;         /* its requests, not yet forwarded */
+  msg_queue out;             /* R's messages it could not take yet */
+  int evicted;               /* read nothing for the liveness: ignored until it disconnects */
 } client_entry;
 
 typedef struct {
@@ -56,10 +92,15 @@ typedef struct {
   double check_at;           /* when to look for clients that are gone; 0 = no need */
   client_entry *clients;     /* clients that may have state in R */
   size_t n_clients;
+  int paused;                /* some client's out queue is full: R's messages wait */
+  int held_clients;          /* some client has an out queue */
 } io_state;
 
-static int send_arrival(io_state *st, int shm, int flags);
+static int send_arrival(io_state *st, double arrived, int shm, int flags);
+static void to_client(io_state *st, client_entry *c, zmq_msg_t *f, int n, int from_io);
+static void close_frames(zmq_msg_t *f, int n);
 static client_entry *note_client(io_state *st, const uint8_t *rid, size_t len);
+static void clear_queue(msg_queue *mq);
 
 static void free_sbuffer_data(void *data, void *hint) {
   (void)hint;
@@ -67,16 +108,17 @@ static void free_sbuffer_data(void *data, void *hint) {
 }
 
 /* Sends [rid, envelope] to a client; never blocks the I/O thread. */
+/* Sends [rid, envelope] from this thread to a client; never blocks the I/O
+ * thread. Behind what waits in its out queue, like R's messages. */
 static void send_to_client(io_state *st, const void *rid, size_t rid_len, msgpack_sbuffer *sb) {
-  zmq_msg_t m;
-  if (zmq_send(st->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-    msgpack_sbuffer_destroy(sb);
-    return;   /* peer gone (ROUTER_MANDATORY) or queue full */
-  }
+  zmq_msg_t f[2];
+  zmq_msg_init_size(&f[0], rid_len);
+  memcpy(zmq_msg_data(&f[0]), rid, rid_len);
   size_t n = sb->size;
-  void *data = msgpack_sbuffer_release(sb);
-  zmq_msg_init_data(&m, data, n, free_sbuffer_data, NULL);
-  if (zmq_msg_send(&m, st->router, ZMQ_DONTWAIT) < 0) zmq_msg_close(&m);
+  zmq_msg_init_data(&f[1], msgpack_sbuffer_release(sb), n, free_sbuffer_data, NULL);
+  client_entry *c = rid_len <= RB_MAX_ROUTING_ID ? note_client(st, rid, rid_len) : NULL;
+  to_client(st, c, f, 2, 1);
+  close_frames(f, 2);
 }
 
 static void reply_error(io_state *st, const void *rid, size_t rid_len, uint64_t id,
@@ -269,10 +311,15 @@ static void client_gone(io_state *st, client_entry *c) {
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   rb_pack_header(&pk, 3, 0, "client_gone");
-  send_arrival(st, 0, 0);
+  send_arrival(st, rb_monotonic(), 0, 0);
   zmq_send(st->pair, c->rid[0], c->rid_len[0], ZMQ_SNDMORE);
   zmq_send(st->pair, sb.data, sb.size, 0);
   msgpack_sbuffer_destroy(&sb);
+}
+
+static void free_queues(client_entry *c) {
+  clear_queue(&c->backlog);
+  clear_queue(&c->out);
 }
 
 /* After a disconnection: which clients can no longer be reached, and which of
@@ -287,7 +334,8 @@ static void check_clients(io_state *st) {
     if (ok) c->unreachable_since = 0;
     else if (c->unreachable_since == 0) c->unreachable_since = now;
     if (!ok && now - c->unreachable_since >= CLIENT_GRACE) {
-      client_gone(st, c);
+      if (!c->evicted) client_gone(st, c);   /* an evicted one is gone already */
+      free_queues(c);
       st->clients[i] = st->clients[--st->n_clients];
       continue;
     }
@@ -326,12 +374,76 @@ static void close_frames(zmq_msg_t *f, int n) {
  * (a double, monotonic seconds), so that a request's timeout counts the time
  * it waited in the queue behind other clients' requests, and whether its
  * client's handshake proved shared memory (RB_ARRIVAL_SHM). */
-static int send_arrival(io_state *st, int shm, int flags) {
+static int send_arrival(io_state *st, double arrived, int shm, int flags) {
   uint8_t frame[RB_ARRIVAL_FRAME];
-  double now = rb_monotonic();
-  memcpy(frame, &now, sizeof now);
-  frame[sizeof now] = shm ? RB_ARRIVAL_SHM : 0;
+  memcpy(frame, &arrived, sizeof arrived);
+  frame[sizeof arrived] = shm ? RB_ARRIVAL_SHM : 0;
   return zmq_send(st->pair, frame, sizeof frame, ZMQ_SNDMORE | flags);
+}
+
+/* Sends a client's request (frames f[0..n): routing id, envelope, payloads)
+ * to the main thread, stamped with its arrival. Never blocks: -1 when the
+ * queue is full. Once the first frame is accepted, the rest are too. */
+static int forward(io_state *st, zmq_msg_t *f, int n, double arrived, int shm) {
+  if (send_arrival(st, arrived, shm, ZMQ_DONTWAIT) < 0) return -1;
+  for (int i = 0; i < n; i++) zmq_msg_send(&f[i], st->pair, i + 1 < n ? ZMQ_SNDMORE : 0);
+  st->spin_until = rb_monotonic() + rb_spin_seconds;
+  return 0;
+}
+
+/* Moves frames f[0..n) to the end of a queue. */
+static void enqueue(msg_queue *mq, zmq_msg_t *f, int n, double arrived) {
+  queued *q = malloc(sizeof *q + (size_t)n * sizeof(zmq_msg_t));
+  if (!q) return;   /* out of memory: the message is lost, like one the kernel dropped */
+  q->next = NULL;
+  q->arrived = arrived;
+  q->n = n;
+  q->bytes = 0;
+  for (int i = 0; i < n; i++) {
+    zmq_msg_init(&q->f[i]);
+    zmq_msg_move(&q->f[i], &f[i]);
+    q->bytes += zmq_msg_size(&q->f[i]);
+  }
+  if (mq->tail) mq->tail->next = q; else mq->head = q;
+  mq->tail = q;
+  mq->count++;
+  mq->bytes += q->bytes;
+}
+
+static void pop_queued(msg_queue *mq) {
+  queued *q = mq->head;
+  mq->head = q->next;
+  if (!mq->head) mq->tail = NULL;
+  mq->count--;
+  mq->bytes -= q->bytes;
+  for (int i = 0; i < q->n; i++) zmq_msg_close(&q->f[i]);
+  free(q);
+}
+
+static void clear_queue(msg_queue *mq) {
+  while (mq->head) pop_queued(mq);
+}
+
+/* Forwards a client's waiting requests while it has room in flight and
+ * reads its replies. */
+static void pump(io_state *st, client_entry *c) {
+  while (c->backlog.head && c->in_flight < MAX_IN_FLIGHT && !c->evicted && !c->out.head) {
+    queued *q = c->backlog.head;
+    if (forward(st, q->f, q->n, q->arrived, c->shm) < 0) return;   /* R's queue is full: later */
+    pop_queued(&c->backlog);
+    c->in_flight++;
+  }
+}
+
+/* Whether the request R is running is this client's. */
+static int runs_on_top(io_state *st, const client_entry *c) {
+  rb_io_shared *sh = st->sh;
+  pthread_mutex_lock(&sh->mu);
+  int depth = sh->busy_depth, top = 0;
+  if (depth > 0 && depth <= RB_MAX_LEVELS)
+    top = level_of(&sh->levels[depth - 1], c->rid[0], c->rid_len[0]);
+  pthread_mutex_unlock(&sh->mu);
+  return top;
 }
 
 static void on_client_message(io_state *st) {
@@ -381,16 +493,26 @@ static void on_client_message(io_state *st) {
   } else if (strcmp(pk.op, "interrupt") == 0) {
     reply_interrupt(st, rid, rid_len, &pk);
   } else if (is_main_op(pk.op)) {
-    /* Never block here: a full queue is reported to the client instead. Once
-     * the first frame is accepted, the rest of a multipart message is too. */
     client_entry *c = rid_len <= RB_MAX_ROUTING_ID ? note_client(st, rid, rid_len) : NULL;
-    if (!c)
+    int is_reply = strcmp(pk.op, "result") == 0 || strcmp(pk.op, "error") == 0;
+    double now = rb_monotonic();
+    if (!c) {
       reply_error(st, rid, rid_len, pk.id, "rbridge_limit_error", "the worker has too many clients");
-    else if (send_arrival(st, c->shm, ZMQ_DONTWAIT) < 0)
-      reply_error(st, rid, rid_len, pk.id, "rbridge_busy_error", "the worker's request queue is full");
-    else {
-      for (int i = 0; i < n; i++) zmq_msg_send(&f[i], st->pair, i + 1 < n ? ZMQ_SNDMORE : 0);
-      st->spin_until = rb_monotonic() + rb_spin_seconds;
+    } else if (c->evicted) {
+      /* ignored: it reads nothing */
+    } else if (is_reply || (c->in_flight < MAX_IN_FLIGHT && !c->backlog.head && !c->out.head) ||
+               (pk.has_parent && c->in_flight < MAX_IN_FLIGHT + RB_MAX_LEVELS && runs_on_top(st, c))) {
+      /* replies to callbacks, and calls made from inside a callback of its
+       * running request (as deep as callbacks nest), are not held back */
+      if (forward(st, f, n, now, c->shm) < 0)
+        reply_error(st, rid, rid_len, pk.id, "rbridge_busy_error", "the worker's request queue is full");
+      else if (!is_reply)
+        c->in_flight++;
+    } else if (c->backlog.count < MAX_BACKLOG) {
+      enqueue(&c->backlog, f, n, now);
+    } else {
+      reply_error(st, rid, rid_len, pk.id, "rbridge_busy_error",
+                  "this client has too many requests queued at the worker");
     }
   } else {
     char msg[64];
@@ -400,29 +522,105 @@ static void on_client_message(io_state *st) {
   close_frames(f, n);  /* frames already sent are empty; closing them is a no-op */
 }
 
-/* Forwards one message from the main thread; returns 1 when told to stop. */
-static int on_main_message(io_state *st) {
-  zmq_msg_t m;
-  int more = 1, first = 1, to_client = 1, stop = 0;
-  size_t sz = sizeof more;
-  while (more) {
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, st->pair, 0) < 0) { zmq_msg_close(&m); return 0; }
-    zmq_getsockopt(st->pair, ZMQ_RCVMORE, &more, &sz);
-    if (first && zmq_msg_size(&m) == 0) to_client = 0;          /* control message */
-    if (!to_client && !first && zmq_msg_size(&m) == 4 && memcmp(zmq_msg_data(&m), "stop", 4) == 0)
-      stop = 1;
-    if (to_client) {
-      if (zmq_msg_send(&m, st->router, (more ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&m);
-        to_client = 0;   /* peer gone: drop the rest */
-      }
-    } else {
-      zmq_msg_close(&m);
-    }
-    first = 0;
+/* Sends R's message f[0..n) (routing id first) to its client. Returns 0 when
+ * done with it (sent, or dropped: the client is gone), -1 when the client
+ * cannot take it yet (SEND_HWM unread messages). */
+static int deliver(io_state *st, zmq_msg_t *f, int n) {
+  if (zmq_msg_send(&f[0], st->router, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return errno == EAGAIN ? -1 : 0;
+  for (int i = 1; i < n; i++)
+    if (zmq_msg_send(&f[i], st->router, (i + 1 < n ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0) break;
+  return 0;
+}
+
+/* A client that has read nothing for the liveness while R had messages for
+ * it: its requests stop and its state goes (as if it were gone), and what it
+ * sends is ignored until it disconnects. R then moves on. */
+static void evict(io_state *st, client_entry *c) {
+  c->evicted = 1;
+  free_queues(c);
+  client_gone(st, c);
+}
+
+static int out_full(const client_entry *c) {
+  return c->out.count >= OUT_MAX_MESSAGES || c->out.bytes >= OUT_MAX_BYTES;
+}
+
+/* Sends a message to client `c` (NULL: one the table has no room for, best
+ * effort), or queues it behind what waits for it. When the out queue of the
+ * client whose request R runs is full, R's messages pause (R waits); the I/O
+ * thread's own replies (errors, pongs) to a client that leaves that many
+ * unread are dropped instead. */
+static void to_client(io_state *st, client_entry *c, zmq_msg_t *f, int n, int from_io) {
+  if (!c) {
+    deliver(st, f, n);
+    return;
   }
-  return stop;
+  if (c->evicted || (c->out.head && from_io && out_full(c))) return;
+  if (!c->out.head && deliver(st, f, n) == 0) return;
+  enqueue(&c->out, f, n, rb_monotonic());   /* in order, behind what waits already */
+  st->held_clients = 1;
+  if (out_full(c) && runs_on_top(st, c)) st->paused = 1;   /* its running request writes more */
+}
+
+/* Sends what waits in the clients' out queues, as far as they take it;
+ * evicts a client whose oldest message has waited for the liveness. */
+static void flush_out_queues(io_state *st) {
+  double now = rb_monotonic();
+  int full = 0, waiting = 0;
+  for (size_t i = 0; i < st->n_clients; i++) {
+    client_entry *c = &st->clients[i];
+    if (!c->out.head) continue;
+    while (c->out.head && deliver(st, c->out.head->f, c->out.head->n) == 0) pop_queued(&c->out);
+    if (c->out.head && now - c->out.head->arrived >= st->sh->liveness) evict(st, c);
+    if (!c->out.head) pump(st, c);
+    full |= out_full(c) && runs_on_top(st, c);
+    waiting |= c->out.head != NULL;
+  }
+  st->paused = full;
+  st->held_clients = waiting;
+}
+
+/* Takes one message from the main thread: [kind + routing id, envelope,
+ * payloads...] for a client (kind 'F' marks a request's final reply), or
+ * [empty, command]. Returns 1 when told to stop. */
+static int on_main_message(io_state *st) {
+  int more = 1, n = 0, cap = 8;
+  size_t sz = sizeof more;
+  zmq_msg_t *f = malloc((size_t)cap * sizeof *f);
+  if (!f) return 0;
+  while (more) {
+    if (n == cap) {
+      zmq_msg_t *bigger = realloc(f, (size_t)(cap *= 2) * sizeof *f);
+      if (!bigger) break;
+      f = bigger;
+    }
+    zmq_msg_init(&f[n]);
+    if (zmq_msg_recv(&f[n], st->pair, 0) < 0) { zmq_msg_close(&f[n]); break; }
+    n++;
+    zmq_getsockopt(st->pair, ZMQ_RCVMORE, &more, &sz);
+  }
+  if (more) drain(st->pair);
+  if (n == 0 || zmq_msg_size(&f[0]) == 0) {   /* a command */
+    int stop = n == 2 && zmq_msg_size(&f[1]) == 4 && memcmp(zmq_msg_data(&f[1]), "stop", 4) == 0;
+    close_frames(f, n);
+    free(f);
+    return stop;
+  }
+  /* strip the kind byte off the routing id */
+  const uint8_t *head = zmq_msg_data(&f[0]);
+  int final = head[0] == 'F';
+  zmq_msg_t rid;
+  zmq_msg_init_size(&rid, zmq_msg_size(&f[0]) - 1);
+  memcpy(zmq_msg_data(&rid), head + 1, zmq_msg_size(&f[0]) - 1);
+  zmq_msg_close(&f[0]);
+  f[0] = rid;
+  client_entry *c = find_client(st, zmq_msg_data(&f[0]), zmq_msg_size(&f[0]));
+  if (final && c && c->in_flight > 0) c->in_flight--;
+  to_client(st, c, f, n, 0);
+  if (c && final) pump(st, c);
+  close_frames(f, n);
+  free(f);
+  return 0;
 }
 
 /* A connection closed (a client closed, died, or stopped answering
@@ -451,7 +649,7 @@ static void request_shutdown(io_state *st) {
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   rb_pack_header(&pk, 3, 0, "shutdown");
-  send_arrival(st, 0, 0);
+  send_arrival(st, rb_monotonic(), 0, 0);
   zmq_send(st->pair, "", 0, ZMQ_SNDMORE);
   zmq_send(st->pair, sb.data, sb.size, 0);
   msgpack_sbuffer_destroy(&sb);
@@ -529,9 +727,8 @@ static void *io_main(void *arg) {
   st.router = zmq_socket(sh->zctx, ZMQ_ROUTER);
   set_int(st.router, ZMQ_ROUTER_MANDATORY, 1);
   set_int(st.router, ZMQ_LINGER, 0);
-  /* No send limit: at the default of 1000 queued messages per client, a burst
-   * of output would make sends fail and replies be lost. */
-  set_int(st.router, ZMQ_SNDHWM, 0);
+  /* A client that does not read is held back, never dropped from (see deliver) */
+  set_int(st.router, ZMQ_SNDHWM, SEND_HWM);
   /* a client that reconnects takes its routing id (and its state) back */
   set_int(st.router, ZMQ_ROUTER_HANDOVER, 1);
   set_int(st.router, ZMQ_HEARTBEAT_IVL, RB_HEARTBEAT_MS);
@@ -553,16 +750,20 @@ static void *io_main(void *arg) {
   zmq_send(st.pair, "R", 1, 0);
 
   for (;;) {
-    zmq_pollitem_t items[3] = {{st.router, 0, ZMQ_POLLIN, 0}, {st.pair, 0, ZMQ_POLLIN, 0},
+    /* while paused, R's next messages wait in the PAIR (R blocks when it is full) */
+    zmq_pollitem_t items[3] = {{st.router, 0, ZMQ_POLLIN, 0}, {st.pair, 0, st.paused ? 0 : ZMQ_POLLIN, 0},
                                {st.monitor, 0, ZMQ_POLLIN, 0}};
     int spin = st.spin_until > 0 && rb_monotonic() < st.spin_until;
-    int rc = zmq_poll(items, 3, spin ? 0 : poll_timeout_ms(&st));
+    int wait_ms = poll_timeout_ms(&st);
+    if (st.held_clients && wait_ms > HELD_RETRY_MS) wait_ms = HELD_RETRY_MS;
+    int rc = zmq_poll(items, 3, spin ? 0 : wait_ms);
     if (rc == 0 && spin) continue;
     st.spin_until = 0;
     if (rc < 0 && errno != EINTR) break;
     if (rc > 0 && (items[1].revents & ZMQ_POLLIN) && on_main_message(&st)) break;
     if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) on_client_message(&st);
     if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) on_monitor_event(&st);
+    if (st.held_clients) flush_out_queues(&st);
     check_timers(&st);
   }
   set_int(st.router, ZMQ_LINGER, 1000);   /* let the last replies out */
@@ -570,6 +771,7 @@ static void *io_main(void *arg) {
   zmq_close(st.monitor);
   zmq_close(st.router);
   zmq_close(st.pair);
+  for (size_t i = 0; i < st.n_clients; i++) free_queues(&st.clients[i]);
   free(st.clients);
   return NULL;
 }

@@ -44,6 +44,9 @@ int rb_peek_envelope(const void *buf, size_t len, rb_peek *pk, const char **err)
         if (read_u64(&val, &pk->target)) { *err = "field 'target' must be a request id"; return -1; }
         pk->has_target = 1;
       }
+    } else if (mp_str_eq(&key, "parent")) {
+      uint64_t parent;
+      pk->has_parent = val.kind != MP_NIL && read_u64(&val, &parent) == 0;   /* informative */
     } else if (mp_str_eq(&key, "shm")) {
       pk->shm = val.kind == MP_BOOL && val.v.b;
     } else if (mp_str_eq(&key, "shm_probe")) {

@@ -80,6 +80,7 @@ typedef struct {
   double deadline;            /* monotonic seconds, 0 = none */         /* seconds, <= 0 when absent */
   int has_target;
   uint64_t target;        /* "target" of an interrupt */
+  int has_parent;         /* a call made from inside a callback */
   int versions_ok;        /* hello: client offers our version */
   int shm;                /* request: the client takes shared-memory payloads */
   char probe_name[RB_SHM_NAME_MAX];   /* hello: shm_probe */

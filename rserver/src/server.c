@@ -63,7 +63,12 @@ static int send_message(const rb_request *rq, msgpack_sbuffer *sb, rb_payload *p
     if (pl[i].data) nframes++;
     else if (pl[i].shm[0]) rb_shm_track(pl[i].shm, rq->rid, rq->client_len);   /* unlinked later if unread */
   }
-  if (send_retry(main_pair, rq->rid, rq->rid_len, ZMQ_SNDMORE) < 0) {
+  /* the routing id, after a kind byte: 'F' for a request's final reply (which
+   * lets the I/O thread forward that client's next request), 'M' otherwise */
+  uint8_t head[1 + RB_MAX_ROUTING_ID];
+  head[0] = rq->done && !rq->is_reply ? 'F' : 'M';
+  memcpy(head + 1, rq->rid, rq->rid_len);
+  if (send_retry(main_pair, head, 1 + rq->rid_len, ZMQ_SNDMORE) < 0) {
     free(data);
     rc = -1;
   } else {
@@ -467,8 +472,10 @@ SEXP C_server_start(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP paren
   main_pair = zctx ? zmq_socket(zctx, ZMQ_PAIR) : NULL;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (!main_pair) Rf_error("rbridge: cannot create a ZeroMQ context: %s", zmq_strerror(errno));
-  int hwm = 100000;
-  zmq_setsockopt(main_pair, ZMQ_SNDHWM, &hwm, sizeof hwm);
+  /* requests: bounded by the I/O thread's flow control; R's messages: R
+   * waits when a client does not read them (see io_thread.c) */
+  int hwm = 100000, out_hwm = 1000;
+  zmq_setsockopt(main_pair, ZMQ_SNDHWM, &out_hwm, sizeof out_hwm);
   zmq_setsockopt(main_pair, ZMQ_RCVHWM, &hwm, sizeof hwm);
   zmq_bind(main_pair, "inproc://rserver-main");
   shared.zctx = zctx;
