@@ -20,6 +20,7 @@ FUZZ_ARROW_SOURCES := fuzz/fuzz_arrow.c rserver/src/arrow_read.c rserver/src/fla
 FUZZ_FLAGS := -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 .PHONY: setup system venv rserver demo test test-system test-r test-python lint bench bench-quick bench-smoke \
+	soak soak-smoke \
 	fuzz fuzz-smoke memcheck clean
 
 setup: system venv rserver
@@ -51,7 +52,7 @@ rserver: .stamp-rserver
 demo: setup
 	$(PY) examples/quickstart.py
 
-test: setup test-system test-r test-python lint bench-smoke fuzz-smoke
+test: setup test-system test-r test-python lint bench-smoke soak-smoke fuzz-smoke
 
 test-system:
 	$(MAKE) system EXTRA_PACKAGES="$(TEST_PACKAGES)"
@@ -74,6 +75,15 @@ bench-quick: setup
 # CI does not run the benchmark; this checks that every workload runs (quick mode).
 bench-smoke: setup
 	$(MAKE) -C benchmarks smoke
+
+# Reliability figures: a soak that must leave the worker and the client flat
+# (RSS, fds, threads, handles, /dev/shm), times from deaths to WorkerDied and
+# to an idle worker, latency under a flood (benchmarks/results/soak.md).
+soak: setup
+	$(PY) benchmarks/soak.py
+
+soak-smoke: setup
+	$(PY) benchmarks/soak.py --scale 0.01 --repeats 2 --out benchmarks/results/soak-smoke.md
 
 # libFuzzer with AddressSanitizer and UndefinedBehaviorSanitizer on the C code
 # that reads every byte a client sends: the msgpack reader and envelope peeking

@@ -476,6 +476,22 @@ class Session:
         """What the worker said about itself at the handshake (R version, pid, ...)."""
         return dict(self._core.info)
 
+    @property
+    def endpoint(self) -> str:
+        """The worker's ZeroMQ endpoint (``ipc://…`` for a private worker)."""
+        return self._core.endpoint
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The worker's process id (on the worker's host)."""
+        return self._core.info.get("pid")
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        """Whether large payloads go through shared memory (the handshake
+        proved that the worker sees this host's segments)."""
+        return self._core.shm
+
     def ping(self) -> dict[str, Any]:
         """Asks the worker's I/O thread what R is doing; answered while R is busy.
 

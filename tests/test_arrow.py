@@ -323,18 +323,18 @@ def test_large_round_trip_both_paths(r):
 # ---- shared memory ------------------------------------------------------------------------
 
 def test_the_handshake_enables_shared_memory_on_one_host(r, tcp_worker):
-    assert r._core.shm is True
+    assert r.uses_shared_memory is True
     with bridge.connect(tcp_worker[0]) as remote:
-        assert remote._core.shm is True           # a tcp worker on the same host sees the segment too
+        assert remote.uses_shared_memory is True           # a tcp worker on the same host sees the segment too
         assert remote.eval("length(runif(3e5))") == 3e5
     with bridge.connect(shm=False) as s:
-        assert s._core.shm is False
+        assert s.uses_shared_memory is False
 
 
 def test_a_worker_that_cannot_see_the_probe_falls_back_to_frames(r, monkeypatch):
     monkeypatch.setattr(bridge._session, "make_probe", lambda: ("/rbridge-c1-" + "0" * 32, b"x" * 16))
     with bridge.connect() as s:
-        assert s._core.shm is False
+        assert s.uses_shared_memory is False
         assert len(s.eval("runif(5e5)")) == 5e5
 
 
@@ -424,7 +424,7 @@ GOOD = _stream(pa.table({"x": pa.array([1.0, None]), "s": pa.array(["a", "b"])})
     ([_assign(b"z")], "malformed payload reference"),
 ])
 def test_hostile_payloads_get_error_replies(fresh, frames, message):
-    reply = raw_exchange(fresh._core.endpoint, frames, timeout_ms=10000)
+    reply = raw_exchange(fresh.endpoint, frames, timeout_ms=10000)
     assert reply["op"] == "error" and message in reply["error"]["message"]
     assert fresh.sum(1, 2) == 3
 
@@ -436,7 +436,7 @@ def test_mutated_arrow_payloads_never_crash_the_worker(fresh):
         bad = bytearray(good)
         for at in rng.integers(0, len(bad), 3):
             bad[at] = int(rng.integers(0, 256))
-        reply = raw_exchange(fresh._core.endpoint, [_assign(b"f\x01\x00\x00\x00"), bytes(bad)], timeout_ms=10000)
+        reply = raw_exchange(fresh.endpoint, [_assign(b"f\x01\x00\x00\x00"), bytes(bad)], timeout_ms=10000)
         assert reply["op"] in ("result", "error")
     assert fresh.sum(1, 2) == 3
 
@@ -447,7 +447,7 @@ def test_a_foreign_segment_is_refused(fresh):
     os.write(fd, GOOD)
     os.close(fd)
     try:
-        reply = raw_exchange(fresh._core.endpoint, [_assign(b"m" + struct.pack("<Q", len(GOOD)) + name.encode())],
+        reply = raw_exchange(fresh.endpoint, [_assign(b"m" + struct.pack("<Q", len(GOOD)) + name.encode())],
                              timeout_ms=10000)
         assert reply["op"] == "error" and "not a private segment" in reply["error"]["message"]
     finally:

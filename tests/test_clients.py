@@ -343,3 +343,27 @@ def test_output_bursts_reach_a_client_that_reads_slowly_complete_and_in_order(tc
     reader.send_signal(signal.SIGCONT)
     out, _ = reader.communicate(timeout=60)
     assert out.split() == ["20000", "True"]
+
+
+@pytest.mark.parametrize("shm", [True, False])
+def test_a_client_killed_mid_transfer_leaves_nothing_behind(tcp_worker, shm):
+    endpoint, proc = tcp_worker
+    victim = start_client(endpoint, f"""
+        r.close()
+        r = bridge.connect({endpoint!r}, shm={shm})
+        big = np.random.default_rng(1).random(10_000_000)          # 80 MB each way
+        print("ready", flush=True)
+        while True:
+            r["x"] = big
+            r.eval("x")
+    """)
+    wait_ready(victim)
+    time.sleep(1.5)
+    victim.kill()
+    victim.wait()
+    with bridge.connect(endpoint) as other:          # connect() sweeps segments of dead processes
+        assert wait_until(lambda: other.ping()["state"] == "idle", 5)
+        assert other.live_handles() == 0
+        assert other.sum(1, 2) == 3
+        mine = (f"rbridge-c{victim.pid}-", f"rbridge-w{proc.pid}-")
+        assert wait_until(lambda: not [n for n in os.listdir("/dev/shm") if n.startswith(mine)], 5)

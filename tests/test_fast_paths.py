@@ -156,7 +156,7 @@ def test_a_stream_split_anywhere_reads_the_same(fresh):
         cuts = sorted(int(c) for c in rng.integers(0, len(stream), parts - 1))
         pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
         ref = b"F" + struct.pack("<II", 1, len(pieces))
-        reply = raw_exchange(fresh._core.endpoint, [_assign(ref), *pieces], timeout_ms=10000)
+        reply = raw_exchange(fresh.endpoint, [_assign(ref), *pieces], timeout_ms=10000)
         assert reply["op"] == "result", reply
         assert fresh.eval("identical(x$x, as.numeric(0:4999)) && identical(x$s, rep(c('é', NA), 2500))")
 
@@ -168,7 +168,7 @@ def test_a_stream_split_anywhere_reads_the_same(fresh):
     (b"F" + struct.pack("<I", 1), 1, "malformed payload reference"),
 ])
 def test_hostile_split_references(fresh, ref, nframes, message):
-    reply = raw_exchange(fresh._core.endpoint, [_assign(ref)] + [b"\xff" * 8] * nframes, timeout_ms=10000)
+    reply = raw_exchange(fresh.endpoint, [_assign(ref)] + [b"\xff" * 8] * nframes, timeout_ms=10000)
     assert reply["op"] == "error" and message in reply["error"]["message"]
     assert fresh.sum(1, 2) == 3
 
@@ -199,7 +199,7 @@ def test_an_arena_region_written_by_hand_is_read(fresh):
         w.write_table(table)
     payload = stream.getvalue().to_pybytes()
     name = _arena_segment(payload)
-    reply = raw_exchange(fresh._core.endpoint, [_assign(_region_ref(name, _arena.HEADER, len(payload)))], 10000)
+    reply = raw_exchange(fresh.endpoint, [_assign(_region_ref(name, _arena.HEADER, len(payload)))], 10000)
     assert reply["op"] == "result" and fresh.eval("identical(x$x, c(1.5, 2.5))")
     assert not Path("/dev/shm" + name).exists()       # unlinked once mapped
 
@@ -225,7 +225,7 @@ def test_hostile_arena_references(fresh, how, message):
     elif how == "missing":
         Path("/dev/shm" + name).unlink()
     try:
-        reply = raw_exchange(fresh._core.endpoint, [_assign(_region_ref(name, offset, length, slot))], 10000)
+        reply = raw_exchange(fresh.endpoint, [_assign(_region_ref(name, offset, length, slot))], 10000)
         assert reply["op"] == "error" and message in reply["error"]["message"]
         assert fresh.sum(1, 2) == 3
     finally:

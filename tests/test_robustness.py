@@ -42,7 +42,7 @@ GARBAGE = [
 
 @pytest.mark.parametrize(("frames", "message"), GARBAGE)
 def test_malformed_messages_get_an_error_reply_and_the_worker_keeps_serving(fresh, frames, message):
-    reply = raw_exchange(fresh._core.endpoint, frames)
+    reply = raw_exchange(fresh.endpoint, frames)
     assert reply["op"] == "error"
     assert reply["error"]["class"][0] == "rbridge_protocol_error"
     assert message in reply["error"]["message"]
@@ -52,13 +52,13 @@ def test_malformed_messages_get_an_error_reply_and_the_worker_keeps_serving(fres
 def test_bad_values_in_a_wellformed_message_are_r_errors(fresh):
     bad_handle = msgpack.packb({"v": 1, "id": 7, "op": "call", "fn": "identity",
                                 "args": [msgpack.ExtType(1, b"\x00" * 8)], "kwargs": {}})
-    reply = raw_exchange(fresh._core.endpoint, [bad_handle])
+    reply = raw_exchange(fresh.endpoint, [bad_handle])
     assert reply["id"] == 7 and reply["op"] == "error" and "not live" in reply["error"]["message"]
     big_int = msgpack.packb({"v": 1, "id": 8, "op": "call", "fn": "identity", "args": [2**63], "kwargs": {}})
-    reply = raw_exchange(fresh._core.endpoint, [big_int])
+    reply = raw_exchange(fresh.endpoint, [big_int])
     assert reply["id"] == 8 and "2^53" in reply["error"]["message"]
     nul = msgpack.packb({"v": 1, "id": 9, "op": "eval", "code": "1\x002"})
-    reply = raw_exchange(fresh._core.endpoint, [nul])
+    reply = raw_exchange(fresh.endpoint, [nul])
     assert reply["id"] == 9 and "NUL" in reply["error"]["message"]
     assert fresh.sum(1) == 1
 
@@ -69,7 +69,7 @@ def test_random_garbage_never_kills_the_worker(fresh):
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(fresh._core.endpoint)
+    sock.connect(fresh.endpoint)
     for _ in range(300):
         sock.send(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))))
     replies = 0
