@@ -9,10 +9,8 @@ import os
 import secrets
 import sys
 import threading
-import traceback
 import warnings
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -41,8 +39,9 @@ from ._payloads import (
     sweep_segments,
     unlink_segment,
 )
+from ._protocol import LIVENESS, CallablesReleased, Callback, Event, Protocol
 from ._proxies import Namespace, RFunction, RObject, python_names
-from ._transport import LIVENESS, Channel
+from ._transport import Channel
 from ._worker import LocalWorker
 
 #: Per-call options and their defaults (see Session.with_options).
@@ -79,7 +78,7 @@ class _Core:
         self.worker = worker
         self.liveness = liveness
         self.context = zmq.Context()
-        self.ids = itertools.count(1)
+        self.protocol = Protocol()   # one id sequence for every socket of the session
         # The client key: every socket of this session has routing id key + its
         # number, so the worker knows them as one client (SPEC "Clients").
         self.client_key = bytes([secrets.randbelow(255) + 1]) + secrets.token_bytes(CLIENT_KEY_BYTES - 1)
@@ -89,14 +88,13 @@ class _Core:
         self.channel.set_ext_hook(self._ext_hook)
         self._control: Channel | None = None
         self._control_lock = threading.Lock()
-        self.pending_releases: deque[int] = deque()
         self.live_ids: set[int] = set()
         # Python callables R holds, by id; an entry goes when R releases it.
         self.callables: dict[int, Callable[..., Any]] = {}
         self.callable_ids = itertools.count(1)
         self.callbacks_running: list[int] = []     # ids of callbacks being served
         self.callback_errors: list[BaseException] = []
-        self.channel.on_worker_message = self._on_worker_message
+        self.channel.on_event = self._on_event
         self.sinks: dict[str, IO[str] | None] = {"stdout": stdout, "stderr": stderr}
         self.info: dict[str, Any] = {}
         self.closed = False
@@ -109,7 +107,7 @@ class _Core:
         self.finalizer: weakref.finalize | None = None
 
     def _new_channel(self, number: int) -> Channel:
-        return Channel(self.context, self.endpoint, self.ids, self.is_alive, self.worker is None,
+        return Channel(self.context, self.endpoint, self.protocol, self.is_alive, self.worker is None,
                        routing_id=self.client_key + bytes([number]), liveness=self.liveness)
 
     @property
@@ -156,12 +154,12 @@ class _Core:
         return None
 
     # -- callbacks --------------------------------------------------------------
-    def _on_worker_message(self, msg: dict[str, Any]) -> None:
-        if msg["op"] == "release_callables":
-            for cid in msg.get("callables") or ():
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, CallablesReleased):
+            for cid in event.ids:
                 self.callables.pop(cid, None)
-            return
-        self._run_callback(msg)
+        elif isinstance(event, Callback):
+            self._run_callback(event.message)
 
     def _run_callback(self, msg: dict[str, Any]) -> None:
         """Runs a Python function R called, in the thread waiting for the outer
@@ -181,14 +179,10 @@ class _Core:
             conv = self.options["results"], self.options["dtype_backend"]
             value = fn(*resolve(msg.get("args") or [], *conv), **resolve(msg.get("kwargs") or {}, *conv))
             wire, payloads = self.outgoing(value=value)
-            reply = {"v": _codec.PROTOCOL_VERSION, "id": msg["id"], "op": "result", **wire}
+            reply = Protocol.callback_result(msg["id"], wire)
         except Exception as exc:   # becomes an R condition; KeyboardInterrupt passes on
             self.callback_errors.append(exc)
-            reply = {"v": _codec.PROTOCOL_VERSION, "id": msg["id"], "op": "error",
-                     "error": {"class": ["python_error", "error", "condition"],
-                               "message": f"{type(exc).__name__}: {exc}", "call": None,
-                               "traceback": traceback.format_exception(exc),
-                               "python_type": f"{type(exc).__module__}.{type(exc).__qualname__}"}}
+            reply = Protocol.callback_error(msg["id"], exc)
         finally:
             self.callbacks_running.pop()
         if payloads is None:
@@ -212,7 +206,7 @@ class _Core:
             raise WorkerDied(f"the R worker at {self.endpoint} has died; open a new session")
 
     def message(self, op: str, **fields: Any) -> dict[str, Any]:
-        return {"v": _codec.PROTOCOL_VERSION, "id": self.channel.next_id(), "op": op, **fields}
+        return self.protocol.message(op, **fields)
 
     def outgoing(self, **values: Any) -> tuple[dict[str, Any], PayloadWriter]:
         """The wire forms of ``values`` (see _convert.to_wire) and the Arrow
@@ -245,15 +239,11 @@ class _Core:
         self.check_usable()
         with self.channel.lock:
             self._send_releases()
-            msg = self.message(op, **fields)
-            if self.shm:
-                msg["shm"] = True
-            if self.callbacks_running:      # a call into R from inside a callback
-                msg["parent"] = self.callbacks_running[-1]
-            else:
+            # a call into R from inside a callback names it as its parent
+            parent = self.callbacks_running[-1] if self.callbacks_running else None
+            if parent is None:
                 self.callback_errors.clear()
-            if timeout is not None:
-                msg["timeout"] = float(timeout)
+            msg = self.protocol.request(op, fields, timeout=timeout, parent=parent, shm=self.shm)
             try:
                 frames = payloads.frames if payloads else ()
                 reply = self.channel.request(msg, frames=frames, timeout=timeout, on_output=self.write_output,
@@ -262,7 +252,7 @@ class _Core:
                 self.dead = True
                 raise
             except RTimeout:
-                self.channel.send(self.message("interrupt", target=msg["id"]))
+                self.channel.send(self.protocol.interrupt(msg["id"]))
                 raise
         for w in reply.get("warnings") or ():
             _warn_at_caller(RWarning(str(w.get("message", "")), w.get("class"), w.get("call")))
@@ -276,7 +266,7 @@ class _Core:
         return reply.get("value")
 
     def _interrupt_on_main(self, rid: int) -> None:
-        self.channel.send(self.message("interrupt", target=rid))
+        self.channel.send(self.protocol.interrupt(rid))
 
     def control_request(self, op: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
         """A request on a second socket, usable while another thread waits."""
@@ -284,7 +274,6 @@ class _Core:
         with self._control_lock:
             if self._control is None:
                 self._control = self._new_channel(1)
-                self._control.worker_pid = self.channel.worker_pid
                 self.sockets.extend(self._control.sockets)
             return self._control.request(self.message(op, **fields), timeout=timeout)
 
@@ -295,22 +284,20 @@ class _Core:
         self.live_ids.discard(handle_id)
         if self.closed or self.dead:
             return
-        self.pending_releases.append(handle_id)
+        self.protocol.queue_release(handle_id)
         if now:
             with self.channel.lock:
                 self._send_releases()
 
     def take_releases(self) -> list[Any]:
         """The queued releases as handle references, emptying the queue."""
-        batch = []
-        while self.pending_releases:
-            batch.append(_codec.handle_ext(self.pending_releases.popleft()))
-        return batch
+        return self.protocol.take_releases()
 
     def _send_releases(self) -> None:
         """Sends queued releases as one message, without waiting for its reply."""
-        if self.pending_releases:
-            self.channel.send(self.message("release", handles=self.take_releases()))
+        message = self.protocol.release_message()
+        if message is not None:
+            self.channel.send(message)
 
     # -- lifecycle --------------------------------------------------------------
     def close(self, shutdown: bool = False) -> None:
@@ -324,13 +311,13 @@ class _Core:
                     if self.worker is not None or shutdown:
                         self.channel.request(self.message("shutdown"), timeout=SHUTDOWN_REPLY_WAIT)
                     else:   # an attached worker lives on: give back what we hold
-                        self.pending_releases.extend(self.live_ids)
+                        self.protocol.pending_releases.extend(self.live_ids)
                         self._send_releases()
             except (RBridgeError, zmq.ZMQError):
                 pass
         self.closed = True
         self.live_ids.clear()
-        self.pending_releases.clear()
+        self.protocol.pending_releases.clear()
         self.channel.close()
         if self.arena_writer is not None:
             for arena in self.arena_writer.arenas:
@@ -620,12 +607,11 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
     core.options.update(timeout=timeout, results=results, dtype_backend=dtype_backend)
     session = Session(core, core.options)
     core.finalizer = weakref.finalize(core, _finalize, core.context, core.sockets, worker)
-    hello = core.message("hello", versions=[_codec.PROTOCOL_VERSION])
     probe = None
     if shm is not False:
         with contextlib.suppress(OSError):
             probe = make_probe()
-            hello["shm_probe"] = {"name": probe[0], "token": probe[1]}
+    hello = core.protocol.hello(probe)
     try:
         reply = core.channel.request(hello, timeout=startup_timeout)
     except (WorkerDied, RTimeout):
@@ -641,7 +627,7 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
         core.close()
         raise error_from_reply(reply.get("error") or {})
     core.info = reply.get("worker") or {}
-    core.channel.worker_pid = core.info.get("pid")
+    core.protocol.worker_pid = core.info.get("pid")
     core.shm = bool(reply.get("shm"))
     core.arena_writer = ArenaWriter(create_segment) if core.shm else None
     return session

@@ -1,19 +1,18 @@
-"""The client end of the wire: a DEALER socket, request ids and the wait for replies.
+"""The blocking driver of the protocol: a DEALER socket per channel.
 
 One :class:`Channel` carries one request at a time (callers serialize with its
-lock). While a request waits, ``output`` messages are handed to a callback,
-replies to earlier abandoned requests are dropped, and the worker's liveness is
-checked: a local worker's process; for any worker, the connection (lost and
-not back within RECONNECT_GRACE: dead) and pings answered by the worker's I/O
-thread, which answers even while R computes (none for ``liveness`` seconds:
-dead). A worker that pauses (SIGSTOP, swapping) for less than that is only
-stalled: the call completes when it resumes.
+lock). It sends what :class:`~bridge._protocol.Protocol` builds, feeds it what
+arrives and acts on the events it returns: output goes to a callback,
+callbacks and released callables to the session, stale messages are dropped.
+While a request waits, the worker's liveness is checked: a local worker's
+process; for any worker, the connection (lost and not back within
+RECONNECT_GRACE: dead); and the protocol's own decisions (pings, liveness,
+timeouts; see ``_protocol.Wait``). A worker that pauses (SIGSTOP, swapping)
+for less than the liveness is only stalled: the call completes when it resumes.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,32 +23,30 @@ import zmq
 from . import _codec
 from ._errors import RTimeout, WorkerDied
 from ._payloads import ZERO_COPY_MIN
+from ._protocol import (
+    LIVENESS,
+    PING,
+    TIMEOUT_GRACE,
+    CallablesReleased,
+    Callback,
+    Event,
+    ExtHook,
+    Output,
+    Protocol,
+    Reply,
+)
 
 HEARTBEAT_MS = 1000
-#: Silence after which a waiting client pings the worker.
-PING_AFTER = 1.0
-#: Default seconds a worker may stay silent (no reply, pong or heartbeat)
-#: before it is declared dead: long enough for a swap storm or a stopped
-#: process to come back; a process that exits is noticed at once.
-LIVENESS = 30.0
 #: A lost connection that is not re-established within this many seconds
 #: means the worker is gone (a worker that restarts has lost our state).
 RECONNECT_GRACE = 1.5
-#: How long past its timeout a request waits for the worker's own timeout reply.
-TIMEOUT_GRACE = 2.0
 POLL_MS = 100
 
 OutputSink = Callable[[str, Any], None]
-#: Decodes an ext value given the message's payload frames.
-ExtHook = Callable[[int, bytes, list[Any]], Any]
 
 
 def _plain_ext_hook(code: int, data: bytes, frames: list[Any]) -> Any:
     return _codec._ext_hook(code, data)
-
-
-def _with_frames(hook: ExtHook, frames: list[Any], code: int, data: bytes) -> Any:
-    return hook(code, data, frames)
 
 
 def new_socket(context: zmq.Context, endpoint: str, routing_id: bytes, liveness: float) -> zmq.Socket:
@@ -71,24 +68,23 @@ def new_socket(context: zmq.Context, endpoint: str, routing_id: bytes, liveness:
 class Channel:
     """One socket to the worker, with request-id bookkeeping."""
 
-    def __init__(self, context: zmq.Context, endpoint: str, ids: itertools.count,
+    def __init__(self, context: zmq.Context, endpoint: str, protocol: Protocol,
                  is_alive: Callable[[], bool], ping_liveness: bool, *,
                  routing_id: bytes, liveness: float = LIVENESS) -> None:
         self.lock = threading.RLock()
         self.endpoint = endpoint
+        self.protocol = protocol
         self._sock = new_socket(context, endpoint, routing_id, liveness)
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self._down_since: float | None = None   # connection lost at, and not back
         self.liveness = liveness
-        self.worker_pid: int | None = None      # from the handshake: a pong from another pid is a new worker
-        self._ids = ids
         self._is_alive = is_alive
         self._ping_liveness = ping_liveness   # False where is_alive is authoritative
         self._ext_hook: ExtHook = _plain_ext_hook
-        #: Called with the worker's messages that are not replies: "callback"
-        #: (R calls a Python function; answered from the waiting thread) and
-        #: "release_callables".
-        self.on_worker_message: Callable[[dict[str, Any]], None] | None = None
+        #: Called with the events that are not about the awaited request:
+        #: Callback (R calls a Python function; answered from the waiting
+        #: thread) and CallablesReleased.
+        self.on_event: Callable[[Event], None] | None = None
         self.closed = False
 
     @property
@@ -112,7 +108,7 @@ class Channel:
         self._ext_hook = hook
 
     def next_id(self) -> int:
-        return next(self._ids)
+        return self.protocol.next_id()
 
     def send(self, message: dict[str, Any], frames: Sequence[Any] = ()) -> None:
         """Sends without waiting; the reply, if any, is dropped when it comes.
@@ -145,9 +141,7 @@ class Channel:
             raise
 
     def _wait(self, rid: int, timeout: float | None, on_output: OutputSink | None) -> dict[str, Any]:
-        start = last_heard = time.monotonic()
-        pinged_at: float | None = None
-        give_up = None if timeout is None else start + timeout + TIMEOUT_GRACE
+        wait = self.protocol.wait(rid, time.monotonic(), timeout, self.liveness, self._ping_liveness)
         while True:
             try:
                 frame = self._sock.recv()
@@ -157,38 +151,21 @@ class Channel:
                     raise WorkerDied(f"the R worker at {self.endpoint} exited") from None
                 if self._connection_lost(now):
                     raise WorkerDied(f"lost the connection to the R worker at {self.endpoint}") from None
-                if give_up is not None and now > give_up:
-                    raise RTimeout(
-                        ["rbridge_timeout", "interrupt", "condition"],
-                        f"no reply within {timeout} s, and R did not respond to the interrupt",
-                    ) from None
-                if not self._ping_liveness:
-                    continue
-                if pinged_at is None and now - last_heard > PING_AFTER:
-                    self.send({"v": _codec.PROTOCOL_VERSION, "id": self.next_id(), "op": "ping"})
-                    pinged_at = now
-                elif pinged_at is not None and now - pinged_at > self.liveness:
-                    raise WorkerDied(f"the R worker at {self.endpoint} did not answer for "
-                                     f"{self.liveness:g} s (connect(liveness=...))") from None
+                if wait.idle(now) == PING:
+                    self.send(self.protocol.message("ping"))
                 continue
-            last_heard = time.monotonic()
-            pinged_at = None
+            wait.heard(time.monotonic())
             payloads: list[Any] = []     # received without copying, read in place
             while self._sock.getsockopt(zmq.RCVMORE):
                 payloads.append(self._sock.recv(copy=False))
-            msg = _codec.unpack(frame, functools.partial(_with_frames, self._ext_hook, payloads))
-            if msg["op"] in ("callback", "release_callables") and self.on_worker_message is not None:
-                self.on_worker_message(msg)
-                continue
-            if msg.get("id") != rid:
-                if msg["op"] == "pong" and self.worker_pid and msg.get("pid", self.worker_pid) != self.worker_pid:
-                    raise WorkerDied(f"the R worker at {self.endpoint} was replaced by another process")
-                continue            # a pong, or the late reply to an abandoned request
-            if msg["op"] == "output":
+            event = self.protocol.receive(frame, payloads, self._ext_hook, rid)
+            if isinstance(event, Reply):
+                return event.message
+            if isinstance(event, Output):
                 if on_output is not None:
-                    on_output(msg.get("stream", "stdout"), msg.get("text", ""))
-                continue
-            return msg
+                    on_output(event.stream, event.text)
+            elif isinstance(event, (Callback, CallablesReleased)) and self.on_event is not None:
+                self.on_event(event)
 
     def close(self) -> None:
         if not self.closed:

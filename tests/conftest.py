@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,16 @@ import pytest
 import zmq
 
 import bridge
+
+
+@pytest.fixture(autouse=True, scope="session")
+def python_takes_ctrl_c():
+    """Ctrl-C tests (``_thread.interrupt_main``) need Python's own SIGINT
+    handler, which Python does not install when it starts with SIGINT ignored,
+    as a shell starts background jobs (``make test &``)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

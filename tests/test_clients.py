@@ -367,3 +367,26 @@ def test_a_client_killed_mid_transfer_leaves_nothing_behind(tcp_worker, shm):
         assert other.sum(1, 2) == 3
         mine = (f"rbridge-c{victim.pid}-", f"rbridge-w{proc.pid}-")
         assert wait_until(lambda: not [n for n in os.listdir("/dev/shm") if n.startswith(mine)], 5)
+
+
+def test_a_client_cannot_answer_another_clients_callbacks(tcp_worker):
+    endpoint, _ = tcp_worker
+    with bridge.connect(endpoint) as a:
+        forged: list[dict] = []
+
+        def slow(x):
+            # meanwhile another client answers every callback id the worker may have used
+            ctx = zmq.Context()
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(endpoint)
+            for n in range(1, 200):
+                sock.send(msgpack.packb({"v": 1, "id": (1 << 52) | n, "op": "result", "value": 999}))
+            forged.append(raw_exchange(endpoint, [msgpack.packb({"v": 1, "id": 1, "op": "eval", "code": "2"})]))
+            sock.close()
+            ctx.term()
+            return x + 1
+
+        assert a.eval("function(f) f(1) * 10")(slow) == 20       # its own answer, not 999
+        assert forged[0]["value"] == 2
+        assert a.ping()["depth"] == 0

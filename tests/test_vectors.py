@@ -135,3 +135,20 @@ def test_golden_vector_decodes(vector):
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
 def test_golden_vector_encodes_byte_for_byte(vector):
     assert _codec.pack(wire(vector["value"])).hex() == vector["hex"]
+
+
+def test_the_client_has_the_numbers_of_constants_json():
+    """The R suite checks the worker's C code against the same file."""
+    from bridge import _convert, _protocol, _session, _transport
+
+    want = json.loads((Path(__file__).parent.parent / "protocol" / "vectors" / "constants.json").read_text())
+    have = {
+        "protocol_version": _codec.PROTOCOL_VERSION, "ext_handle": _codec.EXT_HANDLE,
+        "ext_vector": _codec.EXT_VECTOR, "ext_payload": EXT_PAYLOAD, "ext_callable": _codec.EXT_CALLABLE,
+        "ext_code": EXT_CODE, "shm_min": _payloads.SHM_MIN, "arrow_min_length": _convert.ARROW_MIN_LENGTH,
+        "arena_header": _arena.HEADER, "arena_states": _arena.STATES, "arena_slots": _arena.SLOTS,
+        "arena_magic": _arena.MAGIC.decode(), "arena_align": _arena.ALIGN,
+        "client_key_bytes": _session.CLIENT_KEY_BYTES, "heartbeat_ms": _transport.HEARTBEAT_MS,
+        "liveness": _protocol.LIVENESS,
+    }
+    assert have == {k: want[k] for k in have}

@@ -18,8 +18,6 @@
 #include <sys/mman.h>
 #include "rserver.h"
 
-#define MAGIC "RBARENA1"
-#define ALIGN 64
 #define MIN_CAPACITY ((size_t)64 << 20)
 #define MAX_CAPACITY ((size_t)1 << 30)
 
@@ -77,7 +75,7 @@ rb_arena *rb_arena_attach(const char *name, const uint8_t *rid, size_t rid_len, 
   void *p = rb_shm_map_rw(name, RB_ARENA_HEADER, &a->size, err);
   if (!p) { free(a); return NULL; }
   a->base = p;
-  if (memcmp(a->base, MAGIC, 8) != 0 || a->size > ((size_t)1 << 40)) {
+  if (memcmp(a->base, RB_ARENA_MAGIC, 8) != 0 || a->size > ((size_t)1 << 40)) {
     *err = "the shared-memory segment is not an arena";
     munmap(p, a->size);
     free(a);
@@ -119,7 +117,7 @@ static rb_arena *create_own(size_t capacity, const uint8_t *rid, size_t rid_len)
   a->size = RB_ARENA_HEADER + capacity;
   a->base = rb_shm_create(a->size, a->name);
   if (!a->base) { free(a); return NULL; }
-  memcpy(a->base, MAGIC, 8);
+  memcpy(a->base, RB_ARENA_MAGIC, 8);
   memcpy(a->rid, rid, rid_len);
   a->rid_len = rid_len;
   a->own = a->attached = 1;
@@ -154,7 +152,7 @@ static int place(rb_arena *a, size_t len, size_t *off) {
     size_t end = k < n ? a->slot[order[k]].off : a->size;
     if (end >= at && end - at >= len) { *off = at; return free_slot; }
     if (k < n) {
-      size_t next = (a->slot[order[k]].off + a->slot[order[k]].len + ALIGN - 1) / ALIGN * ALIGN;
+      size_t next = (a->slot[order[k]].off + a->slot[order[k]].len + RB_ARENA_ALIGN - 1) / RB_ARENA_ALIGN * RB_ARENA_ALIGN;
       if (next > at) at = next;
     }
   }
@@ -173,7 +171,7 @@ int rb_arena_alloc(const uint8_t *rid, size_t rid_len, size_t len, rb_arena_ref 
     /* Too small: replace it with a bigger one, unless regions are still out. */
     if (a && reclaim(a)) return -1;
     if (a) drop(i);
-    size_t cap = 2 * len + ALIGN > MIN_CAPACITY ? 2 * len + ALIGN : MIN_CAPACITY;   /* two payloads of this size */
+    size_t cap = 2 * len + RB_ARENA_ALIGN > MIN_CAPACITY ? 2 * len + RB_ARENA_ALIGN : MIN_CAPACITY;   /* two payloads of this size */
     if (!(a = create_own(cap, rid, rid_len))) return -1;
     if ((slot = place(a, len, &off)) < 0) return -1;
   }

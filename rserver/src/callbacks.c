@@ -17,9 +17,6 @@
 #include "rserver_r.h"
 
 #define MAX_NESTING 100             /* callbacks in progress at once */
-/* Ids the worker chooses have bit 52 set; clients keep theirs below 2^52, so
- * the two never meet and every id is exact as an R double. */
-#define WORKER_ID_BIT ((uint64_t)1 << 52)
 
 typedef struct {
   uint64_t id;
@@ -164,7 +161,7 @@ SEXP C_callback_send(SEXP ptr, SEXP args) {
     Rf_error("rbridge: calls between R and Python are nested too deeply "
              "(%d levels; at most %d, and within %.0f%% of R's C stack)",
              depth(rq), MAX_NESTING, 100 * STACK_SHARE_LIMIT);
-  callback_args a = {rq, WORKER_ID_BIT | next_callback_id++, c->id, args};
+  callback_args a = {rq, RB_WORKER_ID_BIT | next_callback_id++, c->id, args};
   rb_encoder e;
   rb_encoder_init(&e);
   e.client = rq;

@@ -100,7 +100,6 @@ static void pack_handle(rb_encoder *e, SEXP x) {
 }
 
 /* Vectors at least this long travel as Arrow payloads rather than ext 2. */
-#define ARROW_MIN_LENGTH 4096
 
 /* ext 3 from the worker (SPEC "Arrow payloads"): a region of the client's
  * arena ('a' + u64 LE offset + u64 LE length + u32 LE slot + name), a one-off
@@ -200,7 +199,7 @@ void rb_pack_value(rb_encoder *e, SEXP x, int depth, int as_handle) {
   if (type == NILSXP && !as_handle) { msgpack_pack_nil(pk); return; }
   if (as_handle || depth <= 0) { pack_handle(e, x); return; }
   int arrow = rb_arrow_kind(x);
-  if (arrow != RB_AK_NONE && (arrow != RB_AK_PLAIN || XLENGTH(x) >= ARROW_MIN_LENGTH)) {
+  if (arrow != RB_AK_NONE && (arrow != RB_AK_PLAIN || XLENGTH(x) >= RB_ARROW_MIN_LENGTH)) {
     pack_arrow(e, x, R_NilValue);
     return;
   }

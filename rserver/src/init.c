@@ -8,6 +8,7 @@ void rb_views_init(DllInfo *dll);
 
 SEXP C_server_start(SEXP, SEXP, SEXP, SEXP, SEXP, SEXP);
 SEXP C_server_stop(void);
+SEXP C_constants(void);
 SEXP C_server_next(SEXP, SEXP);
 SEXP C_request_decode(SEXP);
 SEXP C_request_release(SEXP);
@@ -49,6 +50,7 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_interrupt_was_own, 0),
   CALLDEF(C_request_answered, 1),
   CALLDEF(C_active_request_stopped, 0),
+  CALLDEF(C_constants, 0),
   CALLDEF(C_reply_from_owner, 2),
   CALLDEF(C_reply_value, 4),
   CALLDEF(C_reply_error, 3),

@@ -21,9 +21,6 @@
 #define ORPHAN_GRACE 5.0     /* seconds an orphan may take to shut down */
 #define MAX_CLIENTS 4096     /* clients with state in the worker at once */
 #define SOCKETS_PER_CLIENT 4 /* routing ids remembered per client key */
-/* A client whose sockets have all been unreachable this long is gone: a
- * client that reconnects (with the same routing id) within it keeps its state. */
-#define CLIENT_GRACE 2.0
 #define RECHECK_EVERY 0.5    /* while some client is unreachable */
 /* Flow control (SPEC "Flow control"). A client's requests are forwarded to R
  * at most MAX_IN_FLIGHT at a time; the next MAX_BACKLOG wait here, in order,
@@ -333,7 +330,7 @@ static void check_clients(io_state *st) {
     for (int j = 0; j < c->n_rids && !ok; j++) ok = reachable(st, c->rid[j], c->rid_len[j]);
     if (ok) c->unreachable_since = 0;
     else if (c->unreachable_since == 0) c->unreachable_since = now;
-    if (!ok && now - c->unreachable_since >= CLIENT_GRACE) {
+    if (!ok && now - c->unreachable_since >= RB_CLIENT_GRACE) {
       if (!c->evicted) client_gone(st, c);   /* an evicted one is gone already */
       free_queues(c);
       st->clients[i] = st->clients[--st->n_clients];

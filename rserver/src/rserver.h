@@ -19,6 +19,7 @@
  *   sendbuf.c       reuse of large payload buffers sent to clients (pure C)
  *   handles.c       the table of R objects held for clients
  *   console.c       capture of R console output per request
+ *   constants.c     the numbers the protocol fixes, for the tests (vectors/constants.json)
  *   init.c          .Call registration
  */
 #ifndef RSERVER_H
@@ -38,6 +39,8 @@
 #define RB_MAX_FRAMES 1024       /* frames in one message from a client */
 #define RB_SHM_NAME_MAX 64
 #define RB_SHM_MIN ((size_t)1 << 20)   /* payloads this big go through shared memory */
+#define RB_ARROW_MIN_LENGTH 4096  /* plain vectors this long travel as Arrow payloads */
+#define RB_WORKER_ID_BIT ((uint64_t)1 << 52)   /* set in ids the worker chooses (callbacks) */
 #define RB_MAX_DEPTH 64          /* nesting of msgpack containers */
 #define RB_MAX_ROUTING_ID 255
 #define RB_OP_MAX 16
@@ -136,6 +139,7 @@ typedef struct {
 } rb_io_shared;
 
 #define RB_HEARTBEAT_MS 1000
+#define RB_CLIENT_GRACE 2.0      /* seconds a client may be unreachable and keep its state */
 /* The first frame of every message from the I/O thread to the main thread:
  * arrival time (double) and flags. */
 #define RB_ARRIVAL_FRAME 9
@@ -191,6 +195,8 @@ void rb_shm_track(const char *name, const uint8_t *rid, size_t rid_len);
 void rb_shm_forget(const uint8_t *rid, size_t rid_len);
 
 /* ---- arena.c ---------------------------------------------------------------- */
+#define RB_ARENA_MAGIC "RBARENA1"
+#define RB_ARENA_ALIGN 64
 #define RB_ARENA_HEADER 4096
 #define RB_ARENA_STATES 64       /* offset of the slot states in the header */
 #define RB_ARENA_SLOTS 64

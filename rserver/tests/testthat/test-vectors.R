@@ -21,3 +21,11 @@ for (v in vectors) {
     }
   })
 }
+
+test_that("the C code has the numbers of protocol/vectors/constants.json (the Python suite checks its own)", {
+  expected <- jsonlite::fromJSON(sub("messages.json", "constants.json", vectors_path(), fixed = TRUE),
+                                 simplifyVector = FALSE)
+  have <- .Call(rserver:::C_constants)
+  for (name in names(have)) expect_equal(have[[name]], expected[[name]], info = name)
+  expect_equal(eval(formals(rserver::serve)$liveness[[3L]]), expected$liveness)   # serve()'s default
+})
