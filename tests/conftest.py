@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import signal
-import subprocess
-import time
-from pathlib import Path
 
-import msgpack
 import pytest
-import zmq
+from helpers import start_tcp_worker
 
 import bridge
 
@@ -42,25 +35,6 @@ def fresh():
     session.close()
 
 
-def start_tcp_worker(tmp_path: Path, *extra_env: tuple[str, str]) -> tuple[str, subprocess.Popen]:
-    """Starts `rserver::serve()` from the shell on a free loopback port."""
-    log = tmp_path / f"worker-{time.monotonic_ns()}.log"
-    env = dict(os.environ, **dict(extra_env))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([shutil.which("Rscript"), "-e", 'rserver::serve("tcp://127.0.0.1:*")'],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        found = re.search(r"listening on (tcp://\S+)", log.read_text())
-        if found:
-            return found.group(1), proc
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker failed: {log.read_text()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("worker did not start")
-
-
 @pytest.fixture
 def tcp_worker(tmp_path):
     endpoint, proc = start_tcp_worker(tmp_path)
@@ -68,81 +42,3 @@ def tcp_worker(tmp_path):
     if proc.poll() is None:
         proc.kill()
     proc.wait()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (exited, not yet reaped by its parent) counts as gone
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def run_in_threads(work, count: int) -> list[BaseException]:
-    """Runs work(i) for i in range(count) on as many threads; returns their errors."""
-    import threading
-
-    errors: list[BaseException] = []
-
-    def guarded(i: int) -> None:
-        try:
-            work(i)
-        except BaseException as exc:   # reported to the test's own thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return errors
-
-
-def seconds_until_raised(trigger, run, expected, delay: float = 0.5) -> float:
-    """Calls trigger() after `delay` s on a timer thread while run() runs; checks that
-    run() raises `expected` and returns how long after the trigger (as it actually
-    fired: a loaded machine delays timer threads) it did."""
-    import threading
-
-    fired: list[float] = []
-
-    def fire() -> None:
-        fired.append(time.monotonic())
-        trigger()
-
-    threading.Timer(delay, fire).start()
-    with pytest.raises(expected):
-        run()
-    return time.monotonic() - fired[0]
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-def raw_exchange(endpoint: str, frames: list[bytes], timeout_ms: int = 5000) -> dict:
-    """Sends raw frames with a bare DEALER and returns the decoded reply."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    try:
-        sock.send_multipart(frames)
-        deadline = time.monotonic() + timeout_ms / 1000
-        while True:
-            assert sock.poll(max(0, int((deadline - time.monotonic()) * 1000))), "no reply to a malformed message"
-            reply = msgpack.unpackb(sock.recv_multipart()[0], raw=False)
-            if not (reply.get("op") == "pong" and reply.get("id") == 0):   # the worker checking we are there
-                return reply
-    finally:
-        sock.close()
-        ctx.term()

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import math
 import struct
-from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
+from helpers import VECTORS as VECTOR_DIR
 
 from bridge import _arena, _codec, _payloads
 from bridge._code import EXT_CODE, RCode
 from bridge._payloads import EXT_PAYLOAD
 
-VECTORS = json.loads((Path(__file__).parent.parent / "protocol" / "vectors" / "messages.json").read_text())
+VECTORS = json.loads((VECTOR_DIR / "messages.json").read_text())
 
 
 def expected(tagged):
@@ -141,7 +141,7 @@ def test_the_client_has_the_numbers_of_constants_json():
     """The R suite checks the worker's C code against the same file."""
     from bridge import _convert, _protocol, _session, _transport
 
-    want = json.loads((Path(__file__).parent.parent / "protocol" / "vectors" / "constants.json").read_text())
+    want = json.loads((VECTOR_DIR / "constants.json").read_text())
     have = {
         "protocol_version": _codec.PROTOCOL_VERSION, "ext_handle": _codec.EXT_HANDLE,
         "ext_vector": _codec.EXT_VECTOR, "ext_payload": EXT_PAYLOAD, "ext_callable": _codec.EXT_CALLABLE,

@@ -173,7 +173,7 @@ def test_ctrl_c_stops_an_idle_server_and_interrupts_a_busy_one(tmp_path):
     import signal
     import time
 
-    from conftest import start_tcp_worker
+    from helpers import start_tcp_worker
     endpoint, proc = start_tcp_worker(tmp_path)
     try:
         with bridge.connect(endpoint) as r:

@@ -15,7 +15,7 @@ import time
 import msgpack
 import pytest
 import zmq
-from conftest import raw_exchange, seconds_until_raised, start_tcp_worker, wait_until
+from helpers import raw_exchange, seconds_until_raised, start_tcp_worker, wait_until
 
 import bridge
 

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_in_threads, seconds_until_raised, wait_until
+from helpers import run_in_threads, seconds_until_raised, wait_until
 
 import bridge
 

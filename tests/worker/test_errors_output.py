@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import run_in_threads
+from helpers import run_in_threads
 
 import bridge
 

@@ -16,7 +16,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from conftest import pid_alive, raw_exchange, seconds_until_raised, start_tcp_worker, wait_until
+from helpers import pid_alive, raw_exchange, seconds_until_raised, start_tcp_worker, wait_until
 
 import bridge
 

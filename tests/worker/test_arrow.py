@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import zmq
-from conftest import raw_exchange, wait_until
+from helpers import VECTORS, raw_exchange, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -25,7 +25,6 @@ from hypothesis.extra import numpy as hnp
 import bridge
 from bridge import _payloads
 
-VECTORS = Path(__file__).parent.parent / "protocol" / "vectors"
 #: Text pyarrow can encode (no lone surrogates) and R can hold (no NUL).
 UTF8_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
 
@@ -387,7 +386,7 @@ def test_an_unread_result_arena_goes_when_its_client_disconnects(tcp_worker):
 
 
 def test_a_killed_worker_leaves_no_segment(fresh):
-    pid = fresh._core.worker.pid
+    pid = fresh.worker_pid
     fake = Path("/dev/shm", f"rbridge-w{pid}-{secrets.token_hex(16)}")
     fake.write_bytes(b"x")          # as if it died between writing a result and the client reading it
     os.kill(pid, signal.SIGKILL)

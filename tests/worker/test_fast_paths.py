@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import raw_exchange, run_in_threads, wait_until
+from helpers import raw_exchange, run_in_threads, wait_until
 
 import bridge
 from bridge import _arena, _payloads
@@ -99,7 +99,7 @@ def test_data_frame_columns_through_an_arena(fresh):
 # ---- R -> Python: the worker's arena -------------------------------------------------------------
 
 def test_results_are_read_in_place_and_give_their_region_back(fresh):
-    worker = fresh._core.worker.pid
+    worker = fresh.worker_pid
     fresh.eval(f"x <- as.numeric(seq_len({BIG}))")
     first = fresh["x"]
     assert not first.flags.writeable and not first.flags.owndata

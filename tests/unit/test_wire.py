@@ -1,0 +1,113 @@
+"""The client's wire pieces without a worker: codec, conversion to wire
+values, Arrow payloads (frames and shared memory) and arenas."""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from bridge import ProtocolError
+from bridge._arena import HEADER, MAGIC, SLOTS, ArenaWriter
+from bridge._codec import INT_NA, decode_vector, pack, unpack
+from bridge._convert import ARROW_MIN_LENGTH, to_wire
+from bridge._payloads import PayloadWriter, create_segment, read_payload, unlink_segment
+
+
+def no_reference(value):
+    return None
+
+
+# -- codec --------------------------------------------------------------------------
+
+def test_vectors_decode_with_na_masked():
+    ints = decode_vector(b"i" + struct.pack("<I", 3) + struct.pack("<3i", 1, INT_NA, 3))
+    assert ints.tolist() == [1, None, 3] and ints.dtype == np.int32
+    logicals = decode_vector(b"l" + struct.pack("<I", 2) + struct.pack("<2i", 1, 0))
+    assert logicals.tolist() == [True, False]
+    strings = decode_vector(b"s" + struct.pack("<I", 2) + msgpack.packb("a") + msgpack.packb(None))
+    assert strings.tolist() == ["a", None]
+
+
+@pytest.mark.parametrize("data", [b"d\x02\x00\x00\x00" + b"\x00" * 8,     # shorter than its count
+                                  b"i\x01\x00",                            # shorter than its header
+                                  b"z\x00\x00\x00\x00",                    # unknown kind
+                                  b"s\x01\x00\x00\x00\x05"])               # a string vector holding an int
+def test_malformed_vectors_are_protocol_errors(data):
+    with pytest.raises(ProtocolError):
+        decode_vector(data)
+
+
+def test_messages_from_another_version_or_not_maps_are_refused():
+    assert unpack(pack({"v": 1, "id": 1, "op": "pong"}))["op"] == "pong"
+    for bad in (msgpack.packb([1, 2]), msgpack.packb({"v": 2, "id": 1, "op": "pong"}), b"\xc1"):
+        with pytest.raises(ProtocolError):
+            unpack(bad)
+
+
+# -- conversion to wire values ---------------------------------------------------------
+
+def test_small_values_travel_inline_and_large_arrays_as_payloads():
+    assert to_wire([1, 2.5, "x", None, True], no_reference, None) == [1, 2.5, "x", None, True]
+    small = to_wire(np.arange(3, dtype=np.float64), no_reference, None)
+    assert small.code == 2 and small.data[:1] == b"d"
+    payloads = PayloadWriter(None)
+    big = to_wire(np.arange(ARROW_MIN_LENGTH, dtype=np.float64), no_reference, payloads)
+    assert big.code == 3 and big.data == b"f" + struct.pack("<I", 1)
+    assert len(payloads.frames) == 1
+
+
+def test_integers_r_cannot_hold_exactly_are_refused():
+    with pytest.raises((TypeError, ValueError, OverflowError)):
+        to_wire(2**60, no_reference, None)
+
+
+# -- payloads and arenas --------------------------------------------------------------------
+
+def test_a_payload_in_frames_reads_back_without_a_copy():
+    table = pa.table({"x": np.arange(300_000, dtype=np.float64)})
+    writer = PayloadWriter(None)
+    ref = writer.add(table)
+    back = read_payload(ref.data, writer.frames)
+    assert back.equals(table)
+
+
+@pytest.mark.parametrize("ref", [b"f" + struct.pack("<I", 2), b"F" + struct.pack("<II", 1, 3), b"q", b"f\x00"])
+def test_payload_references_outside_the_message_are_protocol_errors(ref):
+    with pytest.raises(ProtocolError):
+        read_payload(ref, [b"x"])
+
+
+def test_shared_memory_payloads_use_an_arena_and_regions_come_back():
+    writer = ArenaWriter(create_segment)
+    try:
+        payloads = PayloadWriter(writer)
+        table = pa.table({"x": np.arange(300_000, dtype=np.float64)})     # 2.4 MB: shared memory
+        ref = payloads.add(table)
+        assert ref.data[:1] == b"a" and payloads.frames == []
+        (arena,) = writer.arenas
+        assert bytes(arena.mm[:len(MAGIC)]) == MAGIC
+        offset, size, slot = struct.unpack("<QQI", ref.data[1:21])
+        assert offset >= HEADER and 0 <= slot < SLOTS
+        assert pa.ipc.open_stream(pa.py_buffer(arena.mm[offset:offset + size])).read_all().equals(table)
+        assert arena.reclaim() == 1                     # handed over until the reader gives it back
+        struct.pack_into("<I", arena.mm, 64 + 4 * slot, 0)
+        assert arena.reclaim() == 0
+        payloads.discard(sent=False)
+    finally:
+        for arena in writer.arenas:
+            unlink_segment(arena.name)
+        writer.close()
+
+
+def test_a_payload_that_does_not_fit_in_shared_memory_goes_in_frames(monkeypatch):
+    def full(size):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("bridge._payloads.create_segment", full)   # /dev/shm is full (one-off segments too)
+    payloads = PayloadWriter(ArenaWriter(full))
+    ref = payloads.add(pa.table({"x": np.arange(300_000, dtype=np.float64)}))
+    assert ref.data[:1] in (b"f", b"F") and payloads.frames          # frames (large buffers on their own)
