@@ -26,8 +26,10 @@ serve <- function(endpoint = Sys.getenv("RBRIDGE_ENDPOINT", "tcp://127.0.0.1:555
   stopifnot(is.character(endpoint), length(endpoint) == 1L)
   load_namespace_fully()
   info <- .Call(C_mp_encode, worker_info(endpoint, max_envelope))
-  bound <- .Call(C_server_start, endpoint, as.numeric(max_envelope),
-                 as.numeric(max_frame), as.numeric(parent_pid), as.numeric(liveness), info)
+  # two steps: a server of sessions forks between them (no thread, no ZeroMQ context yet)
+  .Call(C_server_prepare, endpoint, as.numeric(max_envelope), as.numeric(max_frame),
+        as.numeric(parent_pid), as.numeric(liveness), info)
+  bound <- .Call(C_server_start_io)
   on.exit(.Call(C_server_stop), add = TRUE)
   owned <- Sys.getenv("RBRIDGE_OWNED_DIR")   # a private worker's directory
   if (nzchar(owned)) on.exit(unlink(owned, recursive = TRUE), add = TRUE)

@@ -6,7 +6,8 @@
 
 void rb_views_init(DllInfo *dll);
 
-SEXP C_server_start(SEXP, SEXP, SEXP, SEXP, SEXP, SEXP);
+SEXP C_server_prepare(SEXP, SEXP, SEXP, SEXP, SEXP, SEXP);
+SEXP C_server_start_io(void);
 SEXP C_server_stop(void);
 SEXP C_constants(void);
 SEXP C_server_next(SEXP, SEXP);
@@ -41,7 +42,8 @@ SEXP C_arrow_encode(SEXP);
 #define CALLDEF(name, n) {#name, (DL_FUNC)(void (*)(void))&name, n}
 
 static const R_CallMethodDef call_methods[] = {
-  CALLDEF(C_server_start, 6),
+  CALLDEF(C_server_prepare, 6),
+  CALLDEF(C_server_start_io, 0),
   CALLDEF(C_server_stop, 0),
   CALLDEF(C_server_next, 2),
   CALLDEF(C_request_decode, 1),

@@ -22,18 +22,26 @@ extern Rboolean R_interrupts_suspended;
 
 #define MAX_POLL 64
 
-static double spin_until = 0;   /* busy-poll until then: see rb_spin_after_send */
+/* The server's state, in one place. Start-up has two steps (SPEC §9):
+ * C_server_prepare fixes the configuration and makes no thread and no ZeroMQ
+ * context, so a process may fork after it; C_server_start_io then makes the
+ * context, the I/O thread and the socket. */
+typedef struct {
+  int prepared;             /* configured; no thread, no context yet */
+  int running;              /* the context and the I/O thread exist */
+  rb_io_shared shared;      /* with the I/O thread (see rserver.h) */
+  void *zctx, *main_pair;
+  pthread_t io_tid;
+  rb_request *active;       /* innermost request in progress */
+  double spin_until;        /* busy-poll until then: see rb_spin_after_send */
+} rb_server;
 
-static rb_io_shared shared;
-static int running = 0;
-static void *zctx = NULL, *main_pair = NULL;
-static pthread_t io_tid;
-static rb_request *active = NULL;       /* innermost request in progress */
+static rb_server server;
 
-rb_request *rb_current_request(void) { return active; }
+rb_request *rb_current_request(void) { return server.active; }
 
 /* After sending, poll for the next message without sleeping for a while. */
-void rb_spin_after_send(void) { spin_until = rb_monotonic() + rb_spin_seconds; }
+void rb_spin_after_send(void) { server.spin_until = rb_monotonic() + rb_spin_seconds; }
 
 static void free_data(void *data, void *hint) { (void)hint; free(data); }
 
@@ -48,7 +56,7 @@ static int send_owned(void *data, size_t n, int flags, zmq_free_fn *release, voi
   zmq_msg_t m;
   if (zmq_msg_init_data(&m, data, n, release, hint)) { release(data, hint); return -1; }
   int rc;
-  while ((rc = zmq_msg_send(&m, main_pair, flags)) < 0 && errno == EINTR) {}
+  while ((rc = zmq_msg_send(&m, server.main_pair, flags)) < 0 && errno == EINTR) {}
   if (rc < 0) zmq_msg_close(&m);
   return rc;
 }
@@ -68,7 +76,7 @@ static int send_message(const rb_request *rq, msgpack_sbuffer *sb, rb_payload *p
   uint8_t head[1 + RB_MAX_ROUTING_ID];
   head[0] = rq->done && !rq->is_reply ? 'F' : 'M';
   memcpy(head + 1, rq->rid, rq->rid_len);
-  if (send_retry(main_pair, head, 1 + rq->rid_len, ZMQ_SNDMORE) < 0) {
+  if (send_retry(server.main_pair, head, 1 + rq->rid_len, ZMQ_SNDMORE) < 0) {
     free(data);
     rc = -1;
   } else {
@@ -99,21 +107,21 @@ int rb_send_encoded(const rb_request *rq, rb_encoder *e) {
 /* ---- request stack ------------------------------------------------------ */
 
 static void publish_top(void) {
-  if (active) memcpy(shared.current_op, active->op, RB_OP_MAX);
+  if (server.active) memcpy(server.shared.current_op, server.active->op, RB_OP_MAX);
 }
 
 static void push_request(rb_request *rq) {
   double now = rb_monotonic();
   R_interrupts_pending = 0;    /* a late interrupt meant for an earlier request */
-  rq->outer = active;
-  active = rq;
+  rq->outer = server.active;
+  server.active = rq;
   /* from its arrival: the time it waited behind other requests counts */
   rq->deadline = rq->timeout > 0 ? rq->arrived + rq->timeout : 0;
-  pthread_mutex_lock(&shared.mu);
-  rq->level = shared.busy_depth++;
-  if (rq->level == 0) shared.busy_since = now;
+  pthread_mutex_lock(&server.shared.mu);
+  rq->level = server.shared.busy_depth++;
+  if (rq->level == 0) server.shared.busy_since = now;
   if (rq->level < RB_MAX_LEVELS) {
-    rb_level *lv = &shared.levels[rq->level];
+    rb_level *lv = &server.shared.levels[rq->level];
     lv->id = rq->id;
     memcpy(lv->client, rq->rid, rq->client_len);
     lv->client_len = rq->client_len;
@@ -125,27 +133,27 @@ static void push_request(rb_request *rq) {
     }
   }
   publish_top();
-  pthread_mutex_unlock(&shared.mu);
+  pthread_mutex_unlock(&server.shared.mu);
 }
 
 static void pop_request(rb_request *rq) {
   rq->done = 1;
-  if (active != rq) return;   /* cannot happen: replies are sent innermost first */
-  active = rq->outer;
-  pthread_mutex_lock(&shared.mu);
-  if (rq->level < RB_MAX_LEVELS) rq->stop = shared.levels[rq->level].stop;
-  shared.busy_depth--;
+  if (server.active != rq) return;   /* cannot happen: replies are sent innermost first */
+  server.active = rq->outer;
+  pthread_mutex_lock(&server.shared.mu);
+  if (rq->level < RB_MAX_LEVELS) rq->stop = server.shared.levels[rq->level].stop;
+  server.shared.busy_depth--;
   publish_top();
-  pthread_mutex_unlock(&shared.mu);
+  pthread_mutex_unlock(&server.shared.mu);
 }
 
 /* How a request was told to stop (RB_STOP_*), on the stack or after. */
 static int request_stop(const rb_request *rq) {
   if (rq->is_reply) return RB_STOP_NONE;
   if (rq->done || rq->level >= RB_MAX_LEVELS) return rq->stop;
-  pthread_mutex_lock(&shared.mu);
-  int stop = shared.levels[rq->level].stop;
-  pthread_mutex_unlock(&shared.mu);
+  pthread_mutex_lock(&server.shared.mu);
+  int stop = server.shared.levels[rq->level].stop;
+  pthread_mutex_unlock(&server.shared.mu);
   return stop;
 }
 
@@ -180,8 +188,8 @@ static SEXP receive_request(void) {
   if (!rq) Rf_error("rbridge: out of memory");
   while (more) {
     zmq_msg_init(&f);
-    while (zmq_msg_recv(&f, main_pair, 0) < 0 && errno == EINTR) {}
-    zmq_getsockopt(main_pair, ZMQ_RCVMORE, &more, &sz);
+    while (zmq_msg_recv(&f, server.main_pair, 0) < 0 && errno == EINTR) {}
+    zmq_getsockopt(server.main_pair, ZMQ_RCVMORE, &more, &sz);
     size_t n = zmq_msg_size(&f);
     if (idx == 0 && n == RB_ARRIVAL_FRAME) {   /* stamped by the I/O thread */
       memcpy(&rq->arrived, zmq_msg_data(&f), sizeof rq->arrived);
@@ -219,7 +227,7 @@ static SEXP receive_request(void) {
   rq->shm = pk.shm && (arrival_flags & RB_ARRIVAL_SHM);   /* only once the handshake proved it */
   /* A new outermost request means the client has read every earlier reply:
    * shared-memory segments it left unread (an abandoned reply) go now. */
-  if (!active) rb_shm_forget(rq->rid, rq->client_len);
+  if (!server.active) rb_shm_forget(rq->rid, rq->client_len);
   if (strcmp(rq->op, "result") == 0 || strcmp(rq->op, "error") == 0) {
     rq->is_reply = 1;   /* answers a callback: never on the stack of requests */
     rq->done = 1;
@@ -237,20 +245,20 @@ static SEXP receive_request(void) {
  * context, or NULL when the wait ended without one; a request (not a reply to
  * a callback) is also stored as `ctx` in the environment `state`, if given. */
 SEXP C_server_next(SEXP timeout_ms, SEXP state) {
-  if (!running) Rf_error("rbridge: the server is not running");
+  if (!server.running) Rf_error("rbridge: the server is not running");
   /* A SIGINT that came while we were not in zmq_poll is only pending: R checks
    * once in a thousand evaluations, which an idle loop takes long to reach. */
   if (R_interrupts_pending) R_CheckUserInterrupt();
   zmq_pollitem_t items[MAX_POLL];
   int n = 0;
-  items[n++] = (zmq_pollitem_t){main_pair, 0, ZMQ_POLLIN, 0};
+  items[n++] = (zmq_pollitem_t){server.main_pair, 0, ZMQ_POLLIN, 0};
   for (InputHandler *h = R_InputHandlers; h && n < MAX_POLL; h = h->next)
     if (h->fileDescriptor > 0) items[n++] = (zmq_pollitem_t){NULL, h->fileDescriptor, ZMQ_POLLIN, 0};
   int rc = 0;
-  while (rb_monotonic() < spin_until && (rc = zmq_poll(items, 1, 0)) == 0) {}
-  spin_until = 0;
+  while (rb_monotonic() < server.spin_until && (rc = zmq_poll(items, 1, 0)) == 0) {}
+  server.spin_until = 0;
   if (rc == 0) rc = zmq_poll(items, n, Rf_asInteger(timeout_ms));
-  if (rc == 0 && !active) {   /* idle */
+  if (rc == 0 && !server.active) {   /* idle */
     rb_sendbuf_trim(0);
     rb_views_collect(1);
   }
@@ -338,7 +346,7 @@ static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEX
   rb_send_encoded(rq, &e);
   rb_encoder_free(&e);
   rb_spin_after_send();
-  if (!active) rb_views_collect(0);   /* after the reply: off the client's wait */
+  if (!server.active) rb_views_collect(0);   /* after the reply: off the client's wait */
   return R_NilValue;
 }
 
@@ -379,7 +387,7 @@ SEXP C_request_timed_out(SEXP ctx) {
  * callback's serve loop, that is the request that made the callback, which
  * then unwinds (it may have been told while another client's request ran). */
 SEXP C_active_request_stopped(void) {
-  return Rf_ScalarLogical(active && request_stop(active) != RB_STOP_NONE);
+  return Rf_ScalarLogical(server.active && request_stop(server.active) != RB_STOP_NONE);
 }
 
 /* Whether an interrupt R took may have come from the I/O thread (for a
@@ -390,9 +398,9 @@ SEXP C_active_request_stopped(void) {
 #define OWN_INTERRUPT_WINDOW 2.0
 
 SEXP C_interrupt_was_own(void) {
-  pthread_mutex_lock(&shared.mu);
-  int own = shared.own_interrupt_at > 0 && rb_monotonic() - shared.own_interrupt_at < OWN_INTERRUPT_WINDOW;
-  pthread_mutex_unlock(&shared.mu);
+  pthread_mutex_lock(&server.shared.mu);
+  int own = server.shared.own_interrupt_at > 0 && rb_monotonic() - server.shared.own_interrupt_at < OWN_INTERRUPT_WINDOW;
+  pthread_mutex_unlock(&server.shared.mu);
   return Rf_ScalarLogical(own);
 }
 
@@ -441,80 +449,87 @@ SEXP C_request_release(SEXP ctx) {
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-SEXP C_server_start(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP parent_pid, SEXP liveness,
-                    SEXP info) {
-  if (running) Rf_error("rbridge: a server is already running in this R process");
+SEXP C_server_prepare(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP parent_pid, SEXP liveness,
+                      SEXP info) {
+  if (server.running) Rf_error("rbridge: a server is already running in this R process");
   const char *ep = CHAR(STRING_ELT(endpoint, 0));
-  if (strlen(ep) >= sizeof shared.endpoint) Rf_error("rbridge: endpoint is too long");
-  if (TYPEOF(info) != RAWSXP || (size_t)XLENGTH(info) > sizeof shared.worker_info)
+  rb_io_shared *sh = &server.shared;
+  if (strlen(ep) >= sizeof sh->endpoint) Rf_error("rbridge: endpoint is too long");
+  if (TYPEOF(info) != RAWSXP || (size_t)XLENGTH(info) > sizeof sh->worker_info)
     Rf_error("rbridge: worker info must be a raw vector of at most 1024 bytes");
 
   rb_shm_sweep();   /* segments left by processes that died */
-  memset(&shared, 0, sizeof shared);
-  pthread_mutex_init(&shared.mu, NULL);
-  strcpy(shared.endpoint, ep);
-  shared.max_envelope = (size_t)Rf_asReal(max_envelope);
-  shared.max_frame = (int64_t)Rf_asReal(max_frame);
-  shared.parent_pid = (long)Rf_asReal(parent_pid);
-  shared.liveness = Rf_asReal(liveness);
-  memcpy(shared.worker_info, RAW(info), (size_t)XLENGTH(info));
-  shared.worker_info_len = (size_t)XLENGTH(info);
-  shared.main_thread = pthread_self();
+  memset(&server, 0, sizeof server);
+  pthread_mutex_init(&sh->mu, NULL);
+  strcpy(sh->endpoint, ep);
+  sh->max_envelope = (size_t)Rf_asReal(max_envelope);
+  sh->max_frame = (int64_t)Rf_asReal(max_frame);
+  sh->parent_pid = (long)Rf_asReal(parent_pid);
+  sh->liveness = Rf_asReal(liveness);
+  memcpy(sh->worker_info, RAW(info), (size_t)XLENGTH(info));
+  sh->worker_info_len = (size_t)XLENGTH(info);
   const char *spin = getenv("RBRIDGE_SPIN_US");
   if (spin && *spin) rb_spin_seconds = atof(spin) * 1e-6;
+  server.prepared = 1;
+  return R_NilValue;
+}
 
+SEXP C_server_start_io(void) {
+  if (!server.prepared || server.running) Rf_error("rbridge: the server is not prepared, or already running");
+  rb_io_shared *sh = &server.shared;
+  sh->main_thread = pthread_self();   /* of this process: it may be a fork of the one that prepared */
   /* libzmq's own threads start with the first socket: block every signal
    * while they are created so that SIGINT is only ever taken by R's thread. */
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  zctx = zmq_ctx_new();
-  main_pair = zctx ? zmq_socket(zctx, ZMQ_PAIR) : NULL;
+  server.zctx = zmq_ctx_new();
+  server.main_pair = server.zctx ? zmq_socket(server.zctx, ZMQ_PAIR) : NULL;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (!main_pair) Rf_error("rbridge: cannot create a ZeroMQ context: %s", zmq_strerror(errno));
+  if (!server.main_pair) Rf_error("rbridge: cannot create a ZeroMQ context: %s", zmq_strerror(errno));
   /* requests: bounded by the I/O thread's flow control; R's messages: R
    * waits when a client does not read them (see io_thread.c) */
   int hwm = 100000, out_hwm = 1000;
-  zmq_setsockopt(main_pair, ZMQ_SNDHWM, &out_hwm, sizeof out_hwm);
-  zmq_setsockopt(main_pair, ZMQ_RCVHWM, &hwm, sizeof hwm);
-  zmq_bind(main_pair, "inproc://rserver-main");
-  shared.zctx = zctx;
+  zmq_setsockopt(server.main_pair, ZMQ_SNDHWM, &out_hwm, sizeof out_hwm);
+  zmq_setsockopt(server.main_pair, ZMQ_RCVHWM, &hwm, sizeof hwm);
+  zmq_bind(server.main_pair, "inproc://rserver-main");
+  sh->zctx = server.zctx;
 
   char err[256];
-  if (rb_io_start(&shared, &io_tid, err, sizeof err) < 0) {
-    zmq_close(main_pair);
-    zmq_ctx_term(zctx);
+  if (rb_io_start(sh, &server.io_tid, err, sizeof err) < 0) {
+    zmq_close(server.main_pair);
+    zmq_ctx_term(server.zctx);
     Rf_error("rbridge: %s", err);
   }
   char status[1100];
   int n;
-  while ((n = zmq_recv(main_pair, status, sizeof status - 1, 0)) < 0 && errno == EINTR) {}
+  while ((n = zmq_recv(server.main_pair, status, sizeof status - 1, 0)) < 0 && errno == EINTR) {}
   status[n < 0 ? 0 : (n > (int)sizeof status - 1 ? (int)sizeof status - 1 : n)] = 0;
   if (status[0] != 'R') {
-    pthread_join(io_tid, NULL);
-    zmq_close(main_pair);
-    zmq_ctx_term(zctx);
+    pthread_join(server.io_tid, NULL);
+    zmq_close(server.main_pair);
+    zmq_ctx_term(server.zctx);
     Rf_error("rbridge: cannot bind %s", status + 1);
   }
-  running = 1;
+  server.running = 1;
   rb_console_install();
-  return Rf_mkString(shared.bound_endpoint);
+  return Rf_mkString(sh->bound_endpoint);
 }
 
 SEXP C_server_stop(void) {
-  if (!running) return R_NilValue;
+  if (!server.running) return R_NilValue;
   rb_console_restore();
   rb_shm_forget(NULL, 0);
   rb_arenas_detach(NULL, 0);
-  send_retry(main_pair, "", 0, ZMQ_SNDMORE);
-  send_retry(main_pair, "stop", 4, 0);
-  pthread_join(io_tid, NULL);
-  zmq_close(main_pair);
-  zmq_ctx_term(zctx);
+  send_retry(server.main_pair, "", 0, ZMQ_SNDMORE);
+  send_retry(server.main_pair, "stop", 4, 0);
+  pthread_join(server.io_tid, NULL);
+  zmq_close(server.main_pair);
+  zmq_ctx_term(server.zctx);
   rb_sendbuf_trim(1);
   /* libzmq leaves the socket file of an ipc:// endpoint behind */
-  if (strncmp(shared.bound_endpoint, "ipc://", 6) == 0) unlink(shared.bound_endpoint + 6);
-  main_pair = zctx = NULL;
-  running = 0;
+  if (strncmp(server.shared.bound_endpoint, "ipc://", 6) == 0) unlink(server.shared.bound_endpoint + 6);
+  server.main_pair = server.zctx = NULL;
+  server.running = 0;
   return R_NilValue;
 }
