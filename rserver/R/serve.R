@@ -38,6 +38,12 @@ serve <- function(endpoint = Sys.getenv("RBRIDGE_ENDPOINT", "tcp://127.0.0.1:555
   invisible(bound)
 }
 
+# The requests clients may send, from the op table in src/protocol.c.
+request_ops <- function() {
+  ops <- .Call(C_ops)
+  names(ops)[ops != "reply"]
+}
+
 env_number <- function(name, default) {
   v <- Sys.getenv(name, "")
   if (nzchar(v)) as.numeric(v) else default
@@ -50,8 +56,7 @@ worker_info <- function(endpoint, max_envelope) {
     pid = Sys.getpid(),
     platform = R.version$platform,
     endpoint = endpoint,
-    capabilities = as.list(c("eval", "call", "get", "assign", "release",
-                             "ping", "interrupt", "shutdown", "output")),
+    capabilities = as.list(c(request_ops(), "output")),
     max_envelope = as.numeric(max_envelope)
   )
 }

@@ -1,6 +1,6 @@
-/* The numbers the protocol fixes, as this build has them, for the test that
- * checks them against protocol/vectors/constants.json (as the Python suite
- * does for the client's). */
+/* The numbers and the op table the protocol fixes, as this build has them:
+ * for the hello capabilities, and for the test that checks them against
+ * protocol/vectors/constants.json (as the Python suite does for the client's). */
 #include <string.h>
 #define R_NO_REMAP
 #include <Rinternals.h>
@@ -23,6 +23,22 @@ SEXP C_constants(void) {
     SET_STRING_ELT(nms, i, Rf_mkChar(names[i]));
     SET_VECTOR_ELT(out, i, strcmp(names[i], "arena_magic") == 0 ? Rf_mkString(RB_ARENA_MAGIC)
                                                                  : Rf_ScalarReal(values[i]));
+  }
+  Rf_setAttrib(out, R_NamesSymbol, nms);
+  UNPROTECT(2);
+  return out;
+}
+
+/* The op table as a named character vector: op -> "io", "main" or "reply". */
+SEXP C_ops(void) {
+  static const char *places[] = {"io", "main", "reply"};
+  int n = 0;
+  while (rb_ops[n].name) n++;
+  SEXP out = PROTECT(Rf_allocVector(STRSXP, n));
+  SEXP nms = PROTECT(Rf_allocVector(STRSXP, n));
+  for (int i = 0; i < n; i++) {
+    SET_STRING_ELT(nms, i, Rf_mkChar(rb_ops[i].name));
+    SET_STRING_ELT(out, i, Rf_mkChar(places[rb_ops[i].place]));
   }
   Rf_setAttrib(out, R_NamesSymbol, nms);
   UNPROTECT(2);

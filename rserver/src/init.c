@@ -10,6 +10,7 @@ SEXP C_server_prepare(SEXP, SEXP, SEXP, SEXP, SEXP, SEXP);
 SEXP C_server_start_io(void);
 SEXP C_server_stop(void);
 SEXP C_constants(void);
+SEXP C_ops(void);
 SEXP C_server_next(SEXP, SEXP);
 SEXP C_request_decode(SEXP);
 SEXP C_request_release(SEXP);
@@ -53,6 +54,7 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_request_answered, 1),
   CALLDEF(C_active_request_stopped, 0),
   CALLDEF(C_constants, 0),
+  CALLDEF(C_ops, 0),
   CALLDEF(C_reply_from_owner, 2),
   CALLDEF(C_reply_value, 4),
   CALLDEF(C_reply_error, 3),

@@ -342,14 +342,6 @@ static void check_clients(io_state *st) {
   st->check_at = waiting ? now + RECHECK_EVERY : 0;
 }
 
-static int is_main_op(const char *op) {
-  static const char *ops[] = {"eval", "call", "get", "assign", "release", "shutdown",
-                              "result", "error", NULL};   /* the last two answer callbacks */
-  for (int i = 0; ops[i]; i++)
-    if (strcmp(op, ops[i]) == 0) return 1;
-  return 0;
-}
-
 /* Receives the rest of a multipart message so that nothing is left queued. */
 static void drain(void *sock) {
   int more;
@@ -445,6 +437,7 @@ static int runs_on_top(io_state *st, const client_entry *c) {
 
 static void on_client_message(io_state *st) {
   static zmq_msg_t f[RB_MAX_FRAMES];   /* only this thread runs here */
+  const rb_op *op;
   int n = 0, more = 1;
   size_t sz = sizeof more;
   while (more && n < RB_MAX_FRAMES) {
@@ -489,9 +482,9 @@ static void on_client_message(io_state *st) {
     reply_hello(st, rid, rid_len, &pk);   /* notes the client */
   } else if (strcmp(pk.op, "interrupt") == 0) {
     reply_interrupt(st, rid, rid_len, &pk);
-  } else if (is_main_op(pk.op)) {
+  } else if ((op = rb_find_op(pk.op)) != NULL && op->place != RB_OP_IO) {
     client_entry *c = rid_len <= RB_MAX_ROUTING_ID ? note_client(st, rid, rid_len) : NULL;
-    int is_reply = strcmp(pk.op, "result") == 0 || strcmp(pk.op, "error") == 0;
+    int is_reply = op->place == RB_OP_REPLY;
     double now = rb_monotonic();
     if (!c) {
       reply_error(st, rid, rid_len, pk.id, "rbridge_limit_error", "the worker has too many clients");

@@ -140,3 +140,17 @@ int rb_same_client(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
   size_t ka = rb_client_key_len(alen), kb = rb_client_key_len(blen);
   return ka == kb && memcmp(a, b, ka) == 0;
 }
+
+const rb_op rb_ops[] = {
+  {"hello", RB_OP_IO}, {"ping", RB_OP_IO}, {"interrupt", RB_OP_IO},
+  {"eval", RB_OP_MAIN}, {"call", RB_OP_MAIN}, {"get", RB_OP_MAIN}, {"assign", RB_OP_MAIN},
+  {"release", RB_OP_MAIN}, {"shutdown", RB_OP_MAIN},
+  {"result", RB_OP_REPLY}, {"error", RB_OP_REPLY},
+  {NULL, RB_OP_IO}
+};
+
+const rb_op *rb_find_op(const char *name) {
+  for (const rb_op *op = rb_ops; op->name; op++)
+    if (strcmp(op->name, name) == 0) return op;
+  return NULL;
+}

@@ -92,6 +92,17 @@ typedef struct {
 } rb_peek;
 
 int rb_peek_envelope(const void *buf, size_t len, rb_peek *pk, const char **err);
+
+/* The op table (SPEC §4): where each message a client sends is handled. The
+ * I/O thread routes by it, and the hello capabilities list its requests. */
+typedef enum {
+  RB_OP_IO,        /* answered by the I/O thread, even while R computes */
+  RB_OP_MAIN,      /* a request, run in order on R's main thread */
+  RB_OP_REPLY      /* a client's reply to a callback, for R's main thread */
+} rb_op_place;
+typedef struct { const char *name; rb_op_place place; } rb_op;
+extern const rb_op rb_ops[];   /* ends with a NULL name */
+const rb_op *rb_find_op(const char *name);
 /* A client's key: the part of its routing id that all of its sockets share
  * (SPEC "Clients"): the first RB_CLIENT_KEY bytes of a routing id of
  * RB_CLIENT_KEY + 1 bytes, else the whole routing id. */
