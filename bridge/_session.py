@@ -265,8 +265,8 @@ class _Core:
             raise ProtocolError(f"unexpected reply {reply['op']!r} to {op}")
         return reply.get("value")
 
-    def _interrupt_on_main(self, rid: int) -> None:
-        self.channel.send(self.protocol.interrupt(rid))
+    def _interrupt_on_main(self, request_id: int) -> None:
+        self.channel.send(self.protocol.interrupt(request_id))
 
     def control_request(self, op: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
         """A request on a second socket, usable while another thread waits."""

@@ -126,22 +126,22 @@ class Channel:
                 on_output: OutputSink | None = None,
                 on_interrupt: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Sends ``message`` (which has ``id``) and returns its final reply."""
-        rid = message["id"]
+        request_id = message["id"]
         self.send(message, frames)
         try:
-            return self._wait(rid, timeout, on_output)
+            return self._wait(request_id, timeout, on_output)
         except KeyboardInterrupt:
             # Ctrl-C: stop the R computation too, and keep the session in step.
             if on_interrupt is not None:
-                on_interrupt(rid)
+                on_interrupt(request_id)
             try:
-                self._wait(rid, TIMEOUT_GRACE, None)
+                self._wait(request_id, TIMEOUT_GRACE, None)
             except (RTimeout, WorkerDied, KeyboardInterrupt):
                 pass
             raise
 
-    def _wait(self, rid: int, timeout: float | None, on_output: OutputSink | None) -> dict[str, Any]:
-        wait = self.protocol.wait(rid, time.monotonic(), timeout, self.liveness, self._ping_liveness)
+    def _wait(self, request_id: int, timeout: float | None, on_output: OutputSink | None) -> dict[str, Any]:
+        wait = self.protocol.wait(request_id, time.monotonic(), timeout, self.liveness, self._ping_liveness)
         while True:
             try:
                 frame = self._sock.recv()
@@ -158,7 +158,7 @@ class Channel:
             payloads: list[Any] = []     # received without copying, read in place
             while self._sock.getsockopt(zmq.RCVMORE):
                 payloads.append(self._sock.recv(copy=False))
-            event = self.protocol.receive(frame, payloads, self._ext_hook, rid)
+            event = self.protocol.receive(frame, payloads, self._ext_hook, request_id)
             if isinstance(event, Reply):
                 return event.message
             if isinstance(event, Output):

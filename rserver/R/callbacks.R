@@ -13,8 +13,8 @@ make_callable <- function(ptr) {
 # condition handlers would cost more than the round trip); the first nested
 # request starts one. An interrupt while waiting interrupts the calling request.
 call_python <- function(ptr, args) {
-  wid <- .Call(C_callback_send, ptr, args)
-  key <- paste(wid, collapse = "")
+  callback_id <- .Call(C_callback_send, ptr, args)
+  key <- paste(callback_id, collapse = "")
   open_waits[[key]] <- FALSE   # no reply yet
   on.exit(rm(list = key, envir = open_waits))
   # Interrupts are taken only while waiting: once a nested request has been
@@ -26,10 +26,10 @@ call_python <- function(ptr, args) {
     if (is.null(got)) next
     reply_id <- .Call(C_request_reply_id, got)
     if (is.null(reply_id)) {
-      ctx <- serve_nested(wid, ptr, got)
+      ctx <- serve_nested(callback_id, ptr, got)
       break
     }
-    if (is_reply_to(got, reply_id, wid, ptr)) {
+    if (is_reply_to(got, reply_id, callback_id, ptr)) {
       ctx <- got
       break
     }
@@ -43,19 +43,19 @@ call_python <- function(ptr, args) {
 # came while a callback above it on the stack was waiting (another client's).
 open_waits <- new.env(parent = emptyenv())
 
-# Whether `ctx` (with id `reply_id`) is the reply to callback `wid` from the
+# Whether `ctx` (with id `reply_id`) is the reply to callback `callback_id` from the
 # client that owns `ptr`. Any other reply is kept for the callback it answers,
 # when that one still waits; the rest are dropped.
-is_reply_to <- function(ctx, reply_id, wid, ptr) {
-  if (identical(reply_id, wid)) return(.Call(C_reply_from_owner, ctx, ptr))
+is_reply_to <- function(ctx, reply_id, callback_id, ptr) {
+  if (identical(reply_id, callback_id)) return(.Call(C_reply_from_owner, ctx, ptr))
   key <- paste(reply_id, collapse = "")
   if (isFALSE(open_waits[[key]])) open_waits[[key]] <- ctx
   FALSE
 }
 
-# A reply to callback `wid` that came while it was not the innermost wait, or NULL.
-kept_reply <- function(wid, ptr) {
-  key <- paste(wid, collapse = "")
+# A reply to callback `callback_id` that came while it was not the innermost wait, or NULL.
+kept_reply <- function(callback_id, ptr) {
+  key <- paste(callback_id, collapse = "")
   ctx <- open_waits[[key]]
   if (isFALSE(ctx) || is.null(ctx)) return(NULL)
   open_waits[[key]] <- FALSE
@@ -63,11 +63,11 @@ kept_reply <- function(wid, ptr) {
 }
 
 # Serves the callback's calls into R, starting with `first`, until the reply to
-# callback `wid` arrives; returns that reply. If the client that owns the
+# callback `callback_id` arrives; returns that reply. If the client that owns the
 # callable disconnects meanwhile, no reply will come: that is an error.
-serve_nested <- function(wid, ptr, first) {
+serve_nested <- function(callback_id, ptr, first) {
   state <- new_loop_state()
-  state$waiting_for <- wid
+  state$waiting_for <- callback_id
   state$callable <- ptr
   state$pending <- first
   state$ctx <- first   # an interrupt before the loop takes it is answered to it

@@ -104,7 +104,7 @@ static int depth(const rb_request *rq) {
   return n;
 }
 
-typedef struct { const rb_request *rq; uint64_t wid; uint64_t fn; SEXP args; } callback_args;
+typedef struct { const rb_request *rq; uint64_t callback_id; uint64_t fn; SEXP args; } callback_args;
 
 static void fill_callback(rb_encoder *e, void *p) {
   callback_args *a = p;
@@ -112,7 +112,7 @@ static void fill_callback(rb_encoder *e, void *p) {
   R_xlen_t n = XLENGTH(a->args), named = 0;
   for (R_xlen_t i = 0; i < n; i++)
     if (!Rf_isNull(names) && CHAR(STRING_ELT(names, i))[0]) named++;
-  rb_pack_header(&e->pk, 7, a->wid, "callback");
+  rb_pack_header(&e->pk, 7, a->callback_id, "callback");
   rb_pack_cstr(&e->pk, "parent");
   msgpack_pack_uint64(&e->pk, a->rq->id);
   rb_pack_cstr(&e->pk, "fn");
@@ -171,6 +171,6 @@ SEXP C_callback_send(SEXP ptr, SEXP args) {
   rb_encoder_free(&e);
   rb_spin_after_send();                 /* the reply of a quick callback comes soon */
   SEXP out = Rf_allocVector(RAWSXP, 8);
-  for (int i = 0; i < 8; i++) RAW(out)[i] = (Rbyte)(a.wid >> (56 - 8 * i));
+  for (int i = 0; i < 8; i++) RAW(out)[i] = (Rbyte)(a.callback_id >> (56 - 8 * i));
   return out;
 }

@@ -4,7 +4,7 @@
  *   mpack_reader.c  bounds-checked msgpack reader (pure C, no R API)
  *   protocol.c      envelope constants, peeking and packing helpers (pure C)
  *   io_thread.c     the network I/O thread (pure C, never touches R)
- *   server.c        server lifecycle and the main-thread request loop
+ *   server.c        server state and lifecycle, the request stack and replies (R/dispatch.R: the serve loop)
  *   calls.c         the `call` op: calls of scalars built in C; weak references for R/calls.R
  *   callbacks.c     Python callables as R functions
  *   decode.c        msgpack -> R objects (main thread)

@@ -1,4 +1,5 @@
-# Helpers that the Python client calls through the `call` op.
+# Helpers of the Python client's proxies (bridge/_proxies.py: RObject,
+# Session.importr, tab completion), called through the `call` op.
 
 # R's own print output for an object, as one string; anything the print
 # method draws goes to a null device (no Rplots.pdf).

@@ -1,0 +1,50 @@
+# The ops that run on R's main thread, one handler each. See protocol/SPEC.md
+# ("Ops"); the whole op table is in src/protocol.c.
+
+# How a result is sent (SPEC "Ops"): converted, as a handle, or as an Arrow payload.
+RESULT_MODES <- c("convert", "handle", "arrow")
+
+run_op <- function(ctx, msg) {
+  mode <- if (is.null(msg$mode)) "convert" else msg$mode
+  if (!is.character(mode) || length(mode) != 1L || !mode %in% RESULT_MODES)
+    stop("'mode' must be one of ", paste(RESULT_MODES, collapse = ", "))
+  handler <- OP_HANDLERS[[msg$op]]
+  if (is.null(handler)) stop("unknown op '", msg$op, "'")
+  handler(ctx, msg, mode)
+}
+
+# R's side of the op table (src/protocol.c has the whole table): the ops that
+# run on the main thread, and client_gone, which only the I/O thread makes.
+OP_HANDLERS <- list(
+  call = function(ctx, msg, mode) result(call_function(msg$fn, msg$args, msg$kwargs), mode),
+  eval = function(ctx, msg, mode) result(eval_code(msg$code, target_env(msg$env)), mode),
+  get = function(ctx, msg, mode) result(get(msg$name, envir = target_env(msg$env)), mode),
+  assign = function(ctx, msg, mode) {
+    assign(msg$name, msg$value, envir = target_env(msg$env))
+    result(NULL)
+  },
+  release = function(ctx, msg, mode) {
+    counts <- .Call(C_request_release, ctx)
+    result(list(released = counts[[1L]], live = counts[[2L]]))
+  },
+  shutdown = function(ctx, msg, mode) list(value = NULL, mode = "convert", stop = TRUE),
+  client_gone = function(ctx, msg, mode) result(.Call(C_request_release_client, ctx))
+)
+
+result <- function(value, mode = "convert") list(value = value, mode = mode, stop = FALSE)
+
+target_env <- function(env) {
+  if (is.null(env)) return(globalenv())
+  if (!is.environment(env)) stop("'env' must be a handle to an environment")
+  env
+}
+
+# User code runs inside this marker frame, so tracebacks can start below it.
+rbridge_eval <- function(expr, envir) eval(expr, envir)
+
+eval_code <- function(code, envir) {
+  if (!is.character(code) || length(code) != 1L || is.na(code)) stop("'code' must be a single string")
+  value <- NULL
+  for (expr in parse(text = code, keep.source = FALSE)) value <- rbridge_eval(expr, envir)
+  value
+}
