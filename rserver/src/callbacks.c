@@ -42,9 +42,8 @@ static void callable_finalizer(SEXP ptr) {
 }
 
 /* ext 4 -> an R function. Called by the decoder for a request in progress. */
-SEXP rb_make_callable(const uint8_t *p, uint32_t len) {
+SEXP rb_make_callable(const uint8_t *p, uint32_t len, const rb_request *rq) {
   if (len != 8) Rf_error("rbridge: a callable reference must be exactly 8 bytes");
-  rb_request *rq = rb_current_request();
   if (!rq) Rf_error("rbridge: callables can only arrive in a request");
   callable_ref *c = malloc(sizeof *c);
   if (!c) Rf_error("rbridge: out of memory");
@@ -153,7 +152,7 @@ SEXP C_callback_send(SEXP ptr, SEXP args) {
   callable_ref *c = TYPEOF(ptr) == EXTPTRSXP ? R_ExternalPtrAddr(ptr) : NULL;
   if (!c) Rf_error("rbridge: this Python function is no longer available");
   if (TYPEOF(args) != VECSXP) Rf_error("rbridge: callback arguments must be a list");
-  rb_request *rq = rb_current_request();
+  rb_request *rq = rb_active_request();   /* the callback belongs to the request R is running */
   if (!rq) Rf_error("rbridge: a Python function can only be called while its client has a request running");
   if (!rb_same_client(rq->rid, rq->rid_len, c->rid, c->rid_len))
     Rf_error("rbridge: this Python function belongs to another client");

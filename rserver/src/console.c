@@ -64,7 +64,7 @@ static void send_output(rb_request *rq, const char *p, size_t n) {
 }
 
 static void flush_prefix(size_t n) {
-  rb_request *rq = rb_current_request();
+  rb_request *rq = rb_active_request();
   if (n == 0) return;
   if (rq) send_output(rq, buffer, n);
   else if (write(stream ? 2 : 1, buffer, n) < 0) { /* nowhere left to report it */ }

@@ -94,12 +94,12 @@ static SEXP decode_ref(const uint8_t *p, uint32_t len, const char *cls) {
   return ref;
 }
 
-static SEXP decode_handle(const uint8_t *p, uint32_t len, int resolve) {
+static SEXP decode_handle(const uint8_t *p, uint32_t len, int resolve, const rb_request *rq) {
   if (len != 8 && (resolve || len < 8)) Rf_error("rbridge: a handle reference must be exactly 8 bytes");
   if (!resolve) return decode_ref(p, len, "rbridge_handle_ref");
   uint64_t id = 0;
   for (int i = 0; i < 8; i++) id = (id << 8) | p[i];
-  return rb_handle_get(id);
+  return rb_handle_get(id, rq);
 }
 
 typedef struct {
@@ -307,12 +307,12 @@ static SEXP decode_value(mp_reader *r, int depth, decode_ctx *ctx) {
     return x;
   }
   case MP_EXT:
-    if (it.ext_type == RB_EXT_HANDLE) return decode_handle(it.ptr, it.len, resolve);
+    if (it.ext_type == RB_EXT_HANDLE) return decode_handle(it.ptr, it.len, resolve, ctx->rq);
     if (it.ext_type == RB_EXT_VECTOR) return decode_vector(it.ptr, it.len);
     if (it.ext_type == RB_EXT_PAYLOAD) return decode_payload(it.ptr, it.len, ctx);
     if (it.ext_type == RB_EXT_CODE) return decode_code(it.ptr, it.len);
     if (it.ext_type == RB_EXT_CALLABLE) {
-      if (resolve) return rb_make_callable(it.ptr, it.len);
+      if (resolve) return rb_make_callable(it.ptr, it.len, ctx->rq);
       return decode_ref(it.ptr, it.len, "rbridge_callable_ref");
     }
     Rf_error("rbridge: unknown msgpack ext type %d", (int)it.ext_type);

@@ -86,7 +86,7 @@ static SEXP r_class(SEXP x) {
 /* ext 1 from the worker: u64 BE id, then the R class as a msgpack array. */
 static void pack_handle(rb_encoder *e, SEXP x) {
   SEXP cls = PROTECT(r_class(x));
-  uint64_t id = rb_handle_put(x);
+  uint64_t id = rb_handle_put(x, e->client);
   uint8_t idb[8];
   for (int i = 0; i < 8; i++) idb[i] = (uint8_t)(id >> (56 - 8 * i));
   msgpack_packer sp;

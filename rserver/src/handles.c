@@ -67,14 +67,13 @@ static uint32_t client_index(const uint8_t *key, size_t len, int add) {
   return (uint32_t)(unused + 1);
 }
 
-/* Whether the request in progress may use the handle in `slot`: one made for
- * its client (or for none). Other clients' handles look released. */
-static int usable(size_t slot) {
-  rb_request *rq = rb_current_request();
+/* Whether request `rq` may use the handle in `slot`: one made for its client
+ * (or for none). Other clients' handles look released. */
+static int usable(size_t slot, const rb_request *rq) {
   return owner[slot] == 0 || !rq || owner[slot] == client_index(rq->rid, rq->client_len, 0);
 }
 
-uint64_t rb_handle_put(SEXP x) {
+uint64_t rb_handle_put(SEXP x, const rb_request *rq) {
   size_t slot;
   if (n_free > 0) slot = free_slots[--n_free];
   else {
@@ -82,7 +81,6 @@ uint64_t rb_handle_put(SEXP x) {
     slot = next_unused++;
   }
   SET_VECTOR_ELT(table, (R_xlen_t)slot, x);
-  rb_request *rq = rb_current_request();
   owner[slot] = rq ? client_index(rq->rid, rq->client_len, 1) : 0;
   n_live++;
   return ((uint64_t)generation[slot] << 32) | slot;
@@ -94,17 +92,17 @@ static int lookup(uint64_t id, size_t *slot) {
   return *slot < next_unused && generation[*slot] == gen;
 }
 
-SEXP rb_handle_get(uint64_t id) {
+SEXP rb_handle_get(uint64_t id, const rb_request *rq) {
   size_t slot;
-  if (!lookup(id, &slot) || !usable(slot))
+  if (!lookup(id, &slot) || !usable(slot, rq))
     Rf_error("rbridge: handle %llu is not live (released, or from another worker)",
              (unsigned long long)id);
   return VECTOR_ELT(table, (R_xlen_t)slot);
 }
 
-int rb_handle_release(uint64_t id) {
+int rb_handle_release(uint64_t id, const rb_request *rq) {
   size_t slot;
-  if (!lookup(id, &slot) || !usable(slot)) return 0;
+  if (!lookup(id, &slot) || !usable(slot, rq)) return 0;
   SET_VECTOR_ELT(table, (R_xlen_t)slot, R_NilValue);
   owner[slot] = 0;
   generation[slot] = generation[slot] == UINT32_MAX ? 1 : generation[slot] + 1;
@@ -122,7 +120,7 @@ size_t rb_handle_release_client(const uint8_t *rid, size_t len) {
   if (c == 0) return 0;
   for (size_t slot = 0; slot < next_unused; slot++)
     if (owner[slot] == c)   /* reset to 0 on release, so this slot is live */
-      n += (size_t)rb_handle_release(((uint64_t)generation[slot] << 32) | slot);
+      n += (size_t)rb_handle_release(((uint64_t)generation[slot] << 32) | slot, NULL);
   clients[c - 1].len = 0;   /* the entry can be reused */
   return n;
 }
@@ -135,5 +133,5 @@ SEXP C_handle_release(SEXP ref) {
   if (TYPEOF(ref) != RAWSXP || XLENGTH(ref) != 8) Rf_error("rbridge: expected a handle reference");
   uint64_t id = 0;
   for (int i = 0; i < 8; i++) id = (id << 8) | RAW(ref)[i];
-  return Rf_ScalarLogical(rb_handle_release(id));
+  return Rf_ScalarLogical(rb_handle_release(id, NULL));
 }

@@ -4,7 +4,8 @@
  *   mpack_reader.c  bounds-checked msgpack reader (pure C, no R API)
  *   protocol.c      envelope constants, peeking and packing helpers (pure C)
  *   io_thread.c     the network I/O thread (pure C, never touches R)
- *   server.c        server state and lifecycle, the request stack and replies (R/dispatch.R: the serve loop)
+ *   server.c        server state and lifecycle, taking requests, replies (R/dispatch.R: the serve loop)
+ *   request.c       the stack of requests in progress, and sending to their clients
  *   calls.c         the `call` op: calls of scalars built in C; weak references for R/calls.R
  *   callbacks.c     Python callables as R functions
  *   decode.c        msgpack -> R objects (main thread)
@@ -186,8 +187,15 @@ typedef struct rb_request {
   struct rb_request *outer;   /* request this one is nested in */
 } rb_request;
 
-rb_request *rb_current_request(void);
+/* ---- request.c (main thread) ------------------------------------------- */
+void rb_requests_bind(rb_io_shared *shared, void *pair);
+rb_request *rb_active_request(void);     /* innermost request in progress, or NULL */
+void rb_request_push(rb_request *rq);
+void rb_request_pop(rb_request *rq);     /* marks it done */
+int rb_request_stop(const rb_request *rq);   /* RB_STOP_* */
 void rb_spin_after_send(void);
+double rb_take_spin_until(void);
+int rb_send_retry(void *sock, const void *buf, size_t len, int flags);
 int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb);
 
 /* ---- sendbuf.c ------------------------------------------------------------- */

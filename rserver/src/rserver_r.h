@@ -7,9 +7,10 @@
 #include "arrow_format.h"
 
 /* handles.c */
-uint64_t rb_handle_put(SEXP x);
-SEXP rb_handle_get(uint64_t id);
-int rb_handle_release(uint64_t id);
+/* rq: the request the handle is made or used for (NULL: none, for tests) */
+uint64_t rb_handle_put(SEXP x, const rb_request *rq);
+SEXP rb_handle_get(uint64_t id, const rb_request *rq);
+int rb_handle_release(uint64_t id, const rb_request *rq);
 size_t rb_handle_count(void);
 size_t rb_handle_release_client(const uint8_t *rid, size_t len);
 
@@ -44,7 +45,7 @@ void rb_pack_arrow(rb_encoder *e, SEXP x);   /* raises when x has no Arrow form 
 void rb_encode_protected(rb_encoder *e, void (*fill)(rb_encoder *, void *), void *data);
 
 /* callbacks.c */
-SEXP rb_make_callable(const uint8_t *p, uint32_t len);
+SEXP rb_make_callable(const uint8_t *p, uint32_t len, const rb_request *rq);
 void rb_report_released_callables(const rb_request *rq);
 
 /* arrow_to_r.c, arrow_from_r.c: Arrow IPC streams (SPEC "Arrow payloads") */
@@ -79,7 +80,7 @@ SEXP rb_view(int type, SEXP backing, const void *p, R_xlen_t n);
 void rb_views_init(DllInfo *dll);
 void rb_views_collect(int idle);   /* runs R's collector when views have grown */
 
-/* server.c */
+/* request.c */
 rb_request *rb_request_from(SEXP ctx);
 /* Sends the encoder's message and payload frames; the payloads are handed over. */
 int rb_send_encoded(const rb_request *rq, rb_encoder *e);

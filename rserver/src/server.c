@@ -32,130 +32,9 @@ typedef struct {
   rb_io_shared shared;      /* with the I/O thread (see rserver.h) */
   void *zctx, *main_pair;
   pthread_t io_tid;
-  rb_request *active;       /* innermost request in progress */
-  double spin_until;        /* busy-poll until then: see rb_spin_after_send */
 } rb_server;
 
 static rb_server server;
-
-rb_request *rb_current_request(void) { return server.active; }
-
-/* After sending, poll for the next message without sleeping for a while. */
-void rb_spin_after_send(void) { server.spin_until = rb_monotonic() + rb_spin_seconds; }
-
-static void free_data(void *data, void *hint) { (void)hint; free(data); }
-
-static int send_retry(void *sock, const void *buf, size_t len, int flags) {
-  int rc;
-  while ((rc = zmq_send(sock, buf, len, flags)) < 0 && errno == EINTR) {}
-  return rc;
-}
-
-/* Sends a frame without copying; zmq releases it with release(data, hint). */
-static int send_owned(void *data, size_t n, int flags, zmq_free_fn *release, void *hint) {
-  zmq_msg_t m;
-  if (zmq_msg_init_data(&m, data, n, release, hint)) { release(data, hint); return -1; }
-  int rc;
-  while ((rc = zmq_msg_send(&m, server.main_pair, flags)) < 0 && errno == EINTR) {}
-  if (rc < 0) zmq_msg_close(&m);
-  return rc;
-}
-
-/* Sends [rid, envelope, payload frames...] to the request's client, taking the
- * memory of the buffer and of the payloads. */
-static int send_message(const rb_request *rq, msgpack_sbuffer *sb, rb_payload *pl, int npl) {
-  size_t n = sb->size;
-  void *data = msgpack_sbuffer_release(sb);
-  int nframes = 0, rc = 0;
-  for (int i = 0; i < npl; i++) {
-    if (pl[i].data) nframes++;
-    else if (pl[i].shm[0]) rb_shm_track(pl[i].shm, rq->rid, rq->client_len);   /* unlinked later if unread */
-  }
-  /* the routing id, after a kind byte: 'F' for a request's final reply (which
-   * lets the I/O thread forward that client's next request), 'M' otherwise */
-  uint8_t head[1 + RB_MAX_ROUTING_ID];
-  head[0] = rq->done && !rq->is_reply ? 'F' : 'M';
-  memcpy(head + 1, rq->rid, rq->rid_len);
-  if (send_retry(server.main_pair, head, 1 + rq->rid_len, ZMQ_SNDMORE) < 0) {
-    free(data);
-    rc = -1;
-  } else {
-    rc = send_owned(data, n, nframes ? ZMQ_SNDMORE : 0, free_data, NULL);
-  }
-  for (int i = 0; i < npl; i++) {
-    if (!pl[i].data) continue;
-    void *cap = (void *)(uintptr_t)pl[i].cap;
-    if (rc >= 0) rc = send_owned(pl[i].data, pl[i].len, --nframes ? ZMQ_SNDMORE : 0, rb_sendbuf_put, cap);
-    else rb_sendbuf_put(pl[i].data, cap);
-    pl[i].data = NULL;
-  }
-  return rc;
-}
-
-int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb) { return send_message(rq, sb, NULL, 0); }
-
-int rb_send_encoded(const rb_request *rq, rb_encoder *e) {
-  int rc = send_message(rq, &e->sb, e->payloads, e->npayloads);
-  for (int i = 0; i < e->npayloads; i++) {   /* handed over */
-    e->payloads[i].shm[0] = 0;
-    e->payloads[i].arena = NULL;
-  }
-  e->npayloads = 0;
-  return rc;
-}
-
-/* ---- request stack ------------------------------------------------------ */
-
-static void publish_top(void) {
-  if (server.active) memcpy(server.shared.current_op, server.active->op, RB_OP_MAX);
-}
-
-static void push_request(rb_request *rq) {
-  double now = rb_monotonic();
-  R_interrupts_pending = 0;    /* a late interrupt meant for an earlier request */
-  rq->outer = server.active;
-  server.active = rq;
-  /* from its arrival: the time it waited behind other requests counts */
-  rq->deadline = rq->timeout > 0 ? rq->arrived + rq->timeout : 0;
-  pthread_mutex_lock(&server.shared.mu);
-  rq->level = server.shared.busy_depth++;
-  if (rq->level == 0) server.shared.busy_since = now;
-  if (rq->level < RB_MAX_LEVELS) {
-    rb_level *lv = &server.shared.levels[rq->level];
-    lv->id = rq->id;
-    memcpy(lv->client, rq->rid, rq->client_len);
-    lv->client_len = rq->client_len;
-    lv->deadline = rq->deadline;
-    lv->stop = RB_STOP_NONE;
-    if (rq->deadline > 0 && now >= rq->deadline) {   /* expired in the queue: it does not start */
-      lv->stop = RB_STOP_TIMEOUT;
-      lv->deadline = 0;
-    }
-  }
-  publish_top();
-  pthread_mutex_unlock(&server.shared.mu);
-}
-
-static void pop_request(rb_request *rq) {
-  rq->done = 1;
-  if (server.active != rq) return;   /* cannot happen: replies are sent innermost first */
-  server.active = rq->outer;
-  pthread_mutex_lock(&server.shared.mu);
-  if (rq->level < RB_MAX_LEVELS) rq->stop = server.shared.levels[rq->level].stop;
-  server.shared.busy_depth--;
-  publish_top();
-  pthread_mutex_unlock(&server.shared.mu);
-}
-
-/* How a request was told to stop (RB_STOP_*), on the stack or after. */
-static int request_stop(const rb_request *rq) {
-  if (rq->is_reply) return RB_STOP_NONE;
-  if (rq->done || rq->level >= RB_MAX_LEVELS) return rq->stop;
-  pthread_mutex_lock(&server.shared.mu);
-  int stop = server.shared.levels[rq->level].stop;
-  pthread_mutex_unlock(&server.shared.mu);
-  return stop;
-}
 
 static void free_frames(rb_request *rq) {
   zmq_msg_t *f = rq->frames;
@@ -174,10 +53,6 @@ static void request_finalizer(SEXP ptr) {
   R_ClearExternalPtr(ptr);
 }
 
-rb_request *rb_request_from(SEXP ctx) {
-  if (TYPEOF(ctx) != EXTPTRSXP || !R_ExternalPtrAddr(ctx)) Rf_error("rbridge: not a request context");
-  return R_ExternalPtrAddr(ctx);
-}
 
 /* Receives one forwarded request from the PAIR and wraps it for R. */
 static SEXP receive_request(void) {
@@ -227,12 +102,12 @@ static SEXP receive_request(void) {
   rq->shm = pk.shm && (arrival_flags & RB_ARRIVAL_SHM);   /* only once the handshake proved it */
   /* A new outermost request means the client has read every earlier reply:
    * shared-memory segments it left unread (an abandoned reply) go now. */
-  if (!server.active) rb_shm_forget(rq->rid, rq->client_len);
+  if (!rb_active_request()) rb_shm_forget(rq->rid, rq->client_len);
   if (strcmp(rq->op, "result") == 0 || strcmp(rq->op, "error") == 0) {
     rq->is_reply = 1;   /* answers a callback: never on the stack of requests */
     rq->done = 1;
   } else {
-    push_request(rq);
+    rb_request_push(rq);
   }
   SEXP ptr = PROTECT(R_MakeExternalPtr(rq, R_NilValue, R_NilValue));
   R_RegisterCFinalizerEx(ptr, request_finalizer, TRUE);
@@ -255,10 +130,10 @@ SEXP C_server_next(SEXP timeout_ms, SEXP state) {
   for (InputHandler *h = R_InputHandlers; h && n < MAX_POLL; h = h->next)
     if (h->fileDescriptor > 0) items[n++] = (zmq_pollitem_t){NULL, h->fileDescriptor, ZMQ_POLLIN, 0};
   int rc = 0;
-  while (rb_monotonic() < server.spin_until && (rc = zmq_poll(items, 1, 0)) == 0) {}
-  server.spin_until = 0;
+  double spin_until = rb_take_spin_until();
+  while (rb_monotonic() < spin_until && (rc = zmq_poll(items, 1, 0)) == 0) {}
   if (rc == 0) rc = zmq_poll(items, n, Rf_asInteger(timeout_ms));
-  if (rc == 0 && !server.active) {   /* idle */
+  if (rc == 0 && !rb_active_request()) {   /* idle */
     rb_sendbuf_trim(0);
     rb_views_collect(1);
   }
@@ -342,11 +217,11 @@ static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEX
   rb_report_released_callables(rq);
   /* Idle before the reply leaves: a client that pings or interrupts as soon
    * as it has the reply must not find this request still running. */
-  pop_request(rq);
+  rb_request_pop(rq);
   rb_send_encoded(rq, &e);
   rb_encoder_free(&e);
   rb_spin_after_send();
-  if (!server.active) rb_views_collect(0);   /* after the reply: off the client's wait */
+  if (!rb_active_request()) rb_views_collect(0);   /* after the reply: off the client's wait */
   return R_NilValue;
 }
 
@@ -379,7 +254,7 @@ SEXP C_request_reply_id(SEXP ctx) {
 }
 
 SEXP C_request_timed_out(SEXP ctx) {
-  return Rf_ScalarLogical(request_stop(rb_request_from(ctx)) == RB_STOP_TIMEOUT);
+  return Rf_ScalarLogical(rb_request_stop(rb_request_from(ctx)) == RB_STOP_TIMEOUT);
 }
 
 /* Whether the innermost request in progress was told to stop: its deadline
@@ -387,7 +262,8 @@ SEXP C_request_timed_out(SEXP ctx) {
  * callback's serve loop, that is the request that made the callback, which
  * then unwinds (it may have been told while another client's request ran). */
 SEXP C_active_request_stopped(void) {
-  return Rf_ScalarLogical(server.active && request_stop(server.active) != RB_STOP_NONE);
+  rb_request *active = rb_active_request();
+  return Rf_ScalarLogical(active && rb_request_stop(active) != RB_STOP_NONE);
 }
 
 /* Whether an interrupt R took may have come from the I/O thread (for a
@@ -437,7 +313,7 @@ SEXP C_request_release(SEXP ctx) {
         Rf_error("rbridge: 'handles' must hold handle references");
       uint64_t id = 0;
       for (int k = 0; k < 8; k++) id = (id << 8) | h.ptr[k];
-      released += rb_handle_release(id);
+      released += rb_handle_release(id, rq);
     }
   }
   SEXP out = PROTECT(Rf_allocVector(REALSXP, 2));
@@ -494,6 +370,7 @@ SEXP C_server_start_io(void) {
   zmq_setsockopt(server.main_pair, ZMQ_RCVHWM, &hwm, sizeof hwm);
   zmq_bind(server.main_pair, "inproc://rserver-main");
   sh->zctx = server.zctx;
+  rb_requests_bind(sh, server.main_pair);
 
   char err[256];
   if (rb_io_start(sh, &server.io_tid, err, sizeof err) < 0) {
@@ -521,8 +398,8 @@ SEXP C_server_stop(void) {
   rb_console_restore();
   rb_shm_forget(NULL, 0);
   rb_arenas_detach(NULL, 0);
-  send_retry(server.main_pair, "", 0, ZMQ_SNDMORE);
-  send_retry(server.main_pair, "stop", 4, 0);
+  rb_send_retry(server.main_pair, "", 0, ZMQ_SNDMORE);
+  rb_send_retry(server.main_pair, "stop", 4, 0);
   pthread_join(server.io_tid, NULL);
   zmq_close(server.main_pair);
   zmq_ctx_term(server.zctx);
