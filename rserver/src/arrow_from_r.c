@@ -10,6 +10,7 @@
 #include <Rinternals.h>
 #include "rserver.h"
 #include "rserver_r.h"
+#include "rserver_calls.h"
 #include "arrow_format.h"
 
 enum { CK_NONE, CK_LGL, CK_INT, CK_DBL, CK_STR, CK_FACTOR, CK_DATE, CK_POSIXCT, CK_DIFFTIME, CK_BLOB };

@@ -8,6 +8,7 @@
 #include <Rinternals.h>
 #include "rserver.h"
 #include "rserver_r.h"
+#include "rserver_calls.h"
 #include "arrow_format.h"
 
 #define EXACT_INT 9007199254740992.0   /* 2^53 */

@@ -15,6 +15,7 @@
 #include <Rinterface.h>
 #include "rserver.h"
 #include "rserver_r.h"
+#include "rserver_calls.h"
 
 #define MAX_NESTING 100             /* callbacks in progress at once */
 

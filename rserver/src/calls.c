@@ -6,6 +6,7 @@
 #include <R_ext/Parse.h>
 #include "rserver.h"
 #include "rserver_r.h"
+#include "rserver_calls.h"
 
 static int has_char(SEXP names, const char *set) {
   if (TYPEOF(names) != STRSXP) return 0;

@@ -5,6 +5,7 @@
 #define R_NO_REMAP
 #include <Rinternals.h>
 #include "rserver.h"
+#include "rserver_calls.h"
 
 SEXP C_constants(void) {
   const char *names[] = {"protocol_version", "ext_handle", "ext_vector", "ext_payload", "ext_callable", "ext_code",

@@ -10,6 +10,7 @@
 #include <R_ext/Parse.h>
 #include "rserver.h"
 #include "rserver_r.h"
+#include "rserver_calls.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "rserver's vector encoding assumes a little-endian host"

@@ -8,6 +8,7 @@
 #include <Rinternals.h>
 #include "rserver.h"
 #include "rserver_r.h"
+#include "rserver_calls.h"
 
 void rb_encoder_init(rb_encoder *e) {
   memset(e, 0, sizeof *e);

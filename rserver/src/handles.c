@@ -13,6 +13,7 @@
 #include <Rinternals.h>
 #include "rserver.h"
 #include "rserver_r.h"
+#include "rserver_calls.h"
 
 static SEXP table = NULL;        /* VECSXP, preserved */
 static uint32_t *generation = NULL;

@@ -21,7 +21,7 @@
  *   handles.c       the table of R objects held for clients
  *   console.c       capture of R console output per request
  *   constants.c     the numbers the protocol fixes, for the tests (vectors/constants.json)
- *   init.c          .Call registration
+ *   init.c          .Call registration (prototypes: rserver_calls.h)
  */
 #ifndef RSERVER_H
 #define RSERVER_H

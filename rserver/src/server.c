@@ -16,6 +16,7 @@
 #include <R_ext/eventloop.h>
 #include "rserver.h"
 #include "rserver_r.h"
+#include "rserver_calls.h"
 
 extern int R_interrupts_pending;   /* R_ext/GraphicsDevice.h declares them too */
 extern Rboolean R_interrupts_suspended;
