@@ -14,9 +14,6 @@ make_callable <- function(ptr) {
 # request starts one. An interrupt while waiting interrupts the calling request.
 call_python <- function(ptr, args) {
   callback_id <- .Call(C_callback_send, ptr, args)
-  key <- paste(callback_id, collapse = "")
-  open_waits[[key]] <- FALSE   # no reply yet
-  on.exit(rm(list = key, envir = open_waits))
   # Interrupts are taken only while waiting: once a nested request has been
   # taken (it is on the request stack) it must reach serve_nested(), which
   # answers it even when interrupted.
@@ -39,8 +36,10 @@ call_python <- function(ptr, args) {
   reply$value
 }
 
-# Callbacks waiting for their replies, by id (hex): FALSE, or a reply that
-# came while a callback above it on the stack was waiting (another client's).
+# Callback waits that serve nested requests, by callback id (hex): FALSE, or
+# a reply that came while a wait above it on the stack was waiting (another
+# client's). Only such a wait can be below another, so a callback answered
+# without nested requests (the common case) registers nothing.
 open_waits <- new.env(parent = emptyenv())
 
 # Whether `ctx` (with id `reply_id`) is the reply to callback `callback_id` from the
@@ -53,9 +52,9 @@ is_reply_to <- function(ctx, reply_id, callback_id, ptr) {
   FALSE
 }
 
-# A reply to callback `callback_id` that came while it was not the innermost wait, or NULL.
-kept_reply <- function(callback_id, ptr) {
-  key <- paste(callback_id, collapse = "")
+# A reply to the callback whose wait has `key` that came while it was not the
+# innermost wait, or NULL.
+kept_reply <- function(key, ptr) {
   ctx <- open_waits[[key]]
   if (isFALSE(ctx) || is.null(ctx)) return(NULL)
   open_waits[[key]] <- FALSE
@@ -68,6 +67,9 @@ kept_reply <- function(callback_id, ptr) {
 serve_nested <- function(callback_id, ptr, first) {
   state <- new_loop_state()
   state$waiting_for <- callback_id
+  state$wait_key <- paste(callback_id, collapse = "")
+  open_waits[[state$wait_key]] <- FALSE   # no reply yet
+  on.exit(rm(list = state$wait_key, envir = open_waits))
   state$callable <- ptr
   state$pending <- first
   state$ctx <- first   # an interrupt before the loop takes it is answered to it

@@ -8,6 +8,7 @@ new_loop_state <- function() {
   state$trace <- NULL        # calls at its last error
   state$stop <- FALSE
   state$waiting_for <- NULL  # id of the callback whose reply ends this loop
+  state$wait_key <- NULL     # the same, as its key in open_waits
   state$reply <- NULL
   state$pending <- NULL      # a request received before this loop started
   state$callable <- NULL     # the callable whose reply ends this loop
@@ -98,7 +99,7 @@ serve_requests <- function(state) {
 # because the request that made the callback was told to stop (its deadline,
 # an interrupt, its client gone) while another client's request ran above it.
 callback_wait_over <- function(state) {
-  kept <- kept_reply(state$waiting_for, state$callable)
+  kept <- kept_reply(state$wait_key, state$callable)
   if (!is.null(kept)) state$reply <- kept
   else if (.Call(C_active_request_stopped)) state$interrupted <- TRUE
   else return(FALSE)

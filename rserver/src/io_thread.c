@@ -289,6 +289,20 @@ static int reachable(io_state *st, const uint8_t *rid, size_t len) {
   return 1;
 }
 
+/* A request this thread makes for R's main thread in a client's name (rid;
+ * none for an empty one): an envelope of id 0 with nothing but its op. */
+static void internal_request(io_state *st, const void *rid, size_t rid_len, const char *op) {
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  rb_pack_header(&pk, 3, 0, op);
+  send_arrival(st, rb_monotonic(), 0, 0);
+  zmq_send(st->pair, rid, rid_len, ZMQ_SNDMORE);
+  zmq_send(st->pair, sb.data, sb.size, 0);
+  msgpack_sbuffer_destroy(&sb);
+}
+
 /* A client is gone: its requests stop (the running one is interrupted, even
  * `repeat {}`), and the main thread frees what it held, through a request
  * made in its name. */
@@ -303,15 +317,7 @@ static void client_gone(io_state *st, client_entry *c) {
     }
   pthread_mutex_unlock(&sh->mu);
   if (running) signal_main(st);
-  msgpack_sbuffer sb;
-  msgpack_packer pk;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  rb_pack_header(&pk, 3, 0, "client_gone");
-  send_arrival(st, rb_monotonic(), 0, 0);
-  zmq_send(st->pair, c->rid[0], c->rid_len[0], ZMQ_SNDMORE);
-  zmq_send(st->pair, sb.data, sb.size, 0);
-  msgpack_sbuffer_destroy(&sb);
+  internal_request(st, c->rid[0], c->rid_len[0], "client_gone");
 }
 
 static void free_queues(client_entry *c) {
@@ -633,17 +639,7 @@ static void on_monitor_event(io_state *st) {
 }
 
 /* Asks the main thread to shut down as if a client had sent "shutdown". */
-static void request_shutdown(io_state *st) {
-  msgpack_sbuffer sb;
-  msgpack_packer pk;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  rb_pack_header(&pk, 3, 0, "shutdown");
-  send_arrival(st, rb_monotonic(), 0, 0);
-  zmq_send(st->pair, "", 0, ZMQ_SNDMORE);
-  zmq_send(st->pair, sb.data, sb.size, 0);
-  msgpack_sbuffer_destroy(&sb);
-}
+static void request_shutdown(io_state *st) { internal_request(st, "", 0, "shutdown"); }
 
 /* A private worker's directory (RBRIDGE_OWNED_DIR) holds only plain files. */
 static void remove_owned_dir(void) {
