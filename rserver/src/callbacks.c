@@ -169,7 +169,6 @@ SEXP C_callback_send(SEXP ptr, SEXP args) {
   rb_console_flush();                   /* what R printed so far comes first */
   rb_send_encoded(rq, &e);
   rb_encoder_free(&e);
-  rb_spin_after_send();                 /* the reply of a quick callback comes soon */
   SEXP out = Rf_allocVector(RAWSXP, 8);
   for (int i = 0; i < 8; i++) RAW(out)[i] = (Rbyte)(a.callback_id >> (56 - 8 * i));
   return out;

@@ -1,11 +1,16 @@
-/* The network I/O thread. It owns the client-facing ROUTER socket and never
- * calls the R API (this file does not include any R header).
+/* The client-facing ROUTER socket and everything done at it (SPEC §9), and
+ * the I/O thread. This file does not include any R header.
  *
- *  - ping, hello and interrupt are answered here, so they work while R computes;
- *  - malformed or oversized envelopes get an error reply here;
- *  - everything else is forwarded to R's main thread over an inproc PAIR;
- *  - replies from the main thread are forwarded to the client unchanged;
- *  - request deadlines and the parent process are watched here.
+ * One thread at a time drives the socket. R's main thread drives it whenever
+ * it waits for a request or a callback's reply, so a request goes from the
+ * client to R, and R's reply back, without a hand-off between threads. When R
+ * has run R code for TAKEOVER seconds without reading the socket, the I/O
+ * thread takes it over until R waits again; what R sends meanwhile goes to
+ * the I/O thread (the hand-off queue). Whoever drives the socket:
+ *  - answers ping, hello and interrupt (so they work while R computes);
+ *  - answers malformed or oversized envelopes with an error;
+ *  - queues other requests for R (the inbox), by the flow control below;
+ *  - watches request deadlines, departed clients and the parent process.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -39,10 +46,12 @@
 #define OUT_MAX_BYTES ((size_t)64 << 20)
 #define HELD_RETRY_MS 2
 
-/* After forwarding a request (and, on the main thread, after a reply), poll
- * without sleeping for this long: a small call's reply usually comes sooner,
- * and a sleeping thread's wake-up costs tens of microseconds on a VM. */
-double rb_spin_seconds = 0.0002;
+/* How long R may run R code before the I/O thread takes the socket over:
+ * short enough that a ping or an interrupt is answered at once, long enough
+ * that a small call never waits for a thread to wake. */
+#define TAKEOVER 0.001
+/* R's messages waiting for the I/O thread to send them */
+#define HANDOFF_MAX 64
 
 double rb_monotonic(void) {
   struct timespec ts;
@@ -50,12 +59,13 @@ double rb_monotonic(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* A client's request waiting in its backlog, or R's message waiting in its
- * out queue. */
+/* A message waiting: a client's request in its backlog or in R's inbox, or
+ * R's message in a client's out queue or in the hand-off queue. */
 typedef struct queued {
   struct queued *next;
   double arrived;            /* when it was queued */
   size_t bytes;
+  int flags;                 /* inbox: RB_ARRIVAL_SHM; hand-off: FINAL */
   int n;
   zmq_msg_t f[];             /* routing id, envelope, payload frames */
 } queued;
@@ -79,13 +89,15 @@ typedef struct {
   int evicted;               /* read nothing for the liveness: ignored until it disconnects */
 } client_entry;
 
+/* The socket side: touched only by the thread that drives the socket. */
 typedef struct {
   rb_io_shared *sh;
   void *router;
-  void *pair;
   double orphaned_at;
-  double spin_until;
   void *monitor;             /* disconnect events of the ROUTER */
+  int wakefd;                /* eventfd: the main thread wants the I/O thread's attention */
+  int timerfd;               /* expires when the I/O thread may take the socket over */
+  msg_queue inbox;           /* requests for R's main thread, in order */
   double check_at;           /* when to look for clients that are gone; 0 = no need */
   client_entry *clients;     /* clients that may have state in R */
   size_t n_clients;
@@ -93,7 +105,27 @@ typedef struct {
   int held_clients;          /* some client has an out queue */
 } io_state;
 
-static int send_arrival(io_state *st, double arrived, int shm, int flags);
+#define FINAL 1   /* hand-off: a request's final reply (its client may send the next) */
+
+static io_state io;
+
+/* Who drives the socket, and what the two threads tell each other; guarded
+ * by mu. The I/O thread sleeps in poll() on its eventfd and timerfd: R's main
+ * thread arms the timer when it starts R code, which costs it one system call
+ * and wakes nobody unless R is still running when it expires. */
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t to_main;
+  int io_drives;             /* else R's main thread does */
+  int main_busy;             /* R's main thread runs R code: it does not read the socket */
+  int main_sending;          /* ... and sends on it itself: the I/O thread keeps off */
+  double served_at;          /* when R's main thread last read the socket */
+  int wanted;                /* R's main thread waits to drive the socket again */
+  int stopping;
+  msg_queue handoff;         /* R's messages for the I/O thread to send */
+} own = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, {0}};
+
+static void enqueue(msg_queue *mq, zmq_msg_t *f, int n, double arrived, int flags);
 static void to_client(io_state *st, client_entry *c, zmq_msg_t *f, int n, int from_io);
 static void close_frames(zmq_msg_t *f, int n);
 static client_entry *note_client(io_state *st, const uint8_t *rid, size_t len);
@@ -297,10 +329,13 @@ static void internal_request(io_state *st, const void *rid, size_t rid_len, cons
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   rb_pack_header(&pk, 3, 0, op);
-  send_arrival(st, rb_monotonic(), 0, 0);
-  zmq_send(st->pair, rid, rid_len, ZMQ_SNDMORE);
-  zmq_send(st->pair, sb.data, sb.size, 0);
-  msgpack_sbuffer_destroy(&sb);
+  zmq_msg_t f[2];
+  zmq_msg_init_size(&f[0], rid_len);
+  memcpy(zmq_msg_data(&f[0]), rid, rid_len);
+  size_t n = sb.size;
+  zmq_msg_init_data(&f[1], msgpack_sbuffer_release(&sb), n, free_sbuffer_data, NULL);
+  enqueue(&st->inbox, f, 2, rb_monotonic(), 0);
+  close_frames(f, 2);
 }
 
 /* A client is gone: its requests stop (the running one is interrupted, even
@@ -365,33 +400,21 @@ static void close_frames(zmq_msg_t *f, int n) {
   for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
 }
 
-/* Every message to the main thread starts with the time it arrived here
- * (a double, monotonic seconds), so that a request's timeout counts the time
- * it waited in the queue behind other clients' requests, and whether its
- * client's handshake proved shared memory (RB_ARRIVAL_SHM). */
-static int send_arrival(io_state *st, double arrived, int shm, int flags) {
-  uint8_t frame[RB_ARRIVAL_FRAME];
-  memcpy(frame, &arrived, sizeof arrived);
-  frame[sizeof arrived] = shm ? RB_ARRIVAL_SHM : 0;
-  return zmq_send(st->pair, frame, sizeof frame, ZMQ_SNDMORE | flags);
-}
-
-/* Sends a client's request (frames f[0..n): routing id, envelope, payloads)
- * to the main thread, stamped with its arrival. Never blocks: -1 when the
- * queue is full. Once the first frame is accepted, the rest are too. */
-static int forward(io_state *st, zmq_msg_t *f, int n, double arrived, int shm) {
-  if (send_arrival(st, arrived, shm, ZMQ_DONTWAIT) < 0) return -1;
-  for (int i = 0; i < n; i++) zmq_msg_send(&f[i], st->pair, i + 1 < n ? ZMQ_SNDMORE : 0);
-  st->spin_until = rb_monotonic() + rb_spin_seconds;
-  return 0;
+/* Queues a client's request (frames f[0..n): routing id, envelope, payloads)
+ * for R's main thread, with the time it arrived here (the start of its
+ * timeout: the time it waits behind other clients' requests counts) and
+ * whether its client's handshake proved shared memory. */
+static void forward(io_state *st, zmq_msg_t *f, int n, double arrived, int shm) {
+  enqueue(&st->inbox, f, n, arrived, shm ? RB_ARRIVAL_SHM : 0);
 }
 
 /* Moves frames f[0..n) to the end of a queue. */
-static void enqueue(msg_queue *mq, zmq_msg_t *f, int n, double arrived) {
+static void enqueue(msg_queue *mq, zmq_msg_t *f, int n, double arrived, int flags) {
   queued *q = malloc(sizeof *q + (size_t)n * sizeof(zmq_msg_t));
   if (!q) return;   /* out of memory: the message is lost, like one the kernel dropped */
   q->next = NULL;
   q->arrived = arrived;
+  q->flags = flags;
   q->n = n;
   q->bytes = 0;
   for (int i = 0; i < n; i++) {
@@ -405,12 +428,18 @@ static void enqueue(msg_queue *mq, zmq_msg_t *f, int n, double arrived) {
   mq->bytes += q->bytes;
 }
 
-static void pop_queued(msg_queue *mq) {
+/* Detaches the head of a queue (not empty). */
+static queued *take_head(msg_queue *mq) {
   queued *q = mq->head;
   mq->head = q->next;
   if (!mq->head) mq->tail = NULL;
   mq->count--;
   mq->bytes -= q->bytes;
+  return q;
+}
+
+static void pop_queued(msg_queue *mq) {
+  queued *q = take_head(mq);
   for (int i = 0; i < q->n; i++) zmq_msg_close(&q->f[i]);
   free(q);
 }
@@ -424,7 +453,7 @@ static void clear_queue(msg_queue *mq) {
 static void pump(io_state *st, client_entry *c) {
   while (c->backlog.head && c->in_flight < MAX_IN_FLIGHT && !c->evicted && !c->out.head) {
     queued *q = c->backlog.head;
-    if (forward(st, q->f, q->n, q->arrived, c->shm) < 0) return;   /* R's queue is full: later */
+    forward(st, q->f, q->n, q->arrived, c->shm);
     pop_queued(&c->backlog);
     c->in_flight++;
   }
@@ -500,12 +529,10 @@ static void on_client_message(io_state *st) {
                (pk.has_parent && c->in_flight < MAX_IN_FLIGHT + RB_MAX_LEVELS && runs_on_top(st, c))) {
       /* replies to callbacks, and calls made from inside a callback of its
        * running request (as deep as callbacks nest), are not held back */
-      if (forward(st, f, n, now, c->shm) < 0)
-        reply_error(st, rid, rid_len, pk.id, "rbridge_busy_error", "the worker's request queue is full");
-      else if (!is_reply)
-        c->in_flight++;
+      forward(st, f, n, now, c->shm);
+      if (!is_reply) c->in_flight++;
     } else if (c->backlog.count < MAX_BACKLOG) {
-      enqueue(&c->backlog, f, n, now);
+      enqueue(&c->backlog, f, n, now, 0);
     } else {
       reply_error(st, rid, rid_len, pk.id, "rbridge_busy_error",
                   "this client has too many requests queued at the worker");
@@ -553,7 +580,7 @@ static void to_client(io_state *st, client_entry *c, zmq_msg_t *f, int n, int fr
   }
   if (c->evicted || (c->out.head && from_io && out_full(c))) return;
   if (!c->out.head && deliver(st, f, n) == 0) return;
-  enqueue(&c->out, f, n, rb_monotonic());   /* in order, behind what waits already */
+  enqueue(&c->out, f, n, rb_monotonic(), 0);   /* in order, behind what waits already */
   st->held_clients = 1;
   if (out_full(c) && runs_on_top(st, c)) st->paused = 1;   /* its running request writes more */
 }
@@ -576,47 +603,13 @@ static void flush_out_queues(io_state *st) {
   st->held_clients = waiting;
 }
 
-/* Takes one message from the main thread: [kind + routing id, envelope,
- * payloads...] for a client (kind 'F' marks a request's final reply), or
- * [empty, command]. Returns 1 when told to stop. */
-static int on_main_message(io_state *st) {
-  int more = 1, n = 0, cap = 8;
-  size_t sz = sizeof more;
-  zmq_msg_t *f = malloc((size_t)cap * sizeof *f);
-  if (!f) return 0;
-  while (more) {
-    if (n == cap) {
-      zmq_msg_t *bigger = realloc(f, (size_t)(cap *= 2) * sizeof *f);
-      if (!bigger) break;
-      f = bigger;
-    }
-    zmq_msg_init(&f[n]);
-    if (zmq_msg_recv(&f[n], st->pair, 0) < 0) { zmq_msg_close(&f[n]); break; }
-    n++;
-    zmq_getsockopt(st->pair, ZMQ_RCVMORE, &more, &sz);
-  }
-  if (more) drain(st->pair);
-  if (n == 0 || zmq_msg_size(&f[0]) == 0) {   /* a command */
-    int stop = n == 2 && zmq_msg_size(&f[1]) == 4 && memcmp(zmq_msg_data(&f[1]), "stop", 4) == 0;
-    close_frames(f, n);
-    free(f);
-    return stop;
-  }
-  /* strip the kind byte off the routing id */
-  const uint8_t *head = zmq_msg_data(&f[0]);
-  int final = head[0] == 'F';
-  zmq_msg_t rid;
-  zmq_msg_init_size(&rid, zmq_msg_size(&f[0]) - 1);
-  memcpy(zmq_msg_data(&rid), head + 1, zmq_msg_size(&f[0]) - 1);
-  zmq_msg_close(&f[0]);
-  f[0] = rid;
+/* R's message f[0..n) (routing id first) to its client; `final` when it is
+ * a request's final reply, which lets that client's next request through. */
+static void from_main(io_state *st, zmq_msg_t *f, int n, int final) {
   client_entry *c = find_client(st, zmq_msg_data(&f[0]), zmq_msg_size(&f[0]));
   if (final && c && c->in_flight > 0) c->in_flight--;
   to_client(st, c, f, n, 0);
   if (c && final) pump(st, c);
-  close_frames(f, n);
-  free(f);
-  return 0;
 }
 
 /* A connection closed (a client closed, died, or stopped answering
@@ -701,78 +694,264 @@ static int poll_timeout_ms(io_state *st) {
 
 static void set_int(void *s, int opt, int v) { zmq_setsockopt(s, opt, &v, sizeof v); }
 
-static void *io_main(void *arg) {
-  io_state st;
-  memset(&st, 0, sizeof st);
-  st.sh = (rb_io_shared *)arg;
-  rb_io_shared *sh = st.sh;
-  char status[1100];
+/* One round at the socket: waits up to wait_ms (less when a timer is due;
+ * -1: until one is) for the socket, its monitor and extra[0..nextra), and
+ * handles what came. Returns zmq_poll's count, -1 when a signal came. */
+static int serve_step(io_state *st, int wait_ms, zmq_pollitem_t *extra, int nextra) {
+  zmq_pollitem_t items[2 + RB_MAX_EXTRA];
+  if (nextra > RB_MAX_EXTRA) nextra = RB_MAX_EXTRA;
+  items[0] = (zmq_pollitem_t){st->router, 0, ZMQ_POLLIN, 0};
+  items[1] = (zmq_pollitem_t){st->monitor, 0, ZMQ_POLLIN, 0};
+  for (int i = 0; i < nextra; i++) items[2 + i] = extra[i];
+  int due = poll_timeout_ms(st);
+  if (st->held_clients && due > HELD_RETRY_MS) due = HELD_RETRY_MS;
+  if (wait_ms < 0 || wait_ms > due) wait_ms = due;
+  int rc = zmq_poll(items, 2 + nextra, wait_ms);
+  if (rc < 0) return -1;
+  if (items[0].revents & ZMQ_POLLIN) on_client_message(st);
+  if (items[1].revents & ZMQ_POLLIN) on_monitor_event(st);
+  for (int i = 0; i < nextra; i++) extra[i].revents = items[2 + i].revents;
+  if (st->held_clients) flush_out_queues(st);
+  check_timers(st);
+  return rc;
+}
 
-  st.pair = zmq_socket(sh->zctx, ZMQ_PAIR);
-  zmq_connect(st.pair, "inproc://rserver-main");
-  st.router = zmq_socket(sh->zctx, ZMQ_ROUTER);
-  set_int(st.router, ZMQ_ROUTER_MANDATORY, 1);
-  set_int(st.router, ZMQ_LINGER, 0);
-  /* A client that does not read is held back, never dropped from (see deliver) */
-  set_int(st.router, ZMQ_SNDHWM, SEND_HWM);
-  /* a client that reconnects takes its routing id (and its state) back */
-  set_int(st.router, ZMQ_ROUTER_HANDOVER, 1);
-  set_int(st.router, ZMQ_HEARTBEAT_IVL, RB_HEARTBEAT_MS);
-  set_int(st.router, ZMQ_HEARTBEAT_TIMEOUT, (int)(sh->liveness * 1000));
-  set_int(st.router, ZMQ_HEARTBEAT_TTL, (int)(sh->liveness * 1000));
-  zmq_setsockopt(st.router, ZMQ_MAXMSGSIZE, &sh->max_frame, sizeof sh->max_frame);
-  if (zmq_bind(st.router, sh->endpoint) < 0) {
-    snprintf(status, sizeof status, "E%s: %s", sh->endpoint, zmq_strerror(errno));
-    zmq_send(st.pair, status, strlen(status), 0);
-    zmq_close(st.router);
-    zmq_close(st.pair);
-    return NULL;
-  }
-  size_t elen = sizeof sh->bound_endpoint;
-  zmq_getsockopt(st.router, ZMQ_LAST_ENDPOINT, sh->bound_endpoint, &elen);
-  zmq_socket_monitor(st.router, "inproc://rserver-monitor", ZMQ_EVENT_DISCONNECTED);
-  st.monitor = zmq_socket(sh->zctx, ZMQ_PAIR);
-  zmq_connect(st.monitor, "inproc://rserver-monitor");
-  zmq_send(st.pair, "R", 1, 0);
+/* ---- who drives the socket ------------------------------------------------ */
 
+static void wake_io(void) {
+  uint64_t one = 1;
+  (void)!write(io.wakefd, &one, sizeof one);
+}
+
+/* Whether the I/O thread may take the socket over now (call with own.mu). */
+static int takeover_due(void) {
+  return own.main_busy && !own.main_sending && !own.io_drives && rb_monotonic() >= own.served_at + TAKEOVER;
+}
+
+/* R runs R code from now on, having read the socket at `now` (call with
+ * own.mu): the I/O thread takes the socket over if R still runs at
+ * now + TAKEOVER. */
+static void main_runs_r(double now) {
+  own.main_busy = 1;
+  own.served_at = now;
+  double at = now + TAKEOVER;
+  struct itimerspec t;
+  memset(&t, 0, sizeof t);
+  t.it_value.tv_sec = (time_t)at;
+  t.it_value.tv_nsec = (long)((at - (double)t.it_value.tv_sec) * 1e9);
+  timerfd_settime(io.timerfd, TFD_TIMER_ABSTIME, &t, NULL);
+}
+
+/* R's main thread drives the socket again (call with own.mu): waits for the
+ * I/O thread to give it back, which it does once it has sent what R handed it. */
+static void take_back(void) {
+  if (!own.io_drives) return;
+  own.wanted = 1;
+  wake_io();
+  while (own.io_drives) pthread_cond_wait(&own.to_main, &own.mu);
+  own.wanted = 0;
+}
+
+/* I/O thread: sends R's messages from the hand-off queue, while no client's
+ * out queue is full (then R waits for room), or all of them. */
+static void send_handoff(io_state *st, int all) {
   for (;;) {
-    /* while paused, R's next messages wait in the PAIR (R blocks when it is full) */
-    zmq_pollitem_t items[3] = {{st.router, 0, ZMQ_POLLIN, 0}, {st.pair, 0, st.paused ? 0 : ZMQ_POLLIN, 0},
-                               {st.monitor, 0, ZMQ_POLLIN, 0}};
-    int spin = st.spin_until > 0 && rb_monotonic() < st.spin_until;
-    int wait_ms = poll_timeout_ms(&st);
-    if (st.held_clients && wait_ms > HELD_RETRY_MS) wait_ms = HELD_RETRY_MS;
-    int rc = zmq_poll(items, 3, spin ? 0 : wait_ms);
-    if (rc == 0 && spin) continue;
-    st.spin_until = 0;
-    if (rc < 0 && errno != EINTR) break;
-    if (rc > 0 && (items[1].revents & ZMQ_POLLIN) && on_main_message(&st)) break;
-    if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) on_client_message(&st);
-    if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) on_monitor_event(&st);
-    if (st.held_clients) flush_out_queues(&st);
-    check_timers(&st);
+    pthread_mutex_lock(&own.mu);
+    queued *q = own.handoff.head && (all || !st->paused) ? take_head(&own.handoff) : NULL;
+    if (q) pthread_cond_broadcast(&own.to_main);   /* room for R's next message */
+    pthread_mutex_unlock(&own.mu);
+    if (!q) return;
+    from_main(st, q->f, q->n, q->flags & FINAL);
+    close_frames(q->f, q->n);
+    free(q);
   }
-  set_int(st.router, ZMQ_LINGER, 1000);   /* let the last replies out */
-  zmq_socket_monitor(st.router, NULL, 0);
-  zmq_close(st.monitor);
-  zmq_close(st.router);
-  zmq_close(st.pair);
-  for (size_t i = 0; i < st.n_clients; i++) free_queues(&st.clients[i]);
-  free(st.clients);
+}
+
+/* I/O thread: drives the socket until R's main thread wants it back. */
+static void drive(io_state *st) {
+  zmq_pollitem_t wake = {NULL, st->wakefd, ZMQ_POLLIN, 0};
+  for (;;) {
+    pthread_mutex_lock(&own.mu);
+    int give_back = own.wanted || own.stopping;
+    pthread_mutex_unlock(&own.mu);
+    send_handoff(st, give_back);
+    if (give_back) return;
+    if (serve_step(st, -1, &wake, 1) > 0 && (wake.revents & ZMQ_POLLIN)) {
+      uint64_t v;
+      (void)!read(st->wakefd, &v, sizeof v);
+    }
+  }
+}
+
+/* The I/O thread: asleep while R's main thread reads the socket; takes it
+ * over when R has run R code for TAKEOVER without reading it. */
+static void *io_main(void *arg) {
+  io_state *st = arg;
+  zmq_pollitem_t items[2] = {{NULL, st->timerfd, ZMQ_POLLIN, 0}, {NULL, st->wakefd, ZMQ_POLLIN, 0}};
+  uint64_t v;
+  for (;;) {
+    zmq_poll(items, 2, -1);
+    if (items[0].revents) (void)!read(st->timerfd, &v, sizeof v);
+    if (items[1].revents) (void)!read(st->wakefd, &v, sizeof v);
+    pthread_mutex_lock(&own.mu);
+    if (own.stopping) break;
+    if (takeover_due()) {
+      own.io_drives = 1;
+      pthread_mutex_unlock(&own.mu);
+      drive(st);
+      pthread_mutex_lock(&own.mu);
+      own.io_drives = 0;
+      pthread_cond_broadcast(&own.to_main);
+    }
+    pthread_mutex_unlock(&own.mu);
+  }
+  pthread_mutex_unlock(&own.mu);
   return NULL;
 }
 
-int rb_io_start(rb_io_shared *sh, pthread_t *tid, char *err, size_t errlen) {
+/* ---- R's main thread --------------------------------------------------------- */
+
+int rb_io_open(rb_io_shared *sh, char *err, size_t errlen) {
+  memset(&io, 0, sizeof io);
+  io.sh = sh;
+  io.router = zmq_socket(sh->zctx, ZMQ_ROUTER);
+  io.wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  io.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (!io.router || io.wakefd < 0 || io.timerfd < 0) {
+    snprintf(err, errlen, "cannot create the socket: %s", io.router ? strerror(errno) : zmq_strerror(errno));
+    if (io.router) zmq_close(io.router);
+    if (io.wakefd >= 0) close(io.wakefd);
+    if (io.timerfd >= 0) close(io.timerfd);
+    return -1;
+  }
+  set_int(io.router, ZMQ_ROUTER_MANDATORY, 1);
+  set_int(io.router, ZMQ_LINGER, 0);
+  /* A client that does not read is held back, never dropped from (see deliver) */
+  set_int(io.router, ZMQ_SNDHWM, SEND_HWM);
+  /* a client that reconnects takes its routing id (and its state) back */
+  set_int(io.router, ZMQ_ROUTER_HANDOVER, 1);
+  set_int(io.router, ZMQ_HEARTBEAT_IVL, RB_HEARTBEAT_MS);
+  set_int(io.router, ZMQ_HEARTBEAT_TIMEOUT, (int)(sh->liveness * 1000));
+  set_int(io.router, ZMQ_HEARTBEAT_TTL, (int)(sh->liveness * 1000));
+  zmq_setsockopt(io.router, ZMQ_MAXMSGSIZE, &sh->max_frame, sizeof sh->max_frame);
+  if (zmq_bind(io.router, sh->endpoint) < 0) {
+    snprintf(err, errlen, "cannot bind %s: %s", sh->endpoint, zmq_strerror(errno));
+    zmq_close(io.router);
+    close(io.wakefd);
+    close(io.timerfd);
+    return -1;
+  }
+  size_t elen = sizeof sh->bound_endpoint;
+  zmq_getsockopt(io.router, ZMQ_LAST_ENDPOINT, sh->bound_endpoint, &elen);
+  zmq_socket_monitor(io.router, "inproc://rserver-monitor", ZMQ_EVENT_DISCONNECTED);
+  io.monitor = zmq_socket(sh->zctx, ZMQ_PAIR);
+  zmq_connect(io.monitor, "inproc://rserver-monitor");
+
+  own.io_drives = own.wanted = own.stopping = own.main_sending = 0;
+  main_runs_r(rb_monotonic());
+  return 0;
+}
+
+int rb_io_start(pthread_t *tid, char *err, size_t errlen) {
   sigset_t all, old;
   sigfillset(&all);
   /* The thread inherits a mask that blocks every signal, so SIGINT always
    * reaches R's main thread. */
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  int rc = pthread_create(tid, NULL, io_main, sh);
+  int rc = pthread_create(tid, NULL, io_main, &io);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (rc != 0) {
     snprintf(err, errlen, "cannot start the I/O thread: %s", strerror(rc));
     return -1;
   }
   return 0;
+}
+
+void rb_io_close(void) {
+  set_int(io.router, ZMQ_LINGER, 1000);   /* let the last replies out */
+  zmq_socket_monitor(io.router, NULL, 0);
+  zmq_close(io.monitor);
+  zmq_close(io.router);
+  close(io.wakefd);
+  close(io.timerfd);
+  for (size_t i = 0; i < io.n_clients; i++) free_queues(&io.clients[i]);
+  free(io.clients);
+  clear_queue(&io.inbox);
+  clear_queue(&own.handoff);
+  memset(&io, 0, sizeof io);
+}
+
+void rb_io_stop(pthread_t tid) {
+  pthread_mutex_lock(&own.mu);
+  take_back();
+  own.stopping = 1;
+  wake_io();
+  pthread_mutex_unlock(&own.mu);
+  pthread_join(tid, NULL);
+  rb_io_close();
+}
+
+int rb_io_wait(int timeout_ms, zmq_pollitem_t *extra, int nextra, volatile int *interrupt, rb_arrival *req) {
+  io_state *st = &io;
+  pthread_mutex_lock(&own.mu);
+  own.main_busy = 0;
+  take_back();
+  pthread_mutex_unlock(&own.mu);
+  double until = rb_monotonic() + timeout_ms / 1000.0;
+  int rc = 0;
+  for (;;) {
+    if (st->inbox.head) {
+      queued *q = take_head(&st->inbox);
+      req->arrived = q->arrived;
+      req->shm = (q->flags & RB_ARRIVAL_SHM) != 0;
+      req->n = q->n;
+      req->f = q->f;
+      req->hold = q;
+      rc = 1;
+      break;
+    }
+    if (interrupt && *interrupt) { rc = -1; break; }   /* e.g. a deadline this thread saw pass */
+    double left = until - rb_monotonic();
+    if (left <= 0) break;
+    int n = serve_step(st, (int)(left * 1000.0) + 1, extra, nextra), ready = 0;
+    if (n < 0) { rc = -1; break; }
+    for (int i = 0; i < nextra; i++) ready |= extra[i].revents != 0;
+    if (ready && !st->inbox.head) { rc = 2; break; }
+  }
+  pthread_mutex_lock(&own.mu);
+  main_runs_r(rb_monotonic());
+  pthread_mutex_unlock(&own.mu);
+  return rc;
+}
+
+void rb_arrival_free(rb_arrival *req) {
+  queued *q = req->hold;
+  if (!q) return;
+  close_frames(q->f, q->n);
+  free(q);
+  req->hold = NULL;
+}
+
+void rb_io_send(zmq_msg_t *f, int n, int final) {
+  io_state *st = &io;
+  pthread_mutex_lock(&own.mu);
+  while (own.io_drives && own.handoff.count >= HANDOFF_MAX) pthread_cond_wait(&own.to_main, &own.mu);
+  if (own.io_drives) {
+    enqueue(&own.handoff, f, n, rb_monotonic(), final ? FINAL : 0);
+    wake_io();
+    pthread_mutex_unlock(&own.mu);
+    close_frames(f, n);   /* moved: empty */
+    return;
+  }
+  own.main_sending = 1;   /* keeps the I/O thread off the socket while this thread uses it */
+  pthread_mutex_unlock(&own.mu);
+  from_main(st, f, n, final);
+  close_frames(f, n);
+  /* the client whose request R runs has its out queue full: R waits until
+   * it reads, goes, or is evicted */
+  while (st->paused) serve_step(st, HELD_RETRY_MS, NULL, 0);
+  pthread_mutex_lock(&own.mu);
+  own.main_sending = 0;
+  if (takeover_due()) wake_io();   /* its timer expired while this thread sent */
+  pthread_mutex_unlock(&own.mu);
 }

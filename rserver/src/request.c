@@ -4,9 +4,9 @@
  * made the callback; the innermost one is active: console output goes to its
  * client, and a callback R makes belongs to it. Each level is also published
  * to the I/O thread (rb_io_shared.levels), which sets its deadline and stop.
- * Messages to clients go to the I/O thread over the main thread's PAIR. This
- * file calls no other part of the worker but the I/O thread's clock and the
- * send buffers, so every part may use it (no cycle). */
+ * Messages to clients go out through the socket side (io_thread.c). This
+ * file calls no other part of the worker but the socket side and the send
+ * buffers, so every part may use it (no cycle). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,16 +20,12 @@ extern int R_interrupts_pending;
 
 static struct {
   rb_io_shared *shared;     /* the levels, with the I/O thread */
-  void *pair;               /* to the I/O thread */
   rb_request *active;       /* innermost request in progress */
-  double spin_until;        /* busy-poll until then: see rb_spin_after_send */
 } requests;
 
-void rb_requests_bind(rb_io_shared *shared, void *pair) {
+void rb_requests_bind(rb_io_shared *shared) {
   requests.shared = shared;
-  requests.pair = pair;
   requests.active = NULL;
-  requests.spin_until = 0;
 }
 
 rb_request *rb_active_request(void) { return requests.active; }
@@ -40,65 +36,39 @@ rb_request *rb_request_from(SEXP ctx) {
   return R_ExternalPtrAddr(ctx);
 }
 
-/* After sending, poll for the next message without sleeping for a while. */
-void rb_spin_after_send(void) { requests.spin_until = rb_monotonic() + rb_spin_seconds; }
-
-/* Consumes the busy-poll window: its end, or 0 when none is open. */
-double rb_take_spin_until(void) {
-  double until = requests.spin_until;
-  requests.spin_until = 0;
-  return until;
-}
-
 /* ---- sending ---------------------------------------------------------------- */
 
 static void free_data(void *data, void *hint) { (void)hint; free(data); }
 
-int rb_send_retry(void *sock, const void *buf, size_t len, int flags) {
-  int rc;
-  while ((rc = zmq_send(sock, buf, len, flags)) < 0 && errno == EINTR) {}
-  return rc;
-}
-
-/* Sends a frame without copying; zmq releases it with release(data, hint). */
-static int send_owned(void *data, size_t n, int flags, zmq_free_fn *release, void *hint) {
-  zmq_msg_t m;
-  if (zmq_msg_init_data(&m, data, n, release, hint)) { release(data, hint); return -1; }
-  int rc;
-  while ((rc = zmq_msg_send(&m, requests.pair, flags)) < 0 && errno == EINTR) {}
-  if (rc < 0) zmq_msg_close(&m);
-  return rc;
-}
-
-/* Sends [kind + rid, envelope, payload frames...] to the request's client,
- * taking the memory of the buffer and of the payloads. */
+/* Sends [rid, envelope, payload frames...] to the request's client, taking
+ * the memory of the buffer and of the payloads (sent without copies). */
 static int send_message(const rb_request *rq, msgpack_sbuffer *sb, rb_payload *pl, int npl) {
   size_t n = sb->size;
   void *data = msgpack_sbuffer_release(sb);
-  int nframes = 0, rc = 0;
+  int nframes = 2;
   for (int i = 0; i < npl; i++) {
     if (pl[i].data) nframes++;
     else if (pl[i].shm[0]) rb_shm_track(pl[i].shm, rq->rid, rq->client_len);   /* unlinked later if unread */
   }
-  /* the routing id, after a kind byte: 'F' for a request's final reply (which
-   * lets the I/O thread forward that client's next request), 'M' otherwise */
-  uint8_t head[1 + RB_MAX_ROUTING_ID];
-  head[0] = rq->done && !rq->is_reply ? 'F' : 'M';
-  memcpy(head + 1, rq->rid, rq->rid_len);
-  if (rb_send_retry(requests.pair, head, 1 + rq->rid_len, ZMQ_SNDMORE) < 0) {
+  zmq_msg_t *f = malloc((size_t)nframes * sizeof *f);
+  if (!f || zmq_msg_init_size(&f[0], rq->rid_len)) {
+    free(f);
     free(data);
-    rc = -1;
-  } else {
-    rc = send_owned(data, n, nframes ? ZMQ_SNDMORE : 0, free_data, NULL);
+    for (int i = 0; i < npl; i++)
+      if (pl[i].data) { rb_sendbuf_put(pl[i].data, (void *)(uintptr_t)pl[i].cap); pl[i].data = NULL; }
+    return -1;
   }
-  for (int i = 0; i < npl; i++) {
+  memcpy(zmq_msg_data(&f[0]), rq->rid, rq->rid_len);
+  zmq_msg_init_data(&f[1], data, n, free_data, NULL);
+  for (int i = 0, k = 2; i < npl; i++) {
     if (!pl[i].data) continue;
-    void *cap = (void *)(uintptr_t)pl[i].cap;
-    if (rc >= 0) rc = send_owned(pl[i].data, pl[i].len, --nframes ? ZMQ_SNDMORE : 0, rb_sendbuf_put, cap);
-    else rb_sendbuf_put(pl[i].data, cap);
+    zmq_msg_init_data(&f[k++], pl[i].data, pl[i].len, rb_sendbuf_put, (void *)(uintptr_t)pl[i].cap);
     pl[i].data = NULL;
   }
-  return rc;
+  /* a request's final reply lets the socket side take that client's next request */
+  rb_io_send(f, nframes, rq->done && !rq->is_reply);
+  free(f);
+  return 0;
 }
 
 int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb) { return send_message(rq, sb, NULL, 0); }

@@ -3,7 +3,7 @@
  * Files and their concerns:
  *   mpack_reader.c  bounds-checked msgpack reader (pure C, no R API)
  *   protocol.c      envelope constants, peeking and packing helpers (pure C)
- *   io_thread.c     the network I/O thread (pure C, never touches R)
+ *   io_thread.c     the client socket, and the I/O thread that drives it while R computes (pure C)
  *   server.c        server state and lifecycle, taking requests, replies (R/dispatch.R: the serve loop)
  *   request.c       the stack of requests in progress, and sending to their clients
  *   calls.c         the `call` op: calls of scalars built in C; weak references for R/calls.R
@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <pthread.h>
 #include <msgpack.h>
+#include <zmq.h>
 
 #define RB_PROTOCOL_VERSION 1
 #define RB_EXT_HANDLE 1
@@ -152,13 +153,29 @@ typedef struct {
 
 #define RB_HEARTBEAT_MS 1000
 #define RB_CLIENT_GRACE 2.0      /* seconds a client may be unreachable and keep its state */
-/* The first frame of every message from the I/O thread to the main thread:
- * arrival time (double) and flags. */
-#define RB_ARRIVAL_FRAME 9
+#define RB_MAX_EXTRA 64          /* R's input handlers polled with the socket */
 #define RB_ARRIVAL_SHM 1
-int rb_io_start(rb_io_shared *sh, pthread_t *tid, char *err, size_t errlen);
+/* A client's request, as R's main thread takes it from the inbox. */
+typedef struct {
+  double arrived;           /* monotonic seconds: when the socket took it */
+  int shm;                  /* its client's handshake proved shared memory */
+  int n;
+  zmq_msg_t *f;             /* routing id, envelope, payload frames */
+  void *hold;               /* what rb_arrival_free frees */
+} rb_arrival;
 double rb_monotonic(void);
-extern double rb_spin_seconds;   /* busy-poll window after a hand-off (RBRIDGE_SPIN_US) */
+/* R's main thread: */
+int rb_io_open(rb_io_shared *sh, char *err, size_t errlen);   /* binds; call before rb_io_start */
+int rb_io_start(pthread_t *tid, char *err, size_t errlen);
+void rb_io_stop(pthread_t tid);                              /* ends the thread, closes the socket */
+void rb_io_close(void);                                      /* closes the socket (no thread) */
+/* Drives the socket until a request comes (1, in *req), one of extra[] is
+ * ready (2), *interrupt is set or a signal came (-1), or timeout_ms pass (0). */
+int rb_io_wait(int timeout_ms, zmq_pollitem_t *extra, int nextra, volatile int *interrupt, rb_arrival *req);
+void rb_arrival_free(rb_arrival *req);
+/* Sends R's message f[0..n) (routing id first) to its client, taking the
+ * frames; `final`: a request's final reply. */
+void rb_io_send(zmq_msg_t *f, int n, int final);
 
 /* ---- console.c --------------------------------------------------------- */
 void rb_console_install(void);
@@ -188,14 +205,11 @@ typedef struct rb_request {
 } rb_request;
 
 /* ---- request.c (main thread) ------------------------------------------- */
-void rb_requests_bind(rb_io_shared *shared, void *pair);
+void rb_requests_bind(rb_io_shared *shared);
 rb_request *rb_active_request(void);     /* innermost request in progress, or NULL */
 void rb_request_push(rb_request *rq);
 void rb_request_pop(rb_request *rq);     /* marks it done */
 int rb_request_stop(const rb_request *rq);   /* RB_STOP_* */
-void rb_spin_after_send(void);
-double rb_take_spin_until(void);
-int rb_send_retry(void *sock, const void *buf, size_t len, int flags);
 int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb);
 
 /* ---- sendbuf.c ------------------------------------------------------------- */

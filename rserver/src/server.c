@@ -1,10 +1,10 @@
 /* Server lifecycle and the main-thread side of request handling.
  *
- * The I/O thread forwards requests over an inproc PAIR. R's main thread waits
- * on that socket together with R's own input handlers (so the event loop keeps
- * running while idle), and sends replies back through the same PAIR.
- * Requests in progress form a stack (nested requests come with callbacks);
- * the top of the stack owns console output and is what a ping reports. */
+ * R's main thread waits for requests at the client socket itself (io_thread.c),
+ * together with R's own input handlers (so the event loop keeps running while
+ * idle), and sends replies through it. Requests in progress form a stack
+ * (nested requests come with callbacks); the top of the stack owns console
+ * output and is what a ping reports. */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -21,8 +21,6 @@
 extern int R_interrupts_pending;   /* R_ext/GraphicsDevice.h declares them too */
 extern Rboolean R_interrupts_suspended;
 
-#define MAX_POLL 64
-
 /* The server's state, in one place. Start-up has two steps (SPEC §9):
  * C_server_prepare fixes the configuration and makes no thread and no ZeroMQ
  * context, so a process may fork after it; C_server_start_io then makes the
@@ -31,7 +29,7 @@ typedef struct {
   int prepared;             /* configured; no thread, no context yet */
   int running;              /* the context and the I/O thread exist */
   rb_io_shared shared;      /* with the I/O thread (see rserver.h) */
-  void *zctx, *main_pair;
+  void *zctx;
   pthread_t io_tid;
 } rb_server;
 
@@ -55,40 +53,32 @@ static void request_finalizer(SEXP ptr) {
 }
 
 
-/* Receives one forwarded request from the PAIR and wraps it for R. */
-static SEXP receive_request(void) {
-  zmq_msg_t f;
-  int more = 1, idx = 0, arrival_flags = 0;
-  size_t sz = sizeof more;
+/* Wraps a request taken from the socket for R (frames: routing id,
+ * envelope, payloads). */
+static SEXP receive_request(rb_arrival *a) {
   rb_request *rq = calloc(1, sizeof *rq);
-  if (!rq) Rf_error("rbridge: out of memory");
-  while (more) {
-    zmq_msg_init(&f);
-    while (zmq_msg_recv(&f, server.main_pair, 0) < 0 && errno == EINTR) {}
-    zmq_getsockopt(server.main_pair, ZMQ_RCVMORE, &more, &sz);
-    size_t n = zmq_msg_size(&f);
-    if (idx == 0 && n == RB_ARRIVAL_FRAME) {   /* stamped by the I/O thread */
-      memcpy(&rq->arrived, zmq_msg_data(&f), sizeof rq->arrived);
-      arrival_flags = ((const uint8_t *)zmq_msg_data(&f))[sizeof rq->arrived];
-    } else if (idx == 1 && n <= RB_MAX_ROUTING_ID) {
-      memcpy(rq->rid, zmq_msg_data(&f), n);
-      rq->rid_len = n;
-      rq->client_len = rb_client_key_len(n);
-    } else if (idx == 2 && (rq->envelope = malloc(n ? n : 1)) != NULL) {
-      memcpy(rq->envelope, zmq_msg_data(&f), n);
-      rq->envelope_len = n;
-    } else if (idx >= 3) {
-      /* payload frames are kept as they are (no copy) until decoded */
-      zmq_msg_t *frames = realloc(rq->frames, (size_t)(rq->nframes + 1) * sizeof *frames);
-      if (frames) {
-        rq->frames = frames;
-        zmq_msg_init(&frames[rq->nframes]);
-        zmq_msg_move(&frames[rq->nframes++], &f);
-      }
+  zmq_msg_t *frames = a->n > 2 ? malloc((size_t)(a->n - 2) * sizeof *frames) : NULL;
+  size_t rid_len = zmq_msg_size(&a->f[0]), n = zmq_msg_size(&a->f[1]);
+  if (rq && (a->n <= 2 || frames) && rid_len <= RB_MAX_ROUTING_ID && (rq->envelope = malloc(n ? n : 1))) {
+    rq->arrived = a->arrived;
+    memcpy(rq->rid, zmq_msg_data(&a->f[0]), rid_len);
+    rq->rid_len = rid_len;
+    rq->client_len = rb_client_key_len(rid_len);
+    memcpy(rq->envelope, zmq_msg_data(&a->f[1]), n);
+    rq->envelope_len = n;
+    /* payload frames are kept as they are (no copy) until decoded */
+    for (int i = 2; i < a->n; i++) {
+      zmq_msg_init(&frames[i - 2]);
+      zmq_msg_move(&frames[i - 2], &a->f[i]);
     }
-    zmq_msg_close(&f);
-    idx++;
+    rq->frames = frames;
+    rq->nframes = a->n > 2 ? a->n - 2 : 0;
+    frames = NULL;
   }
+  free(frames);
+  int shm = a->shm;
+  rb_arrival_free(a);
+  if (!rq) Rf_error("rbridge: out of memory");
   rb_peek pk;
   const char *err;
   if (!rq->envelope || rq->arrived <= 0 || rb_peek_envelope(rq->envelope, rq->envelope_len, &pk, &err)) {
@@ -100,7 +90,7 @@ static SEXP receive_request(void) {
   rq->id = pk.id;
   memcpy(rq->op, pk.op, RB_OP_MAX);
   rq->timeout = pk.timeout;
-  rq->shm = pk.shm && (arrival_flags & RB_ARRIVAL_SHM);   /* only once the handshake proved it */
+  rq->shm = pk.shm && shm;   /* only once the handshake proved it */
   /* A new outermost request means the client has read every earlier reply:
    * shared-memory segments it left unread (an abandoned reply) go now. */
   if (!rb_active_request()) rb_shm_forget(rq->rid, rq->client_len);
@@ -122,38 +112,36 @@ static SEXP receive_request(void) {
  * a callback) is also stored as `ctx` in the environment `state`, if given. */
 SEXP C_server_next(SEXP timeout_ms, SEXP state) {
   if (!server.running) Rf_error("rbridge: the server is not running");
-  /* A SIGINT that came while we were not in zmq_poll is only pending: R checks
+  /* A SIGINT that came while we were not waiting is only pending: R checks
    * once in a thousand evaluations, which an idle loop takes long to reach. */
   if (R_interrupts_pending) R_CheckUserInterrupt();
-  zmq_pollitem_t items[MAX_POLL];
+  zmq_pollitem_t extra[RB_MAX_EXTRA];
   int n = 0;
-  items[n++] = (zmq_pollitem_t){server.main_pair, 0, ZMQ_POLLIN, 0};
-  for (InputHandler *h = R_InputHandlers; h && n < MAX_POLL; h = h->next)
-    if (h->fileDescriptor > 0) items[n++] = (zmq_pollitem_t){NULL, h->fileDescriptor, ZMQ_POLLIN, 0};
-  int rc = 0;
-  double spin_until = rb_take_spin_until();
-  while (rb_monotonic() < spin_until && (rc = zmq_poll(items, 1, 0)) == 0) {}
-  if (rc == 0) rc = zmq_poll(items, n, Rf_asInteger(timeout_ms));
+  for (InputHandler *h = R_InputHandlers; h && n < RB_MAX_EXTRA; h = h->next)
+    if (h->fileDescriptor > 0) extra[n++] = (zmq_pollitem_t){NULL, h->fileDescriptor, ZMQ_POLLIN, 0};
+  rb_arrival a;
+  memset(&a, 0, sizeof a);
+  /* interrupts pending stop the wait only where R takes them */
+  int rc = rb_io_wait(Rf_asInteger(timeout_ms), extra, n, R_interrupts_suspended ? NULL : &R_interrupts_pending, &a);
   if (rc == 0 && !rb_active_request()) {   /* idle */
     rb_sendbuf_trim(0);
     rb_views_collect(1);
   }
-  if (rc < 0 && errno == EINTR) R_CheckUserInterrupt();   /* a signal woke us: take an interrupt now */
-  if (rc <= 0) return R_NilValue;
-  if (items[0].revents & ZMQ_POLLIN) {
+  if (rc < 0) R_CheckUserInterrupt();   /* a signal woke us, or a deadline passed: take an interrupt now */
+  if (rc == 1) {
     /* Once on the stack, a request must reach the serve loop's state before
      * an interrupt can land: R's allocator takes pending interrupts when a
      * collection ends, so they are held until the request is noted there
      * (an interrupt from then on is answered to it). */
     Rboolean suspended = R_interrupts_suspended;
     R_interrupts_suspended = TRUE;
-    SEXP ctx = PROTECT(receive_request());
+    SEXP ctx = PROTECT(receive_request(&a));
     if (TYPEOF(state) == ENVSXP && !rb_request_from(ctx)->is_reply) Rf_defineVar(Rf_install("ctx"), ctx, state);
     R_interrupts_suspended = suspended;
     UNPROTECT(1);
     return ctx;
   }
-  R_runHandlers(R_InputHandlers, R_checkActivity(0, 1));
+  if (rc == 2) R_runHandlers(R_InputHandlers, R_checkActivity(0, 1));
   return R_NilValue;
 }
 
@@ -221,7 +209,6 @@ static SEXP finish(SEXP ctx, void (*fill)(rb_encoder *, void *), SEXP value, SEX
   rb_request_pop(rq);
   rb_send_encoded(rq, &e);
   rb_encoder_free(&e);
-  rb_spin_after_send();
   if (!rb_active_request()) rb_views_collect(0);   /* after the reply: off the client's wait */
   return R_NilValue;
 }
@@ -345,8 +332,6 @@ SEXP C_server_prepare(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP par
   sh->liveness = Rf_asReal(liveness);
   memcpy(sh->worker_info, RAW(info), (size_t)XLENGTH(info));
   sh->worker_info_len = (size_t)XLENGTH(info);
-  const char *spin = getenv("RBRIDGE_SPIN_US");
-  if (spin && *spin) rb_spin_seconds = atof(spin) * 1e-6;
   server.prepared = 1;
   return R_NilValue;
 }
@@ -361,33 +346,20 @@ SEXP C_server_start_io(void) {
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
   server.zctx = zmq_ctx_new();
-  server.main_pair = server.zctx ? zmq_socket(server.zctx, ZMQ_PAIR) : NULL;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (!server.main_pair) Rf_error("rbridge: cannot create a ZeroMQ context: %s", zmq_strerror(errno));
-  /* requests: bounded by the I/O thread's flow control; R's messages: R
-   * waits when a client does not read them (see io_thread.c) */
-  int hwm = 100000, out_hwm = 1000;
-  zmq_setsockopt(server.main_pair, ZMQ_SNDHWM, &out_hwm, sizeof out_hwm);
-  zmq_setsockopt(server.main_pair, ZMQ_RCVHWM, &hwm, sizeof hwm);
-  zmq_bind(server.main_pair, "inproc://rserver-main");
   sh->zctx = server.zctx;
-  rb_requests_bind(sh, server.main_pair);
-
-  char err[256];
-  if (rb_io_start(sh, &server.io_tid, err, sizeof err) < 0) {
-    zmq_close(server.main_pair);
+  char err[1200];
+  int rc = server.zctx ? rb_io_open(sh, err, sizeof err) : -1;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (!server.zctx) Rf_error("rbridge: cannot create a ZeroMQ context: %s", zmq_strerror(errno));
+  if (rc < 0) {
     zmq_ctx_term(server.zctx);
     Rf_error("rbridge: %s", err);
   }
-  char status[1100];
-  int n;
-  while ((n = zmq_recv(server.main_pair, status, sizeof status - 1, 0)) < 0 && errno == EINTR) {}
-  status[n < 0 ? 0 : (n > (int)sizeof status - 1 ? (int)sizeof status - 1 : n)] = 0;
-  if (status[0] != 'R') {
-    pthread_join(server.io_tid, NULL);
-    zmq_close(server.main_pair);
+  rb_requests_bind(sh);
+  if (rb_io_start(&server.io_tid, err, sizeof err) < 0) {
+    rb_io_close();
     zmq_ctx_term(server.zctx);
-    Rf_error("rbridge: cannot bind %s", status + 1);
+    Rf_error("rbridge: %s", err);
   }
   server.running = 1;
   rb_console_install();
@@ -399,15 +371,12 @@ SEXP C_server_stop(void) {
   rb_console_restore();
   rb_shm_forget(NULL, 0);
   rb_arenas_detach(NULL, 0);
-  rb_send_retry(server.main_pair, "", 0, ZMQ_SNDMORE);
-  rb_send_retry(server.main_pair, "stop", 4, 0);
-  pthread_join(server.io_tid, NULL);
-  zmq_close(server.main_pair);
+  rb_io_stop(server.io_tid);
   zmq_ctx_term(server.zctx);
   rb_sendbuf_trim(1);
   /* libzmq leaves the socket file of an ipc:// endpoint behind */
   if (strncmp(server.shared.bound_endpoint, "ipc://", 6) == 0) unlink(server.shared.bound_endpoint + 6);
-  server.main_pair = server.zctx = NULL;
+  server.zctx = NULL;
   server.running = 0;
   return R_NilValue;
 }
