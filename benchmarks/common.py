@@ -6,11 +6,13 @@ Every contender script prints one JSON object mapping workload names to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 QUICK = "--quick" in sys.argv
@@ -18,16 +20,22 @@ QUICK = "--quick" in sys.argv
 # name -> what is measured (one sample = one timed repeat)
 WORKLOADS = {
     "small_call": "round trip of sum(1), per call",
+    "small_call_loaded": "round trip of sum(1) while a CPU-bound process runs on one of the cores, per call",
     "seq_10k": "10,000 sequential small calls",
     "dbl_r2py": "1e7 doubles (80 MB) R -> Python",
     "dbl_py2r": "1e7 doubles (80 MB) Python -> R",
+    "dbl_r2py_cold": "1e7 doubles R -> Python, the first transfer of a fresh session (connection)",
+    "dbl_py2r_cold": "1e7 doubles Python -> R, the first transfer of a fresh session (connection)",
     "df_r2py": "data.frame, 1e6 rows (double, character, factor) R -> pandas",
     "df_py2r": "data.frame, 1e6 rows (double, character, factor) pandas -> R",
+    "df_r2py_cold": "the same data.frame R -> pandas, the first transfer of a fresh session",
+    "df_py2r_cold": "the same data.frame pandas -> R, the first transfer of a fresh session",
     "wide_r2py": "wide data.frame, 100 rows x 2,000 double columns, R -> pandas",
     "wide_py2r": "wide data.frame, 100 rows x 2,000 double columns, pandas -> R",
     "callback_loop": "R loop calling a Python function 10,000 times, per call",
     "cold_start": "from nothing running to the first result",
     "peak_mem": "R side's peak memory above its baseline while receiving the 80 MB vector",
+    "idle_cpu": "CPU time an idle worker takes, as a share of one core, over 10 s",
 }
 
 N_DOUBLES = 100_000 if QUICK else 10_000_000
@@ -44,6 +52,7 @@ BULK_REPEATS = 2 if QUICK else 7
 #: shared-memory arenas fill during the first few (the same for everyone).
 BULK_WARMUP = 1 if QUICK else 4
 COLD_REPEATS = 1 if QUICK else 5
+IDLE_SECONDS = 2 if QUICK else 10
 
 
 def bulk(fn: Callable[[], Any]) -> dict[str, Any]:
@@ -84,6 +93,48 @@ def make_wide() -> Any:
     return pd.DataFrame(values, columns=[f"V{i + 1}" for i in range(WIDE_COLS)])
 
 
+def cold(fresh: Callable[[], Any], first: Callable[[Any], Any], done: Callable[[Any], Any]) -> dict[str, Any]:
+    """Samples of the first transfer of a fresh session: ``fresh()`` makes one
+    (untimed), ``first(it)`` is timed, ``done(it)`` closes it."""
+    samples = []
+    for _ in range(COLD_REPEATS):
+        it = fresh()
+        t = time.perf_counter()
+        first(it)
+        samples.append(time.perf_counter() - t)
+        done(it)
+    return {"samples": samples, "unit": "s"}
+
+
+@contextlib.contextmanager
+def cpu_hog() -> Iterator[None]:
+    """A CPU-bound process, pinned to the last core, for the duration."""
+    last = max(os.sched_getaffinity(0))
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                           preexec_fn=lambda: os.sched_setaffinity(0, {last}))
+    try:
+        time.sleep(0.3)
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(pid: int) -> dict[str, Any]:
+    """The share of one core (percent) the idle process takes over IDLE_SECONDS."""
+    time.sleep(1)
+    before = cpu_seconds(pid)
+    time.sleep(IDLE_SECONDS)
+    return {"samples": [100 * (cpu_seconds(pid) - before) / IDLE_SECONDS], "unit": "%"}
+
+
 def na(reason: str) -> dict[str, str]:
     return {"na": reason}
 
@@ -105,7 +156,7 @@ def reset_peak_rss(pid: int) -> None:
 
 def emit(results: dict[str, Any]) -> None:
     for name in WORKLOADS:
-        results.setdefault(name, na("not measured"))
+        results.setdefault(name, na("measured for rbridge and the wire only"))
     json.dump(results, sys.stdout)
     sys.stdout.flush()
 

@@ -39,12 +39,18 @@ CONTENDERS = [  # (column, script, args)
 TARGETS = [
     ("small call ≤ 1.3× the wire (ipc)", "small_call", "rbridge ipc", "wire ipc", 1.3),
     ("small call ≤ 1.3× the wire (tcp)", "small_call", "rbridge tcp", "wire tcp", 1.3),
+    ("small call ≤ 1.5× the wire, under CPU load (ipc)", "small_call_loaded", "rbridge ipc", "wire ipc", 1.5),
+    ("small call ≤ 1.5× the wire, under CPU load (tcp)", "small_call_loaded", "rbridge tcp", "wire tcp", 1.5),
     ("small call faster than pyRserve", "small_call", "rbridge tcp", "pyRserve", 1.0),
     ("small call faster than pyRserve (ipc)", "small_call", "rbridge ipc", "pyRserve", 1.0),
     ("1e7 doubles R→Py ≤ 1.5× the wire (tcp)", "dbl_r2py", "rbridge tcp", "wire tcp", 1.5),
     ("1e7 doubles Py→R ≤ 1.5× the wire (tcp)", "dbl_py2r", "rbridge tcp", "wire tcp", 1.5),
     ("1e7 doubles R→Py ≤ 0.5× the wire, one host", "dbl_r2py", "rbridge ipc", "wire ipc", 0.5),
     ("1e7 doubles Py→R ≤ 0.5× the wire, one host", "dbl_py2r", "rbridge ipc", "wire ipc", 0.5),
+    ("cold: first 1e7 doubles R→Py of a session ≤ 0.5× the wire's first, one host", "dbl_r2py_cold", "rbridge ipc",
+     "wire ipc", 0.5),
+    ("cold: first 1e7 doubles Py→R of a session ≤ 0.5× the wire's first, one host", "dbl_py2r_cold", "rbridge ipc",
+     "wire ipc", 0.5),
     ("1e7 doubles R→Py ≥ 3× faster than pyRserve", "dbl_r2py", "rbridge ipc", "pyRserve", 1 / 3),
     ("1e7 doubles Py→R ≥ 3× faster than pyRserve", "dbl_py2r", "rbridge ipc", "pyRserve", 1 / 3),
     ("data.frame R→pandas ≥ 10× faster than pyRserve", "df_r2py", "rbridge ipc", "pyRserve", 0.1),
@@ -55,6 +61,11 @@ TARGETS = [
     ("wide frame pandas→R ≤ 1.5× pyarrow's Table.from_pandas()", "wide_py2r", "rbridge ipc", "pyarrow (no R)",
      1.5),
     ("callback ≤ 1.5× a small call", "callback_loop", "rbridge ipc", None, 1.5),
+]
+# (description, workload, contender, limit): the value itself <= limit
+ABSOLUTE_TARGETS = [
+    ("an idle worker takes < 1% of a core (ipc)", "idle_cpu", "rbridge ipc", 1.0),
+    ("an idle worker takes < 1% of a core (tcp)", "idle_cpu", "rbridge tcp", 1.0),
 ]
 
 
@@ -74,6 +85,8 @@ def median(entry: dict[str, Any]) -> float | None:
 def fmt(value: float, unit: str) -> str:
     if unit == "MB":
         return f"{value:.1f} MB"
+    if unit == "%":
+        return f"{value:.2f} % of a core"
     for scale, suffix in ((1, "s"), (1e-3, "ms"), (1e-6, "µs")):
         if value >= scale or suffix == "µs":
             return f"{value / scale:.3g} {suffix}"
@@ -112,8 +125,7 @@ def write_chart(results: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    shown = [w for w in WORKLOADS if w != "peak_mem"
-             and any("samples" in results[c][w] for c, _, _ in CONTENDERS)]
+    shown = [w for w in WORKLOADS if any(results[c][w].get("unit") == "s" for c, _, _ in CONTENDERS)]
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 4.2))
     for ax, workload in zip(axes, shown, strict=True):
         names = [c for c, _, _ in CONTENDERS if "samples" in results[c][workload]]
@@ -167,6 +179,10 @@ def main() -> int:
         else:
             verdict = "met" if a / b <= limit else "NOT met"
             lines.append(f"| {desc} | {a / b:.2f}× | {limit:.3g}× | {verdict} |")
+    for desc, workload, contender, limit in ABSOLUTE_TARGETS:
+        a = median(results[contender][workload])
+        verdict = "not measurable in this run" if a is None else "met" if a < limit else "NOT met"
+        lines.append(f"| {desc} | {'n/a' if a is None else f'{a:.2f} %'} | {limit:.3g} % | {verdict} |")
     lines += ["", "rbridge against each peer, same transport where there is one:", ""]
     for workload in WORKLOADS:
         parts = []

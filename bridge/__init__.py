@@ -20,13 +20,14 @@ from ._errors import (
                       WorkerNotAvailable,
 )
 from ._proxies import Namespace, RFunction, RObject
-from ._session import CapturedOutput, Session, connect
+from ._session import CapturedOutput, Diagnostics, Session, connect
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PROTOCOL_VERSION",
     "CapturedOutput",
+    "Diagnostics",
     "Namespace",
     "ProtocolError",
     "RBridgeError",

@@ -128,6 +128,11 @@ class ArenaWriter:
         spot = arena.allocate(length)
         return None if spot is None else (arena, *spot)
 
+    def regions_out(self) -> int:
+        """Regions handed to the worker that it has not given back yet."""
+        with self._lock:
+            return sum(arena.reclaim() for arena in self.arenas)
+
     def close(self) -> None:
         with self._lock:
             for arena in self.arenas:

@@ -22,7 +22,7 @@ EXACT_INT = 2**53
 KIND = b"rbridge.kind"
 
 
-class ArrowValue:
+class Payload:
     """A decoded payload, converted to a Python result once the reply is in
     (the result type is an option of the request)."""
 
@@ -568,14 +568,14 @@ def numpy_to_arrow(values: np.ndarray) -> pa.Array:
     return pa.array(np.ma.getdata(values), mask=mask, from_pandas=values.dtype.kind == "O")
 
 
-def resolve(value: Any, results: str, backend: str = "numpy") -> Any:
+def convert_payloads(value: Any, results: str, backend: str = "numpy") -> Any:
     """Replaces decoded payloads (and, for ``"arrow"``, vectors) in a reply value."""
-    if isinstance(value, ArrowValue):
+    if isinstance(value, Payload):
         return to_python(value.table, results, backend)
     if isinstance(value, list):
-        return [resolve(v, results, backend) for v in value]
+        return [convert_payloads(v, results, backend) for v in value]
     if isinstance(value, dict):
-        return {k: resolve(v, results, backend) for k, v in value.items()}
+        return {k: convert_payloads(v, results, backend) for k, v in value.items()}
     if results == "arrow" and isinstance(value, np.ndarray):
         return numpy_to_arrow(value)
     return value

@@ -77,7 +77,17 @@ class Ignored:
     message: dict[str, Any]
 
 
-Event = Reply | Output | Callback | CallablesReleased | Ignored
+@dataclass(frozen=True)
+class Warned:
+    """A warning R signalled while it ran the awaited request (they come with
+    its final reply)."""
+
+    message: str
+    rclass: list[str] | None
+    call: str | None
+
+
+Event = Reply | Output | Warned | Callback | CallablesReleased | Ignored
 
 #: What a :class:`Wait` tells its driver to do when nothing came.
 PING = "ping"
@@ -167,6 +177,11 @@ class Protocol:
         if op == "output":
             return Output(msg.get("stream", "stdout"), msg.get("text", ""))
         return Reply(msg)
+
+    @staticmethod
+    def warnings_of(reply: dict[str, Any]) -> list[Warned]:
+        """The warnings a final reply carries, as events."""
+        return [Warned(str(w.get("message", "")), w.get("class"), w.get("call")) for w in reply.get("warnings") or ()]
 
     def receive(self, frame: bytes, payloads: list[Any], ext_hook: ExtHook, awaited: int) -> Event:
         """Decodes an envelope (``payloads``: the frames after it) and interprets it."""

@@ -12,13 +12,14 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
 import zmq
 
 from . import _codec
 from ._arena import ArenaReader, ArenaWriter
-from ._arrow import DTYPE_BACKENDS, ArrowValue, resolve
+from ._arrow import DTYPE_BACKENDS, Payload, convert_payloads
 from ._convert import to_wire
 from ._errors import (
     ProtocolError,
@@ -39,7 +40,7 @@ from ._payloads import (
     sweep_segments,
     unlink_segment,
 )
-from ._protocol import LIVENESS, CallablesReleased, Callback, Event, Protocol
+from ._protocol import LIVENESS, CallablesReleased, Callback, Event, Output, Protocol, Warned
 from ._proxies import Namespace, RFunction, RObject, python_names
 from ._transport import Channel
 from ._worker import LocalWorker
@@ -50,6 +51,27 @@ RESULT_TYPES = ("pandas", "arrow")
 SHUTDOWN_REPLY_WAIT = 2.0
 CLIENT_KEY_BYTES = 16
 FRAMES_PER_LEVEL = 40
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """A snapshot of what a session holds, from :meth:`Session.diagnostics`:
+    for leak tests and troubleshooting."""
+
+    #: the worker's process id (on its host)
+    worker_pid: int | None
+    #: a private worker's own directory (socket, log), else None
+    worker_directory: str | None
+    #: Python callables that R code holds (released when R collects them)
+    callables: int
+    #: messages this session sent on its main socket, by op
+    messages_sent: dict[str, int]
+    #: shared-memory arenas this session writes payloads into
+    arenas: int
+    #: regions of those arenas the worker has not given back yet
+    regions_out: int
+    #: the worker's arenas this session has mapped, by segment name
+    worker_arenas_mapped: tuple[str, ...]
 
 
 class CapturedOutput:
@@ -96,6 +118,9 @@ class _Core:
         self.callback_errors: list[BaseException] = []
         self.channel.on_event = self._on_event
         self.sinks: dict[str, IO[str] | None] = {"stdout": stdout, "stderr": stderr}
+        # Output and warnings go through emit(): the innermost listener that
+        # takes an event (capture_output's), else where they go by default.
+        self.listeners: list[Callable[[Output | Warned], bool]] = []
         self.info: dict[str, Any] = {}
         self.closed = False
         self.dead = False
@@ -122,7 +147,7 @@ class _Core:
 
     def _ext_hook(self, code: int, data: bytes, frames: list[Any]) -> Any:
         if code == EXT_PAYLOAD:
-            return ArrowValue(read_payload(data, frames, self.arena_reader))
+            return Payload(read_payload(data, frames, self.arena_reader))
         value = _codec._ext_hook(code, data)
         if isinstance(value, _codec.HandleRef):
             self.live_ids.add(value.id)
@@ -155,7 +180,9 @@ class _Core:
 
     # -- callbacks --------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, CallablesReleased):
+        if isinstance(event, Output):
+            self.emit(event)
+        elif isinstance(event, CallablesReleased):
             for cid in event.ids:
                 self.callables.pop(cid, None)
         elif isinstance(event, Callback):
@@ -177,7 +204,8 @@ class _Core:
             if fn is None:
                 raise RBridgeError(f"Python function {msg.get('fn')} is no longer registered")
             conv = self.options["results"], self.options["dtype_backend"]
-            value = fn(*resolve(msg.get("args") or [], *conv), **resolve(msg.get("kwargs") or {}, *conv))
+            args = convert_payloads(msg.get("args") or [], *conv)
+            value = fn(*args, **convert_payloads(msg.get("kwargs") or {}, *conv))
             wire, payloads = self.outgoing(value=value)
             reply = Protocol.callback_result(msg["id"], wire)
         except Exception as exc:   # becomes an R condition; KeyboardInterrupt passes on
@@ -191,12 +219,21 @@ class _Core:
         self.sent_segments.extend(payloads.segments)
         self.channel.send(reply, payloads.frames)
 
-    def write_output(self, stream: str, text: Any) -> None:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", errors="replace")
-        sink = self.sinks.get(stream) or (sys.stderr if stream == "stderr" else sys.stdout)
-        sink.write(text)
-        sink.flush()
+    # -- output and warnings -------------------------------------------------------
+    def emit(self, event: Output | Warned) -> None:
+        """The one handler of what R prints and warns: the innermost listener
+        that takes the event, else R's output to the session's streams
+        (``sys.stdout``/``sys.stderr`` by default) and warnings as
+        :class:`RWarning` at the user's line."""
+        for listener in reversed(self.listeners):
+            if listener(event):
+                return
+        if isinstance(event, Warned):
+            _warn_at_caller(RWarning(event.message, event.rclass, event.call))
+            return
+        stream = self.sinks.get(event.stream) or (sys.stderr if event.stream == "stderr" else sys.stdout)
+        stream.write(output_text(event))
+        stream.flush()
 
     # -- requests ---------------------------------------------------------------
     def check_usable(self) -> None:
@@ -246,7 +283,7 @@ class _Core:
             msg = self.protocol.request(op, fields, timeout=timeout, parent=parent, shm=self.shm)
             try:
                 frames = payloads.frames if payloads else ()
-                reply = self.channel.request(msg, frames=frames, timeout=timeout, on_output=self.write_output,
+                reply = self.channel.request(msg, frames=frames, timeout=timeout,
                                              on_interrupt=self._interrupt_on_main)
             except WorkerDied:
                 self.dead = True
@@ -254,8 +291,8 @@ class _Core:
             except RTimeout:
                 self.channel.send(self.protocol.interrupt(msg["id"]))
                 raise
-        for w in reply.get("warnings") or ():
-            _warn_at_caller(RWarning(str(w.get("message", "")), w.get("class"), w.get("call")))
+        for warned in Protocol.warnings_of(reply):
+            self.emit(warned)
         if reply["op"] == "error":
             error = error_from_reply(reply.get("error") or {})
             if "python_error" in error.rclass and self.callback_errors:
@@ -334,6 +371,11 @@ class _Core:
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def output_text(event: Output) -> str:
+    text = event.text
+    return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
 
 
 def _warn_at_caller(warning: Warning) -> None:
@@ -449,7 +491,7 @@ class Session:
         if not options["convert"] and op in ("eval", "call", "get") and "mode" not in fields:
             fields["mode"] = "handle"
         value = self._core.request(op, fields, timeout=options["timeout"], payloads=_payloads)
-        return resolve(value, options["results"], options["dtype_backend"])
+        return convert_payloads(value, options["results"], options["dtype_backend"])
 
     def _handle_of(self, obj: Any) -> int:
         hid = self._core.handle_id(obj)
@@ -505,16 +547,35 @@ class Session:
             value = core.request("release", {"handles": core.take_releases()})
         return int(value["live"])
 
+    def diagnostics(self) -> Diagnostics:
+        """What this session holds now (no round trip to the worker)."""
+        core = self._core
+        writer = core.arena_writer
+        return Diagnostics(
+            worker_pid=self.worker_pid,
+            worker_directory=str(core.worker.directory) if core.worker is not None else None,
+            callables=len(core.callables),
+            messages_sent=dict(core.channel.sent),
+            arenas=len(writer.arenas) if writer is not None else 0,
+            regions_out=writer.regions_out() if writer is not None else 0,
+            worker_arenas_mapped=tuple(core.arena_reader.mapped))
+
     @contextlib.contextmanager
     def capture_output(self) -> Iterator[CapturedOutput]:
         """Collects R's output instead of writing it to ``sys.stdout``/``sys.stderr``."""
         captured = CapturedOutput()
-        saved = dict(self._core.sinks)
-        self._core.sinks.update(stdout=captured._stdout, stderr=captured._stderr)
+
+        def take(event: Output | Warned) -> bool:
+            if not isinstance(event, Output):
+                return False   # warnings still reach the caller
+            (captured._stderr if event.stream == "stderr" else captured._stdout).write(output_text(event))
+            return True
+        listeners = self._core.listeners
+        listeners.append(take)
         try:
             yield captured
         finally:
-            self._core.sinks.update(saved)
+            listeners.remove(take)
 
     # -- lifecycle --------------------------------------------------------------
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,11 +28,9 @@ from ._protocol import (
     LIVENESS,
     PING,
     TIMEOUT_GRACE,
-    CallablesReleased,
-    Callback,
     Event,
     ExtHook,
-    Output,
+    Ignored,
     Protocol,
     Reply,
 )
@@ -42,7 +41,6 @@ HEARTBEAT_MS = 1000
 RECONNECT_GRACE = 1.5
 POLL_MS = 100
 
-OutputSink = Callable[[str, Any], None]
 
 
 def _plain_ext_hook(code: int, data: bytes, frames: list[Any]) -> Any:
@@ -85,6 +83,7 @@ class Channel:
         #: Callback (R calls a Python function; answered from the waiting
         #: thread) and CallablesReleased.
         self.on_event: Callable[[Event], None] | None = None
+        self.sent: Counter[str] = Counter()   # messages sent, by op
         self.closed = False
 
     @property
@@ -114,6 +113,7 @@ class Channel:
         """Sends without waiting; the reply, if any, is dropped when it comes.
         ``frames`` (payloads) follow the envelope; large ones are not copied."""
         envelope = _codec.pack(message)
+        self.sent[message["op"]] += 1
         if not frames:
             self._sock.send(envelope)
             return
@@ -123,24 +123,23 @@ class Channel:
             self._sock.send(frame, zmq.SNDMORE if i < last else 0, copy=len(frame) < ZERO_COPY_MIN)
 
     def request(self, message: dict[str, Any], *, frames: Sequence[Any] = (), timeout: float | None = None,
-                on_output: OutputSink | None = None,
                 on_interrupt: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Sends ``message`` (which has ``id``) and returns its final reply."""
         request_id = message["id"]
         self.send(message, frames)
         try:
-            return self._wait(request_id, timeout, on_output)
+            return self._wait(request_id, timeout)
         except KeyboardInterrupt:
             # Ctrl-C: stop the R computation too, and keep the session in step.
             if on_interrupt is not None:
                 on_interrupt(request_id)
             try:
-                self._wait(request_id, TIMEOUT_GRACE, None)
+                self._wait(request_id, TIMEOUT_GRACE)
             except (RTimeout, WorkerDied, KeyboardInterrupt):
                 pass
             raise
 
-    def _wait(self, request_id: int, timeout: float | None, on_output: OutputSink | None) -> dict[str, Any]:
+    def _wait(self, request_id: int, timeout: float | None) -> dict[str, Any]:
         wait = self.protocol.wait(request_id, time.monotonic(), timeout, self.liveness, self._ping_liveness)
         while True:
             try:
@@ -161,11 +160,8 @@ class Channel:
             event = self.protocol.receive(frame, payloads, self._ext_hook, request_id)
             if isinstance(event, Reply):
                 return event.message
-            if isinstance(event, Output):
-                if on_output is not None:
-                    on_output(event.stream, event.text)
-            elif isinstance(event, (Callback, CallablesReleased)) and self.on_event is not None:
-                self.on_event(event)
+            if not isinstance(event, Ignored) and self.on_event is not None:
+                self.on_event(event)   # output, callbacks, released callables
 
     def close(self) -> None:
         if not self.closed:

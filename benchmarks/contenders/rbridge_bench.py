@@ -25,8 +25,11 @@ from common import (  # noqa: E402
     N_DOUBLES,
     R_WIDE,
     bulk,
+    cold,
+    cpu_hog,
     emit,
     errors_as_na,
+    idle_cpu,
     make_wide,
     peak_rss_mb,
     reset_peak_rss,
@@ -72,6 +75,9 @@ def main() -> None:
     # small calls first, in a clean session (a large heap slows R's garbage collector)
     errors_as_na(results, "small_call", lambda: small_calls(lambda: r.call("sum", 1)))
     errors_as_na(results, "seq_10k", lambda: sequential(lambda: r.call("sum", 1)))
+    with cpu_hog():
+        errors_as_na(results, "small_call_loaded", lambda: small_calls(lambda: r.call("sum", 1)))
+    errors_as_na(results, "idle_cpu", lambda: idle_cpu(r.worker_pid))
     r.eval(f"x <- as.numeric(seq_len({N_DOUBLES}))")
     arr = np.arange(N_DOUBLES, dtype=np.float64)
     errors_as_na(results, "dbl_r2py", lambda: bulk(lambda: r["x"]))
@@ -90,11 +96,24 @@ def main() -> None:
                  lambda: timed(lambda: loop(lambda v: v + 1), BULK_REPEATS, per=N_CALLBACKS))
     close(r, proc)
 
-    def cold() -> None:
+    def start() -> None:
         s, p = connect(transport)
         s.call("sum", 1)
         close(s, p)
-    errors_as_na(results, "cold_start", lambda: timed(cold, COLD_REPEATS, warmup=0))
+    errors_as_na(results, "cold_start", lambda: timed(start, COLD_REPEATS, warmup=0))
+
+    def fresh(setup: str = "NULL") -> tuple[bridge.Session, subprocess.Popen | None]:
+        s, p = connect(transport)
+        s.eval(setup + "; NULL")
+        return s, p
+
+    def done(it: tuple[bridge.Session, subprocess.Popen | None]) -> None:
+        close(*it)
+    x = f"x <- as.numeric(seq_len({N_DOUBLES}))"
+    errors_as_na(results, "dbl_r2py_cold", lambda: cold(lambda: fresh(x), lambda it: it[0]["x"], done))
+    errors_as_na(results, "dbl_py2r_cold", lambda: cold(fresh, lambda it: it[0].assign("y", arr), done))
+    errors_as_na(results, "df_r2py_cold", lambda: cold(lambda: fresh(R_FRAME), lambda it: it[0]["df"], done))
+    errors_as_na(results, "df_py2r_cold", lambda: cold(fresh, lambda it: it[0].assign("df2", frame), done))
 
     def memory() -> dict:
         s, p = connect(transport)

@@ -18,6 +18,8 @@ from common import (  # noqa: E402
     COLD_REPEATS,
     N_DOUBLES,
     bulk,
+    cold,
+    cpu_hog,
     emit,
     errors_as_na,
     na,
@@ -72,9 +74,29 @@ def main() -> None:
     time.sleep(0.3)
     errors_as_na(results, "small_call", lambda: small_calls(echo))
     errors_as_na(results, "seq_10k", lambda: sequential(echo))
+    with cpu_hog():
+        errors_as_na(results, "small_call_loaded", lambda: small_calls(echo))
     errors_as_na(results, "dbl_r2py", lambda: bulk(pull))
     errors_as_na(results, "dbl_py2r", lambda: bulk(push))
-    for frame in ("df_r2py", "df_py2r", "wide_r2py", "wide_py2r"):
+
+    def fresh() -> zmq.Socket:   # a new connection, as a fresh session makes
+        s = ctx.socket(zmq.DEALER)
+        s.connect(endpoint)
+        s.send(msg64)
+        s.recv()
+        return s
+
+    def first_pull(s: zmq.Socket) -> None:
+        s.send(b"give")
+        s.recv(copy=False)
+
+    def first_push(s: zmq.Socket) -> None:
+        s.send(payload, copy=False)
+        s.recv()
+    errors_as_na(results, "dbl_r2py_cold", lambda: cold(fresh, first_pull, lambda s: s.close(linger=0)))
+    errors_as_na(results, "dbl_py2r_cold", lambda: cold(fresh, first_push, lambda s: s.close(linger=0)))
+    results["idle_cpu"] = na("no worker")
+    for frame in ("df_r2py", "df_py2r", "wide_r2py", "wide_py2r", "df_r2py_cold", "df_py2r_cold"):
         results[frame] = na("the wire moves bytes, not data frames")
     results["callback_loop"] = na("one callback is one round trip: see small_call")
     if transport == "ipc":

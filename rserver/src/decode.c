@@ -95,16 +95,16 @@ static SEXP decode_ref(const uint8_t *p, uint32_t len, const char *cls) {
   return ref;
 }
 
-static SEXP decode_handle(const uint8_t *p, uint32_t len, int resolve, const rb_request *rq) {
-  if (len != 8 && (resolve || len < 8)) Rf_error("rbridge: a handle reference must be exactly 8 bytes");
-  if (!resolve) return decode_ref(p, len, "rbridge_handle_ref");
+static SEXP decode_handle(const uint8_t *p, uint32_t len, int lookup, const rb_request *rq) {
+  if (len != 8 && (lookup || len < 8)) Rf_error("rbridge: a handle reference must be exactly 8 bytes");
+  if (!lookup) return decode_ref(p, len, "rbridge_handle_ref");
   uint64_t id = 0;
   for (int i = 0; i < 8; i++) id = (id << 8) | p[i];
   return rb_handle_get(id, rq);
 }
 
 typedef struct {
-  int resolve;
+  int lookup;
   const rb_request *rq;   /* for the client's arenas; NULL in codec tests */
   zmq_msg_t *frames;      /* the message's payload frames */
   int nframes;
@@ -232,7 +232,7 @@ static SEXP decode_segment(const uint8_t *p, uint32_t len) {
 
 /* ext 3 (SPEC "Arrow payloads"). */
 static SEXP decode_payload(const uint8_t *p, uint32_t len, decode_ctx *ctx) {
-  if (!ctx->resolve) {   /* kept as its bytes, for tests of the codec */
+  if (!ctx->lookup) {   /* kept as its bytes, for tests of the codec */
     SEXP ref = PROTECT(Rf_allocVector(RAWSXP, len));
     if (len) memcpy(RAW(ref), p, len);
     Rf_setAttrib(ref, R_ClassSymbol, Rf_mkString("rbridge_payload_ref"));
@@ -271,7 +271,7 @@ static SEXP decode_code(const uint8_t *p, uint32_t len) {
 }
 
 static SEXP decode_value(mp_reader *r, int depth, decode_ctx *ctx) {
-  int resolve = ctx->resolve;
+  int lookup = ctx->lookup;
   mp_item it;
   if (mp_next(r, &it)) Rf_error("rbridge: malformed msgpack: %s", r->err);
   switch (it.kind) {
@@ -308,12 +308,12 @@ static SEXP decode_value(mp_reader *r, int depth, decode_ctx *ctx) {
     return x;
   }
   case MP_EXT:
-    if (it.ext_type == RB_EXT_HANDLE) return decode_handle(it.ptr, it.len, resolve, ctx->rq);
+    if (it.ext_type == RB_EXT_HANDLE) return decode_handle(it.ptr, it.len, lookup, ctx->rq);
     if (it.ext_type == RB_EXT_VECTOR) return decode_vector(it.ptr, it.len);
     if (it.ext_type == RB_EXT_PAYLOAD) return decode_payload(it.ptr, it.len, ctx);
     if (it.ext_type == RB_EXT_CODE) return decode_code(it.ptr, it.len);
     if (it.ext_type == RB_EXT_CALLABLE) {
-      if (resolve) return rb_make_callable(it.ptr, it.len, ctx->rq);
+      if (lookup) return rb_make_callable(it.ptr, it.len, ctx->rq);
       return decode_ref(it.ptr, it.len, "rbridge_callable_ref");
     }
     Rf_error("rbridge: unknown msgpack ext type %d", (int)it.ext_type);
@@ -330,8 +330,8 @@ static SEXP decode_all(const void *buf, size_t len, decode_ctx *ctx) {
   return x;
 }
 
-SEXP rb_decode(const void *buf, size_t len, int resolve) {
-  decode_ctx ctx = {resolve, NULL, NULL, 0, R_NilValue, NULL, 0};
+SEXP rb_decode(const void *buf, size_t len, int lookup) {
+  decode_ctx ctx = {lookup, NULL, NULL, 0, R_NilValue, NULL, 0};
   return decode_all(buf, len, &ctx);
 }
 
@@ -367,8 +367,8 @@ static void after_request_decode(void *p, Rboolean jump) {
 SEXP rb_decode_request(rb_request *rq) {
   /* release reads its handle references itself: released, unknown and other
    * clients' handles are skipped there, not errors here */
-  int resolve = strcmp(rq->op, "release") != 0;
-  decode_ctx ctx = {resolve, rq, rq->frames, rq->nframes, R_NilValue, NULL, 0};
+  int lookup = strcmp(rq->op, "release") != 0;
+  decode_ctx ctx = {lookup, rq, rq->frames, rq->nframes, R_NilValue, NULL, 0};
   ctx.backings = PROTECT(Rf_allocVector(VECSXP, rq->nframes));
   ctx.viewed = (rb_view_spans *)R_alloc(1, sizeof *ctx.viewed);
   ctx.viewed->n = 0;
@@ -378,7 +378,7 @@ SEXP rb_decode_request(rb_request *rq) {
 }
 
 /* .Call entry for tests and tools: decode a raw vector. */
-SEXP C_mp_decode(SEXP raw, SEXP resolve) {
+SEXP C_mp_decode(SEXP raw, SEXP lookup) {
   if (TYPEOF(raw) != RAWSXP) Rf_error("rbridge: expected a raw vector");
-  return rb_decode(RAW(raw), (size_t)XLENGTH(raw), Rf_asLogical(resolve) == TRUE);
+  return rb_decode(RAW(raw), (size_t)XLENGTH(raw), Rf_asLogical(lookup) == TRUE);
 }

@@ -20,7 +20,7 @@ void rb_encoder_init(rb_encoder *e) {
 void rb_encoder_free(rb_encoder *e) {
   for (int i = 0; i < e->npayloads; i++) {
     if (e->payloads[i].data) rb_sendbuf_put(e->payloads[i].data, (void *)(uintptr_t)e->payloads[i].cap);
-    if (e->payloads[i].shm[0]) shm_unlink(e->payloads[i].shm);
+    if (e->payloads[i].segment[0]) shm_unlink(e->payloads[i].segment);
     if (e->payloads[i].arena) rb_arena_release(e->payloads[i].arena, e->payloads[i].slot);   /* never sent */
   }
   free(e->payloads);
@@ -117,7 +117,7 @@ static size_t put_name(uint8_t *p, const char *name) {
   return n;
 }
 
-static void pack_arrow(rb_encoder *e, SEXP x, SEXP extra_meta) {
+static void pack_payload(rb_encoder *e, SEXP x, SEXP extra_meta) {
   if (e->npayloads == e->cap) {
     int cap = e->cap ? 2 * e->cap : 4;
     rb_payload *np = realloc(e->payloads, (size_t)cap * sizeof *np);
@@ -143,12 +143,12 @@ static void pack_arrow(rb_encoder *e, SEXP x, SEXP extra_meta) {
     ref_len += put_le(ref + ref_len, len, 8);
     ref_len += put_le(ref + ref_len, region.slot, 4);
     ref_len += put_name(ref + ref_len, region.name);
-  } else if (shm && (map = rb_shm_create(len, pl->shm)) != NULL) {
+  } else if (shm && (map = rb_shm_create(len, pl->segment)) != NULL) {
     rb_arrow_write(plan, map);
     munmap(map, len);
     ref[0] = 'm';
     ref_len += put_le(ref + ref_len, len, 8);
-    ref_len += put_name(ref + ref_len, pl->shm);
+    ref_len += put_name(ref + ref_len, pl->segment);
   } else {
     pl->data = rb_sendbuf_get(len, &pl->cap);
     if (!pl->data) { rb_arrow_plan_free(plan); Rf_error("rbridge: out of memory"); }
@@ -167,7 +167,7 @@ static void pack_arrow(rb_encoder *e, SEXP x, SEXP extra_meta) {
 }
 
 /* A value that must travel as Arrow (a client's to_arrow()). */
-void rb_pack_arrow(rb_encoder *e, SEXP x) {
+void rb_pack_payload(rb_encoder *e, SEXP x) {
   SEXP form = PROTECT(rb_arrow_form(x));
   if (form == R_NilValue) {
     SEXP cls = PROTECT(r_class(x));
@@ -175,7 +175,7 @@ void rb_pack_arrow(rb_encoder *e, SEXP x) {
              "atomic vectors, factors, dates, times, matrices, tables and time series have one, "
              "unless they hold lists or complex numbers)", CHAR(STRING_ELT(cls, 0)));
   }
-  pack_arrow(e, VECTOR_ELT(form, 0), VECTOR_ELT(form, 1));
+  pack_payload(e, VECTOR_ELT(form, 0), VECTOR_ELT(form, 1));
   UNPROTECT(1);
 }
 
@@ -201,13 +201,13 @@ void rb_pack_value(rb_encoder *e, SEXP x, int depth, int as_handle) {
   if (as_handle || depth <= 0) { pack_handle(e, x); return; }
   int arrow = rb_arrow_kind(x);
   if (arrow != RB_AK_NONE && (arrow != RB_AK_PLAIN || XLENGTH(x) >= RB_ARROW_MIN_LENGTH)) {
-    pack_arrow(e, x, R_NilValue);
+    pack_payload(e, x, R_NilValue);
     return;
   }
   if (arrow == RB_AK_NONE && ATTRIB(x) != R_NilValue) {   /* a subclass, matrix with dimnames, ts */
     SEXP form = PROTECT(rb_arrow_form(x));
     if (form != R_NilValue) {
-      pack_arrow(e, VECTOR_ELT(form, 0), VECTOR_ELT(form, 1));
+      pack_payload(e, VECTOR_ELT(form, 0), VECTOR_ELT(form, 1));
       UNPROTECT(1);
       return;
     }

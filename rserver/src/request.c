@@ -48,7 +48,7 @@ static int send_message(const rb_request *rq, msgpack_sbuffer *sb, rb_payload *p
   int nframes = 2;
   for (int i = 0; i < npl; i++) {
     if (pl[i].data) nframes++;
-    else if (pl[i].shm[0]) rb_shm_track(pl[i].shm, rq->rid, rq->client_len);   /* unlinked later if unread */
+    else if (pl[i].segment[0]) rb_shm_track(pl[i].segment, rq->rid, rq->client_len);   /* unlinked later if unread */
   }
   zmq_msg_t *f = malloc((size_t)nframes * sizeof *f);
   if (!f || zmq_msg_init_size(&f[0], rq->rid_len)) {
@@ -76,7 +76,7 @@ int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb) { return send_m
 int rb_send_encoded(const rb_request *rq, rb_encoder *e) {
   int rc = send_message(rq, &e->sb, e->payloads, e->npayloads);
   for (int i = 0; i < e->npayloads; i++) {   /* handed over */
-    e->payloads[i].shm[0] = 0;
+    e->payloads[i].segment[0] = 0;
     e->payloads[i].arena = NULL;
   }
   e->npayloads = 0;

@@ -14,9 +14,9 @@ int rb_handle_release(uint64_t id, const rb_request *rq);
 size_t rb_handle_count(void);
 size_t rb_handle_release_client(const uint8_t *rid, size_t len);
 
-/* decode.c: resolve = 1 looks handles up, 0 keeps them (and payload
+/* decode.c: lookup = 1 looks handles up, 0 keeps them (and payload
  * references) as raw references of class "rbridge_*_ref" */
-SEXP rb_decode(const void *buf, size_t len, int resolve);
+SEXP rb_decode(const void *buf, size_t len, int lookup);
 SEXP rb_decode_request(rb_request *rq);   /* the envelope with its payload frames */
 
 /* encode.c */
@@ -25,7 +25,7 @@ typedef struct {
   rb_arena *arena;              /* a region of the client's arena, or NULL */
   uint32_t slot;
   size_t len, cap;
-  char shm[RB_SHM_NAME_MAX];    /* shared-memory payload: the segment's name */
+  char segment[RB_SHM_NAME_MAX];   /* a payload in shared memory: its segment's name */
 } rb_payload;
 
 typedef struct {
@@ -40,7 +40,7 @@ void rb_encoder_init(rb_encoder *e);
 void rb_encoder_free(rb_encoder *e);   /* also drops payloads not sent */
 void rb_pack_value(rb_encoder *e, SEXP x, int depth, int as_handle);
 void rb_pack_strings(msgpack_packer *pk, SEXP x);
-void rb_pack_arrow(rb_encoder *e, SEXP x);   /* raises when x has no Arrow form */
+void rb_pack_payload(rb_encoder *e, SEXP x);   /* raises when x has no Arrow form */
 /* Runs fill(e, data) with e freed if an R error jumps out of it. */
 void rb_encode_protected(rb_encoder *e, void (*fill)(rb_encoder *, void *), void *data);
 

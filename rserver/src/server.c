@@ -174,7 +174,7 @@ static void fill_result(rb_encoder *e, void *p) {
   reply_args *a = p;
   rb_pack_header(&e->pk, 5, a->rq->id, "result");
   rb_pack_cstr(&e->pk, "value");
-  if (a->mode == MODE_ARROW) rb_pack_arrow(e, a->value);
+  if (a->mode == MODE_ARROW) rb_pack_payload(e, a->value);
   else rb_pack_value(e, a->value, RB_MAX_DEPTH, a->mode == MODE_HANDLE);
   rb_pack_cstr(&e->pk, "warnings");
   pack_conditions(e, a->warnings);

@@ -15,6 +15,7 @@ from bridge._protocol import (
     Output,
     Protocol,
     Reply,
+    Warned,
 )
 
 
@@ -69,6 +70,15 @@ def test_messages_become_events():
                   {"v": 1, "id": 4, "op": "output", "stream": "stdout", "text": "x"},
                   {"v": 1, "id": 0, "op": "pong"}):
         assert isinstance(receive(p, stale, 5), Ignored)
+
+
+def test_a_final_replys_warnings_become_events():
+    reply = {"v": 1, "id": 5, "op": "result", "value": 1,
+             "warnings": [{"class": ["simpleWarning", "warning", "condition"], "message": "careful", "call": "f(x)"},
+                          {"class": ["warning", "condition"], "message": "again", "call": None}]}
+    assert Protocol.warnings_of(reply) == [Warned("careful", ["simpleWarning", "warning", "condition"], "f(x)"),
+                                           Warned("again", ["warning", "condition"], None)]
+    assert Protocol.warnings_of({"v": 1, "id": 5, "op": "result", "value": 1}) == []
 
 
 def test_ext_values_decode_through_the_hook():

@@ -135,10 +135,10 @@ def test_r_garbage_collection_releases_python_callables(fresh):
     r["keep"] = lambda: 1
     r.eval("f1 <- function() 1")
     r["drop"] = lambda: 2
-    before = len(r._core.callables)
+    before = r.diagnostics().callables
     r.eval("rm(drop); invisible(gc())")
     r.sum(1)                                     # the release rides on a later reply
-    assert len(r._core.callables) == before - 1
+    assert r.diagnostics().callables == before - 1
     assert r.eval("keep()") == 1                 # referenced only from R: still alive
 
 

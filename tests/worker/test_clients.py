@@ -137,7 +137,7 @@ def test_a_client_that_leaves_callbacks_unanswered_and_disconnects(tcp_worker):
         import threading
         def never(x):
             print("ready", flush=True)
-            r._core.channel.close()    # disconnect without answering
+            r.close()                  # disconnect without answering
             threading.Event().wait(60)
         r.eval("function(f) f(1)")(never)
     """)

@@ -74,6 +74,18 @@ def test_output_can_be_captured(r):
     assert captured.stdout == "a\n" and captured.stderr == "b\n"
 
 
+def test_captures_nest_and_warnings_still_reach_the_caller(r, capsys):
+    with r.capture_output() as outer:
+        r.eval("cat('outer\n')")
+        with r.capture_output() as inner, pytest.warns(bridge.RWarning, match="careful"):
+            r.eval("cat('inner\n'); warning('careful'); message('note'); invisible(NULL)")
+        r.eval("cat('outer again\n')")
+    r.eval("cat('uncaptured\n')")
+    assert (inner.stdout, inner.stderr) == ("inner\n", "note\n")
+    assert (outer.stdout, outer.stderr) == ("outer\nouter again\n", "")
+    assert capsys.readouterr().out == "uncaptured\n"
+
+
 def test_output_streams_while_the_call_runs():
     arrivals: list[tuple[float, str]] = []
 

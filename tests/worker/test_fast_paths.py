@@ -57,11 +57,10 @@ def test_arenas_are_reused_and_views_released_by_rs_collector(fresh):
     for k in range(40):
         fresh.assign("y", values + k)
     assert fresh.eval("y[1]") == 39
-    arenas = fresh._core.arena_writer.arenas
-    assert 1 <= len(arenas) <= 3                      # reused, not one per payload
+    assert 1 <= fresh.diagnostics().arenas <= 3       # reused, not one per payload
     assert not segments("c", pid)                      # the worker unlinked each name on mapping
     fresh.eval("rm(y); gc(); NULL")
-    assert wait_until(lambda: all(a.reclaim() == 0 for a in arenas), 5)   # every region came back
+    assert wait_until(lambda: fresh.diagnostics().regions_out == 0, 5)   # every region came back
 
 
 def test_nan_with_rs_na_payload_stays_nan_in_r(fresh):
@@ -104,13 +103,13 @@ def test_results_are_read_in_place_and_give_their_region_back(fresh):
     first = fresh["x"]
     assert not first.flags.writeable and not first.flags.owndata
     assert first[-1] == BIG
-    mapped = fresh._core.arena_reader.mapped
+    mapped = fresh.diagnostics().worker_arenas_mapped
     assert len(mapped) == 1
     (name,) = mapped
     del first
     for _ in range(20):                    # the one region is handed back and reused each time
         assert fresh["x"][0] == 1
-    assert list(mapped) == [name]
+    assert fresh.diagnostics().worker_arenas_mapped == (name,)
     assert not segments("w", worker)       # mapped once, and unlinked at once
 
 
@@ -236,10 +235,10 @@ def test_regions_after_a_decode_error_are_handed_back(fresh):
     big = np.arange(BIG, dtype=np.float64)
     with pytest.raises(bridge.RError, match="NUL"):
         fresh.call("c", "a\x00b", big)        # the string fails before the worker reaches the array
-    arenas = fresh._core.arena_writer.arenas
-    assert arenas and wait_until(lambda: all(a.reclaim() == 0 for a in arenas), 5)
+    assert fresh.diagnostics().arenas == 1
+    assert wait_until(lambda: fresh.diagnostics().regions_out == 0, 5)
     fresh.assign("y", big)                     # and the arena serves the next payload
-    assert len(arenas) == 1 and fresh.eval("identical(y, as.numeric(0:299999))")
+    assert fresh.diagnostics().arenas == 1 and fresh.eval("identical(y, as.numeric(0:299999))")
 
 
 def test_na_detection_in_large_results_is_exact(r):

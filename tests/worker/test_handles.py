@@ -22,23 +22,14 @@ def test_dropping_proxies_releases_their_handles(fresh):
 
 def test_releases_are_batched_not_one_round_trip_each(fresh):
     r = fresh
-    sent: list[str] = []
-    channel = r._core.channel
-    original = channel.send
-
-    def counting_send(message, frames=()):
-        sent.append(message["op"])
-        original(message, frames)
-
     objs = [r.eval("new.env()") for _ in range(200)]
-    channel.send = counting_send
-    try:
-        del objs
-        gc.collect()
-        assert r.sum(1) == 1                     # the next request carries the releases
-        assert sent.count("release") == 1
-    finally:
-        channel.send = original
+    before = r.diagnostics().messages_sent
+    del objs
+    gc.collect()
+    assert r.sum(1) == 1                     # the next request carries the releases
+    after = r.diagnostics().messages_sent
+    assert after.get("release", 0) - before.get("release", 0) == 1
+    assert after["call"] - before.get("call", 0) == 1
     assert r.live_handles() == 0
 
 

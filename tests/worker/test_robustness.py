@@ -182,7 +182,7 @@ def test_ctrl_c_interrupts_r(r):
 def test_close_leaves_no_process_or_files():
     r = bridge.connect()
     pid = r.info["pid"]
-    directory = Path(r._core.worker.directory)
+    directory = Path(r.diagnostics().worker_directory)
     assert directory.exists() and oct(directory.stat().st_mode & 0o777) == "0o700"
     r.close()
     assert not pid_alive(pid)
@@ -198,7 +198,7 @@ def test_interpreter_exit_without_close_cleans_up():
     proc = run_python("""
         import bridge
         r = bridge.connect()
-        print(r.info["pid"], r._core.worker.directory, flush=True)
+        print(r.info["pid"], r.diagnostics().worker_directory, flush=True)
         r.eval("x <- 1")
     """)
     out, err = proc.communicate(timeout=60)
@@ -212,7 +212,7 @@ def test_killed_python_leaves_no_worker_behind():
     proc = run_python("""
         import bridge, time
         r = bridge.connect()
-        print(r.info["pid"], r._core.worker.directory, flush=True)
+        print(r.info["pid"], r.diagnostics().worker_directory, flush=True)
         time.sleep(60)
     """)
     pid, directory = proc.stdout.readline().split()
@@ -226,7 +226,7 @@ def test_killed_python_stops_even_a_busy_worker():
     proc = run_python("""
         import bridge, threading
         r = bridge.connect()
-        print(r.info["pid"], r._core.worker.directory, flush=True)
+        print(r.info["pid"], r.diagnostics().worker_directory, flush=True)
         r.eval("repeat {}")
     """)
     pid, directory = proc.stdout.readline().split()

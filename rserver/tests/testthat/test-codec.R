@@ -1,6 +1,6 @@
 enc <- rserver:::mp_encode
 client_ref <- function(ref) c(as.raw(c(0xd7, 0x01)), unclass(ref))   # ext 1, 8 bytes
-dec <- function(x, resolve = FALSE) rserver:::mp_decode(x, resolve)
+dec <- function(x, lookup = FALSE) rserver:::mp_decode(x, lookup)
 rt <- function(x) dec(enc(x))
 
 test_that("values round-trip through the codec", {
@@ -45,8 +45,8 @@ test_that("objects with other attributes, functions and environments become hand
     bytes <- enc(x)
     ref <- dec(bytes)
     expect_s3_class(ref, "rbridge_handle_ref")
-    expect_error(dec(bytes, resolve = TRUE), "exactly 8 bytes")   # clients send the id only
-    expect_identical(dec(client_ref(ref), resolve = TRUE), x)      # the same object comes back
+    expect_error(dec(bytes, lookup = TRUE), "exactly 8 bytes")   # clients send the id only
+    expect_identical(dec(client_ref(ref), lookup = TRUE), x)      # the same object comes back
     expect_true(rserver:::handle_release(ref))
   }
 })
@@ -69,7 +69,7 @@ test_that("hostile input is refused with an error, never a crash", {
     as.raw(c(0xd4, 0x01, 0x00)),                    # handle of 1 byte
     as.raw(c(0xd7, 0x01, 0, 0, 0, 9, 0, 0, 0, 9))   # handle that was never issued
   )
-  for (b in bad) expect_error(dec(b, resolve = TRUE), "rbridge")
+  for (b in bad) expect_error(dec(b, lookup = TRUE), "rbridge")
   deep <- c(rep(as.raw(0x91), 200), as.raw(0xc0))   # 200 nested arrays
   expect_error(dec(deep), "too deep")
 })

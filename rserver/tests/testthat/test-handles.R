@@ -4,7 +4,7 @@ test_that("the handle table keeps objects, releases them and rejects stale ids",
   ref <- rserver:::mp_decode(rserver:::mp_encode(env))
   expect_equal(rserver:::handle_count(), base + 1)
   client_ref <- c(as.raw(c(0xd7, 0x01)), unclass(ref))
-  expect_identical(rserver:::mp_decode(client_ref, resolve = TRUE), env)
+  expect_identical(rserver:::mp_decode(client_ref, lookup = TRUE), env)
   expect_equal(rserver:::handle_count(), base + 1)
   expect_true(rserver:::handle_release(ref))
   expect_false(rserver:::handle_release(ref))                 # second release: no-op
@@ -12,7 +12,7 @@ test_that("the handle table keeps objects, releases them and rejects stale ids",
   # the slot is reused with a new generation: the old id stays dead
   ref2 <- rserver:::mp_decode(rserver:::mp_encode(mean))
   stale <- c(as.raw(0xd7), as.raw(0x01), unclass(ref))
-  expect_error(rserver:::mp_decode(stale, resolve = TRUE), "not live")
+  expect_error(rserver:::mp_decode(stale, lookup = TRUE), "not live")
   expect_true(rserver:::handle_release(ref2))
 })
 
