@@ -4,15 +4,35 @@ namespaces."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from . import _codec
 from ._errors import RBridgeError, RError
 
-if TYPE_CHECKING:
-    from ._session import Session, _Core
+
+class Caller(Protocol):
+    """What the proxies call R through (a :class:`bridge.Session`)."""
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any: ...
+
+    def with_options(self, **options: Any) -> Caller: ...
+
+
+class Owner(Protocol):
+    """All a handle proxy needs of the connection that holds its object (the
+    session's core provides it): a session to call R with, the release of
+    handles, and the Arrow form of one."""
+
+    @property
+    def session(self) -> Caller: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def release(self, handle_id: int, now: bool) -> None: ...
+
+    def arrow_of(self, handle_id: int) -> Any: ...
 
 
 #: How long repr() waits for the worker before it shows the class alone.
@@ -39,7 +59,7 @@ class RObject:
 
     __slots__ = ("_core", "_id", "rclass", "__weakref__")
 
-    def __init__(self, core: _Core, handle_id: int, rclass: list[str]) -> None:
+    def __init__(self, core: Owner, handle_id: int, rclass: list[str]) -> None:
         self._core = core
         self._id: int | None = handle_id
         #: The object's R class vector, as ``class(x)`` gives it.
@@ -67,8 +87,7 @@ class RObject:
         an Arrow form (functions, environments, models...)."""
         if self._id is None:
             raise ValueError("this RObject was released")
-        return self._core.session.with_options(results="arrow")._request(
-            "call", fn="identity", args=[_codec.handle_ext(self._id)], kwargs={}, mode="arrow")
+        return self._core.arrow_of(self._id)
 
     def release(self) -> None:
         """Releases the R object now; the proxy is unusable afterwards."""
@@ -189,9 +208,14 @@ class RFunction:
 
     __slots__ = ("_session", "name")
 
-    def __init__(self, session: Session, name: str) -> None:
+    def __init__(self, session: Caller, name: str) -> None:
         self._session = session
         self.name = name
+
+    @property
+    def session(self) -> Caller:
+        """The session that calls it."""
+        return self._session
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._session.call(self.name, *args, **kwargs)
@@ -207,7 +231,7 @@ class Namespace:
     the dotted name but not the underscored one (``stats.t_test``).
     """
 
-    def __init__(self, session: Session, package: str, exports: list[str]) -> None:
+    def __init__(self, session: Caller, package: str, exports: list[str]) -> None:
         self._session = session
         self._package = package
         self._exports = frozenset(exports)

@@ -169,7 +169,7 @@ class _Core:
         if hid is not None:
             return _codec.handle_ext(hid)
         if isinstance(value, RFunction):
-            if value._session._core is not self:
+            if getattr(value.session, "_core", None) is not self:
                 raise ValueError("this R function belongs to another session")
             return value.name          # R finds the function by name (match.fun)
         if callable(value) and not isinstance(value, type):
@@ -325,6 +325,11 @@ class _Core:
         if now:
             with self.channel.lock:
                 self._send_releases()
+
+    def arrow_of(self, handle_id: int) -> Any:
+        """The Arrow form of a handle's object (RObject.to_arrow)."""
+        return self.session.with_options(results="arrow")._request(
+            "call", fn="identity", args=[_codec.handle_ext(handle_id)], kwargs={}, mode="arrow")
 
     def take_releases(self) -> list[Any]:
         """The queued releases as handle references, emptying the queue."""

@@ -1,5 +1,6 @@
-"""The layout rules of rserver/src: files call each other without cycles, and
-no file but server.c reaches into server.c."""
+"""Layout rules: the files of rserver/src call each other without cycles, and
+no file but server.c reaches into server.c; the modules of bridge/ import
+each other without cycles."""
 
 from __future__ import annotations
 
@@ -39,3 +40,38 @@ def test_the_files_of_rserver_src_call_each_other_without_cycles():
 def test_no_file_calls_into_server_c():
     graph = call_graph()
     assert [f for f, callees in graph.items() if "server.c" in callees] == []
+
+
+def import_graph() -> dict[str, set[str]]:
+    """bridge/'s modules and the modules of bridge/ each imports, type-only
+    imports included."""
+    package = ROOT / "bridge"
+    modules = {p.stem for p in package.glob("*.py")}
+    relative = re.compile(r"^\s*from \.(\w+) import", re.M)      # from ._x import ...
+    package_level = re.compile(r"^\s*from \. import ([\w, ]+)", re.M)   # from . import _x, _y
+    graph = {}
+    for path in package.glob("*.py"):
+        text = path.read_text()
+        found = set(relative.findall(text))
+        for names in package_level.findall(text):
+            found |= {n.strip() for n in names.split(",")}
+        graph[path.stem] = found & modules - {path.stem}
+    return graph
+
+
+def test_the_modules_of_bridge_import_each_other_without_cycles():
+    graph = import_graph()
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        assert module not in path, "cycle: " + " -> ".join([*path, module])
+        if module in done:
+            return
+        for imported in sorted(graph[module]):
+            visit(imported, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    assert "_proxies" in graph["_session"] and "_protocol" in graph["_transport"]   # read at all
+    assert "_session" not in graph["_proxies"]    # proxies depend on the Owner interface only
