@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include "rserver.h"
 
 #define MIN_CAPACITY ((size_t)64 << 20)
@@ -27,6 +28,8 @@ struct rb_arena {
   size_t rid_len;
   uint8_t *base;
   size_t size;
+  int fd;                  /* own: the segment, kept open to reserve more of it */
+  size_t reserved;         /* own: bytes reserved and mapped in so far (rb_shm_reserve) */
   int own;                 /* created here, for writing */
   int attached;            /* still listed for its client */
   int holds;               /* views of regions in it */
@@ -46,7 +49,10 @@ static int same_client(const rb_arena *a, const uint8_t *rid, size_t rid_len) {
 
 static void destroy(rb_arena *a) {
   munmap(a->base, a->size);
-  if (a->own) shm_unlink(a->name);   /* in case the client never mapped it */
+  if (a->own) {
+    shm_unlink(a->name);   /* in case the client never mapped it */
+    close(a->fd);
+  }
   free(a);
 }
 
@@ -111,11 +117,16 @@ void rb_arena_unhold(rb_arena *a) {
 
 /* ---- writing into the worker's arena for a client ---- */
 
+/* An arena for a client, with room for two payloads of the size that made
+ * it; only the header is reserved now, the rest as regions first need it
+ * (fresh pages cost about a millisecond per MB on a virtual machine: the
+ * first payload should not pay for the second). */
 static rb_arena *create_own(size_t capacity, const uint8_t *rid, size_t rid_len) {
   rb_arena *a = calloc(1, sizeof *a);
   if (!a) return NULL;
   a->size = RB_ARENA_HEADER + capacity;
-  a->base = rb_shm_create(a->size, a->name);
+  a->reserved = RB_ARENA_HEADER;
+  a->base = rb_shm_create(a->size, a->reserved, a->name, &a->fd);
   if (!a->base) { free(a); return NULL; }
   memcpy(a->base, RB_ARENA_MAGIC, 8);
   memcpy(a->rid, rid, rid_len);
@@ -174,6 +185,10 @@ int rb_arena_alloc(const uint8_t *rid, size_t rid_len, size_t len, rb_arena_ref 
     size_t cap = 2 * len + RB_ARENA_ALIGN > MIN_CAPACITY ? 2 * len + RB_ARENA_ALIGN : MIN_CAPACITY;   /* two payloads of this size */
     if (!(a = create_own(cap, rid, rid_len))) return -1;
     if ((slot = place(a, len, &off)) < 0) return -1;
+  }
+  if (off + len > a->reserved) {   /* a full /dev/shm: the caller sends frames instead */
+    if (rb_shm_reserve(a->fd, a->base, a->reserved, off + len) != 0) return -1;
+    a->reserved = off + len;
   }
   a->slot[slot].used = 1;
   a->slot[slot].off = off;

@@ -143,7 +143,7 @@ static void pack_payload(rb_encoder *e, SEXP x, SEXP extra_meta) {
     ref_len += put_le(ref + ref_len, len, 8);
     ref_len += put_le(ref + ref_len, region.slot, 4);
     ref_len += put_name(ref + ref_len, region.name);
-  } else if (shm && (map = rb_shm_create(len, pl->segment)) != NULL) {
+  } else if (shm && (map = rb_shm_create(len, len, pl->segment, NULL)) != NULL) {
     rb_arrow_write(plan, map);
     munmap(map, len);
     ref[0] = 'm';

@@ -85,7 +85,22 @@ void *rb_shm_map_rw(const char *name, size_t min_len, size_t *size, const char *
   return p;
 }
 
-void *rb_shm_create(size_t len, char name[RB_SHM_NAME_MAX]) {
+/* Reserves and maps in bytes [from, to) of a segment (fd, mapped at base):
+ * fallocate, not only ftruncate, so that a full /dev/shm (64 MB in a default
+ * Docker container) fails here, not with SIGBUS on first touch; the pages are
+ * then mapped in one call, which costs far less than a fault per page. */
+int rb_shm_reserve(int fd, uint8_t *base, size_t from, size_t to) {
+  if (to <= from) return 0;
+  if (posix_fallocate(fd, (off_t)from, (off_t)(to - from)) != 0) return -1;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), start = from / page * page;
+  if (madvise(base + start, to - start, MADV_POPULATE_WRITE) != 0)   /* Linux < 5.14: on first touch */
+    errno = 0;
+  return 0;
+}
+
+/* A new segment of `len` bytes, of which the first `reserve` are reserved
+ * (rb_shm_reserve). Its fd stays open in *fd when fd is given. */
+void *rb_shm_create(size_t len, size_t reserve, char name[RB_SHM_NAME_MAX], int *fd_out) {
   uint8_t rnd[16];
   if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) return NULL;
   int at = snprintf(name, RB_SHM_NAME_MAX, PREFIX "w%ld-", (long)getpid());
@@ -93,11 +108,13 @@ void *rb_shm_create(size_t len, char name[RB_SHM_NAME_MAX]) {
   int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
   if (fd < 0) return NULL;
   void *p = MAP_FAILED;
-  /* fallocate, not only ftruncate: a full /dev/shm (64 MB in a default
-   * Docker container) must fail here, not raise SIGBUS on first touch */
-  if (ftruncate(fd, (off_t)len) == 0 && posix_fallocate(fd, 0, (off_t)len) == 0)
-    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-  close(fd);
+  if (ftruncate(fd, (off_t)len) == 0) p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p != MAP_FAILED && rb_shm_reserve(fd, p, 0, reserve < len ? reserve : len) != 0) {
+    munmap(p, len);
+    p = MAP_FAILED;
+  }
+  if (p == MAP_FAILED || !fd_out) close(fd);
+  else *fd_out = fd;
   if (p == MAP_FAILED) { shm_unlink(name); return NULL; }
   return p;
 }
