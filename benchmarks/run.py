@@ -78,6 +78,14 @@ def run_contender(script: str, args: list[str], quick: bool) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
+def settle(quick: bool) -> None:
+    """Lets the machine settle between contenders: the kernel reclaims the
+    gigabytes of memory a contender's bulk workloads freed, and a VM's
+    background work on it slowed the next contender's small calls 3-fold."""
+    if not quick:
+        time.sleep(10)
+
+
 def median(entry: dict[str, Any]) -> float | None:
     return statistics.median(entry["samples"]) if "samples" in entry else None
 
@@ -155,6 +163,7 @@ def main() -> int:
     for column, script, args in CONTENDERS:
         print(f"running {column} ...", file=sys.stderr, flush=True)
         results[column] = run_contender(script, args, opts.quick)
+        settle(opts.quick)
 
     lines = [f"# rbridge benchmarks ({'quick mode, ' if opts.quick else ''}{started})", "",
              "Medians with (min–max) over repeats; every figure comes from this one run.", "",

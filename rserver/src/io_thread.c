@@ -811,6 +811,22 @@ static void *io_main(void *arg) {
 
 /* ---- R's main thread --------------------------------------------------------- */
 
+/* Every option of the client socket, from the server's configuration (SPEC
+ * §1 "Liveness", §7): later ones (CURVE keys) belong here too. */
+static void configure_router(void *s, const rb_io_shared *sh) {
+  const struct { int option, value; } options[] = {
+    {ZMQ_ROUTER_MANDATORY, 1},   /* an unroutable message is an error: how departures are probed */
+    {ZMQ_LINGER, 0},
+    {ZMQ_SNDHWM, SEND_HWM},      /* a client that does not read is held back, never dropped from (deliver) */
+    {ZMQ_ROUTER_HANDOVER, 1},    /* a client that reconnects takes its routing id (and its state) back */
+    {ZMQ_HEARTBEAT_IVL, RB_HEARTBEAT_MS},
+    {ZMQ_HEARTBEAT_TIMEOUT, (int)(sh->liveness * 1000)},
+    {ZMQ_HEARTBEAT_TTL, (int)(sh->liveness * 1000)},
+  };
+  for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) set_int(s, options[i].option, options[i].value);
+  zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &sh->max_frame, sizeof sh->max_frame);
+}
+
 int rb_io_open(rb_io_shared *sh, char *err, size_t errlen) {
   memset(&io, 0, sizeof io);
   io.sh = sh;
@@ -824,16 +840,7 @@ int rb_io_open(rb_io_shared *sh, char *err, size_t errlen) {
     if (io.timerfd >= 0) close(io.timerfd);
     return -1;
   }
-  set_int(io.router, ZMQ_ROUTER_MANDATORY, 1);
-  set_int(io.router, ZMQ_LINGER, 0);
-  /* A client that does not read is held back, never dropped from (see deliver) */
-  set_int(io.router, ZMQ_SNDHWM, SEND_HWM);
-  /* a client that reconnects takes its routing id (and its state) back */
-  set_int(io.router, ZMQ_ROUTER_HANDOVER, 1);
-  set_int(io.router, ZMQ_HEARTBEAT_IVL, RB_HEARTBEAT_MS);
-  set_int(io.router, ZMQ_HEARTBEAT_TIMEOUT, (int)(sh->liveness * 1000));
-  set_int(io.router, ZMQ_HEARTBEAT_TTL, (int)(sh->liveness * 1000));
-  zmq_setsockopt(io.router, ZMQ_MAXMSGSIZE, &sh->max_frame, sizeof sh->max_frame);
+  configure_router(io.router, sh);
   if (zmq_bind(io.router, sh->endpoint) < 0) {
     snprintf(err, errlen, "cannot bind %s: %s", sh->endpoint, zmq_strerror(errno));
     zmq_close(io.router);
