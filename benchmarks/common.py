@@ -21,6 +21,8 @@ QUICK = "--quick" in sys.argv
 WORKLOADS = {
     "small_call": "round trip of sum(1), per call",
     "small_call_loaded": "round trip of sum(1) while a CPU-bound process runs on one of the cores, per call",
+    "small_call_paired": "small call / bare echo on the same transport, batches interleaved in one process (ratio)",
+    "small_call_loaded_paired": "the same ratio while a CPU-bound process runs on one of the cores",
     "seq_10k": "10,000 sequential small calls",
     "dbl_r2py": "1e7 doubles (80 MB) R -> Python",
     "dbl_py2r": "1e7 doubles (80 MB) Python -> R",
@@ -118,6 +120,19 @@ def cpu_hog() -> Iterator[None]:
     finally:
         hog.kill()
         hog.wait()
+
+
+def paired_ratio(call: Callable[[], Any], echo: Callable[[], Any]) -> dict[str, Any]:
+    """Samples of (time of a batch of calls) / (time of a batch of echoes),
+    the batches interleaved so that both meet the same machine: on a VM whose
+    speed drifts by 2-4x over minutes, only ratios measured this way hold."""
+    def batch(fn: Callable[[], Any]) -> float:
+        t = time.perf_counter()
+        for _ in range(SMALL_BATCH):
+            fn()
+        return time.perf_counter() - t
+    batch(call), batch(echo)   # warm-up
+    return {"samples": [batch(call) / batch(echo) for _ in range(REPEATS * 2)], "unit": "x"}
 
 
 def cpu_seconds(pid: int) -> float:

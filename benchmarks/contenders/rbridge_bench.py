@@ -31,6 +31,7 @@ from common import (  # noqa: E402
     errors_as_na,
     idle_cpu,
     make_wide,
+    paired_ratio,
     peak_rss_mb,
     reset_peak_rss,
     sequential,
@@ -38,6 +39,7 @@ from common import (  # noqa: E402
     timed,
 )
 from contenders.pyrserve_bench import R_FRAME, make_frame  # noqa: E402
+from contenders.wire import EchoClient  # noqa: E402
 
 import bridge  # noqa: E402
 
@@ -52,6 +54,13 @@ def start_tcp_worker() -> tuple[str, subprocess.Popen]:
             return found.group(1), proc
         time.sleep(0.025)
     raise RuntimeError("the tcp worker did not start")
+
+
+def echo_client(transport: str) -> EchoClient:
+    """The bare pyzmq echo of wire.py, on the same transport, for paired ratios."""
+    if transport == "ipc":
+        return EchoClient(f"ipc://{tempfile.mkdtemp(prefix='rbridge-echo-')}/s")
+    return EchoClient("tcp://127.0.0.1:5798")
 
 
 def connect(transport: str) -> tuple[bridge.Session, subprocess.Popen | None]:
@@ -75,8 +84,12 @@ def main() -> None:
     # small calls first, in a clean session (a large heap slows R's garbage collector)
     errors_as_na(results, "small_call", lambda: small_calls(lambda: r.call("sum", 1)))
     errors_as_na(results, "seq_10k", lambda: sequential(lambda: r.call("sum", 1)))
+    echo = echo_client(transport)
+    errors_as_na(results, "small_call_paired", lambda: paired_ratio(lambda: r.call("sum", 1), echo))
     with cpu_hog():
         errors_as_na(results, "small_call_loaded", lambda: small_calls(lambda: r.call("sum", 1)))
+        errors_as_na(results, "small_call_loaded_paired", lambda: paired_ratio(lambda: r.call("sum", 1), echo))
+    echo.close()
     errors_as_na(results, "idle_cpu", lambda: idle_cpu(r.worker_pid))
     r.eval(f"x <- as.numeric(seq_len({N_DOUBLES}))")
     arr = np.arange(N_DOUBLES, dtype=np.float64)

@@ -46,6 +46,29 @@ while True:
 """
 
 
+class EchoClient:
+    """A DEALER to a bare echo server process (SERVER) at ``endpoint``;
+    calling it is one 64-byte round trip."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.server = subprocess.Popen([sys.executable, "-c", SERVER, endpoint, "0"])
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.connect(endpoint)
+        time.sleep(0.3)
+
+    def __call__(self) -> None:
+        self.sock.send(b"x" * 64)
+        self.sock.recv()
+
+    def close(self) -> None:
+        self.sock.send(b"stop")
+        self.sock.recv()
+        self.server.wait()
+        self.sock.close()
+        self.ctx.term()
+
+
 def main() -> None:
     transport = sys.argv[1]
     tmp = tempfile.mkdtemp(prefix="wire-")
