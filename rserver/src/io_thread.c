@@ -905,7 +905,7 @@ int rb_io_wait(int timeout_ms, zmq_pollitem_t *extra, int nextra, volatile int *
   take_back();
   pthread_mutex_unlock(&own.mu);
   double until = rb_monotonic() + timeout_ms / 1000.0;
-  int rc = 0;
+  int rc = 0, polled = 0;   /* the socket is read at least once, even with no time to wait */
   for (;;) {
     if (st->inbox.head) {
       queued *q = take_head(&st->inbox);
@@ -919,8 +919,9 @@ int rb_io_wait(int timeout_ms, zmq_pollitem_t *extra, int nextra, volatile int *
     }
     if (interrupt && *interrupt) { rc = -1; break; }   /* e.g. a deadline this thread saw pass */
     double left = until - rb_monotonic();
-    if (left <= 0) break;
-    int n = serve_step(st, (int)(left * 1000.0) + 1, extra, nextra), ready = 0;
+    if (left <= 0 && polled) break;
+    int n = serve_step(st, left <= 0 ? 0 : (int)(left * 1000.0) + 1, extra, nextra), ready = 0;
+    polled = 1;
     if (n < 0) { rc = -1; break; }
     for (int i = 0; i < nextra; i++) ready |= extra[i].revents != 0;
     if (ready && !st->inbox.head) { rc = 2; break; }

@@ -28,3 +28,16 @@ def test_an_error_in_a_later_task_does_not_disturb_the_worker(fresh):
     r.eval("later::later(function() stop('oops in later'), 0)")
     time.sleep(0.3)
     assert r.sum(1, 2) == 3
+
+
+def test_requests_are_taken_while_later_tasks_are_always_due(fresh):
+    # a task that schedules itself again at once: the worker's wait for
+    # requests never has time to spare, and must still read the socket
+    r = fresh.with_options(timeout=10)
+    r.eval("ticks <- 0; tick <- function() { ticks <<- ticks + 1; later::later(tick, 0) }; later::later(tick, 0)")
+    started = time.monotonic()
+    for _ in range(20):
+        assert r.sum(1, 2) == 3
+    assert time.monotonic() - started < 5
+    assert r["ticks"] > 20                   # and the tasks kept running between requests
+    r.eval("tick <- function() NULL")        # let the loop end
