@@ -2,7 +2,8 @@
 #'
 #' Binds a ZeroMQ ROUTER socket on `endpoint` and serves requests until a
 #' client sends `shutdown` (or the parent process dies, when `parent_pid` is
-#' given). A C thread owns the socket, so pings are answered while R computes.
+#' given). R's thread reads the socket while it waits; a C thread takes it over
+#' while R computes, so pings and interrupts are answered then too.
 #'
 #' @param endpoint a ZeroMQ endpoint such as `"tcp://127.0.0.1:5555"`,
 #'   `"tcp://127.0.0.1:*"` (any free port) or `"ipc:///path/to/socket"`.
