@@ -6,6 +6,7 @@ Usage: wire.py ipc|tcp [--quick]. Starts its own echo/bulk server process.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,11 +48,12 @@ while True:
 
 
 class EchoClient:
-    """A DEALER to a bare echo server process (SERVER) at ``endpoint``;
-    calling it is one 64-byte round trip."""
+    """A DEALER to a bare echo server process (SERVER) at ``endpoint``, which
+    also sends ``blob_bytes`` on request; calling it is one 64-byte round trip."""
 
-    def __init__(self, endpoint: str) -> None:
-        self.server = subprocess.Popen([sys.executable, "-c", SERVER, endpoint, "0"])
+    def __init__(self, endpoint: str, blob_bytes: int = 0) -> None:
+        self.endpoint = endpoint
+        self.server = subprocess.Popen([sys.executable, "-c", SERVER, endpoint, str(blob_bytes)])
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.connect(endpoint)
@@ -67,6 +69,13 @@ class EchoClient:
         self.server.wait()
         self.sock.close()
         self.ctx.term()
+        if self.endpoint.startswith("ipc://"):   # its own temporary directory
+            shutil.rmtree(os.path.dirname(self.endpoint[len("ipc://"):]), ignore_errors=True)
+
+
+def pull(sock: zmq.Socket) -> None:
+    sock.send(b"give")
+    sock.recv(copy=False)
 
 
 def main() -> None:
@@ -74,51 +83,32 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="wire-")
     endpoint = f"ipc://{tmp}/s" if transport == "ipc" else "tcp://127.0.0.1:5799"
     nbytes = N_DOUBLES * 8
-    server = subprocess.Popen([sys.executable, "-c", SERVER, endpoint, str(nbytes)])
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.connect(endpoint)
-    msg64 = b"x" * 64
+    echo = EchoClient(endpoint, nbytes)
     payload = bytearray(nbytes)
 
-    def echo() -> None:
-        sock.send(msg64)
-        sock.recv()
-
-    def pull() -> None:
-        sock.send(b"give")
-        sock.recv(copy=False)
-
-    def push() -> None:
+    def push(sock: zmq.Socket) -> None:
         sock.send(payload, copy=False)
         sock.recv()
 
     results: dict = {}
-    time.sleep(0.3)
     errors_as_na(results, "small_call", lambda: small_calls(echo))
     errors_as_na(results, "seq_10k", lambda: sequential(echo))
     with cpu_hog():
         errors_as_na(results, "small_call_loaded", lambda: small_calls(echo))
-    errors_as_na(results, "dbl_r2py", lambda: bulk(pull))
-    errors_as_na(results, "dbl_py2r", lambda: bulk(push))
+    errors_as_na(results, "dbl_r2py", lambda: bulk(lambda: pull(echo.sock)))
+    errors_as_na(results, "dbl_py2r", lambda: bulk(lambda: push(echo.sock)))
 
     def fresh() -> zmq.Socket:   # a new connection, as a fresh session makes
-        s = ctx.socket(zmq.DEALER)
+        s = echo.ctx.socket(zmq.DEALER)
         s.connect(endpoint)
-        s.send(msg64)
+        s.send(b"x" * 64)
         s.recv()
         return s
-
-    def first_pull(s: zmq.Socket) -> None:
-        s.send(b"give")
-        s.recv(copy=False)
-
-    def first_push(s: zmq.Socket) -> None:
-        s.send(payload, copy=False)
-        s.recv()
-    errors_as_na(results, "dbl_r2py_cold", lambda: cold(fresh, first_pull, lambda s: s.close(linger=0)))
-    errors_as_na(results, "dbl_py2r_cold", lambda: cold(fresh, first_push, lambda s: s.close(linger=0)))
+    errors_as_na(results, "dbl_r2py_cold", lambda: cold(fresh, pull, lambda s: s.close(linger=0)))
+    errors_as_na(results, "dbl_py2r_cold", lambda: cold(fresh, push, lambda s: s.close(linger=0)))
     results["idle_cpu"] = na("no worker")
+    for paired in ("small_call_paired", "small_call_loaded_paired"):
+        results[paired] = na("rbridge's ratio to this echo: see the rbridge columns")
     for frame in ("df_r2py", "df_py2r", "wide_r2py", "wide_py2r", "df_r2py_cold", "df_py2r_cold"):
         results[frame] = na("the wire moves bytes, not data frames")
     results["callback_loop"] = na("one callback is one round trip: see small_call")
@@ -128,11 +118,7 @@ def main() -> None:
     else:
         results["cold_start"] = na("Rscript -e 1 is listed under ipc")
     results["peak_mem"] = na("no R process")
-    sock.send(b"stop")
-    sock.recv()
-    server.wait()
-    sock.close()
-    ctx.term()
+    echo.close()
     emit(results)
 
 

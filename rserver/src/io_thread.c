@@ -835,18 +835,12 @@ int rb_io_open(rb_io_shared *sh, char *err, size_t errlen) {
   io.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   if (!io.router || io.wakefd < 0 || io.timerfd < 0) {
     snprintf(err, errlen, "cannot create the socket: %s", io.router ? strerror(errno) : zmq_strerror(errno));
-    if (io.router) zmq_close(io.router);
-    if (io.wakefd >= 0) close(io.wakefd);
-    if (io.timerfd >= 0) close(io.timerfd);
-    return -1;
+    goto fail;
   }
   configure_router(io.router, sh);
   if (zmq_bind(io.router, sh->endpoint) < 0) {
     snprintf(err, errlen, "cannot bind %s: %s", sh->endpoint, zmq_strerror(errno));
-    zmq_close(io.router);
-    close(io.wakefd);
-    close(io.timerfd);
-    return -1;
+    goto fail;
   }
   size_t elen = sizeof sh->bound_endpoint;
   zmq_getsockopt(io.router, ZMQ_LAST_ENDPOINT, sh->bound_endpoint, &elen);
@@ -857,6 +851,12 @@ int rb_io_open(rb_io_shared *sh, char *err, size_t errlen) {
   own.io_drives = own.wanted = own.stopping = own.main_sending = 0;
   main_runs_r(rb_monotonic());
   return 0;
+
+fail:
+  if (io.router) zmq_close(io.router);
+  if (io.wakefd >= 0) close(io.wakefd);
+  if (io.timerfd >= 0) close(io.timerfd);
+  return -1;
 }
 
 int rb_io_start(pthread_t *tid, char *err, size_t errlen) {

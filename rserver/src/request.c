@@ -7,7 +7,6 @@
  * Messages to clients go out through the socket side (io_thread.c). This
  * file calls no other part of the worker but the socket side and the send
  * buffers, so every part may use it (no cycle). */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>

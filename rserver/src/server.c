@@ -28,8 +28,7 @@ extern Rboolean R_interrupts_suspended;
 typedef struct {
   int prepared;             /* configured; no thread, no context yet */
   int running;              /* the context and the I/O thread exist */
-  rb_io_shared shared;      /* with the I/O thread (see rserver.h) */
-  void *zctx;
+  rb_io_shared shared;      /* with the I/O thread (see rserver.h); holds the ZeroMQ context */
   pthread_t io_tid;
 } rb_server;
 
@@ -345,20 +344,19 @@ SEXP C_server_start_io(void) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  server.zctx = zmq_ctx_new();
-  sh->zctx = server.zctx;
+  sh->zctx = zmq_ctx_new();
   char err[1200];
-  int rc = server.zctx ? rb_io_open(sh, err, sizeof err) : -1;
+  int rc = sh->zctx ? rb_io_open(sh, err, sizeof err) : -1;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (!server.zctx) Rf_error("rbridge: cannot create a ZeroMQ context: %s", zmq_strerror(errno));
+  if (!sh->zctx) Rf_error("rbridge: cannot create a ZeroMQ context: %s", zmq_strerror(errno));
   if (rc < 0) {
-    zmq_ctx_term(server.zctx);
+    zmq_ctx_term(sh->zctx);
     Rf_error("rbridge: %s", err);
   }
   rb_requests_bind(sh);
   if (rb_io_start(&server.io_tid, err, sizeof err) < 0) {
     rb_io_close();
-    zmq_ctx_term(server.zctx);
+    zmq_ctx_term(sh->zctx);
     Rf_error("rbridge: %s", err);
   }
   server.running = 1;
@@ -372,11 +370,11 @@ SEXP C_server_stop(void) {
   rb_shm_forget(NULL, 0);
   rb_arenas_detach(NULL, 0);
   rb_io_stop(server.io_tid);
-  zmq_ctx_term(server.zctx);
+  zmq_ctx_term(server.shared.zctx);
   rb_sendbuf_trim(1);
   /* libzmq leaves the socket file of an ipc:// endpoint behind */
   if (strncmp(server.shared.bound_endpoint, "ipc://", 6) == 0) unlink(server.shared.bound_endpoint + 6);
-  server.zctx = NULL;
+  server.shared.zctx = NULL;
   server.running = 0;
   return R_NilValue;
 }
