@@ -10,12 +10,14 @@ from ._arrow import TimeSeries, ts
 from ._code import RCode, expr, formula, sym
 from ._codec import PROTOCOL_VERSION
 from ._errors import (
+                      AuthenticationError,
                       ProtocolError,
                       RBridgeError,
                       RError,
                       RInterrupted,
                       RTimeout,
                       RWarning,
+                      ServerBusy,
                       WorkerDied,
                       WorkerNotAvailable,
 )
@@ -26,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "AuthenticationError",
     "CapturedOutput",
     "Diagnostics",
     "Namespace",
@@ -38,6 +41,7 @@ __all__ = [
     "RObject",
     "RTimeout",
     "RWarning",
+    "ServerBusy",
     "TimeSeries",
     "Session",
     "WorkerDied",

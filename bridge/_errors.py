@@ -11,6 +11,16 @@ class WorkerNotAvailable(RBridgeError):
     """R or the ``rserver`` R package is missing, or the worker failed to start."""
 
 
+class ServerBusy(WorkerNotAvailable):
+    """The server admits no new session now: it has its maximum open
+    (``--max-sessions``), or it is shutting down."""
+
+
+class AuthenticationError(WorkerNotAvailable):
+    """The CurveZMQ handshake failed: the server refused this client's key, the
+    server key given is not the server's, or one side does not use CURVE."""
+
+
 class WorkerDied(RBridgeError):
     """The R worker went away while a request was pending, or before it."""
 

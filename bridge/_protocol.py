@@ -166,6 +166,8 @@ class Protocol:
         for request ``awaited``. Raises WorkerDied when a pong shows that
         another process now serves the endpoint."""
         op = msg.get("op")
+        if op == "ended":   # a server ended our session (SPEC §10)
+            raise WorkerDied(f"the R session ended: {msg.get('reason') or 'no reason given'}")
         if op == "callback":
             return Callback(msg)
         if op == "release_callables":

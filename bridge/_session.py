@@ -9,6 +9,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -22,14 +23,17 @@ from ._arena import ArenaReader, ArenaWriter
 from ._arrow import DTYPE_BACKENDS, Payload, convert_payloads
 from ._convert import to_wire
 from ._errors import (
+    AuthenticationError,
     ProtocolError,
     RBridgeError,
     RTimeout,
     RWarning,
+    ServerBusy,
     WorkerDied,
     WorkerNotAvailable,
     error_from_reply,
 )
+from ._keys import CurveKeys, curve_keys
 from ._payloads import (
     EXT_PAYLOAD,
     PayloadWriter,
@@ -42,7 +46,7 @@ from ._payloads import (
 )
 from ._protocol import LIVENESS, CallablesReleased, Callback, Event, Output, Protocol, Warned
 from ._proxies import Namespace, RFunction, RObject, python_names
-from ._transport import Channel
+from ._transport import HANDSHAKE_WAIT, Channel
 from ._worker import LocalWorker
 
 #: Per-call options and their defaults (see Session.with_options).
@@ -95,10 +99,12 @@ class _Core:
     channels, pending handle releases and output sinks."""
 
     def __init__(self, endpoint: str, worker: LocalWorker | None,
-                 stdout: IO[str] | None, stderr: IO[str] | None, liveness: float = LIVENESS) -> None:
+                 stdout: IO[str] | None, stderr: IO[str] | None, liveness: float = LIVENESS,
+                 keys: CurveKeys | None = None) -> None:
         self.endpoint = endpoint
         self.worker = worker
         self.liveness = liveness
+        self.keys = keys
         self.context = zmq.Context()
         self.protocol = Protocol()   # one id sequence for every socket of the session
         # The client key: every socket of this session has routing id key + its
@@ -133,7 +139,7 @@ class _Core:
 
     def _new_channel(self, number: int) -> Channel:
         return Channel(self.context, self.endpoint, self.protocol, self.is_alive, self.worker is None,
-                       routing_id=self.client_key + bytes([number]), liveness=self.liveness)
+                       routing_id=self.client_key + bytes([number]), liveness=self.liveness, keys=self.keys)
 
     @property
     def session(self) -> Session:
@@ -350,7 +356,7 @@ class _Core:
         if not self.dead:
             try:
                 with self.channel.lock:
-                    if self.worker is not None or shutdown:
+                    if self.worker is not None or shutdown or self.info.get("session"):
                         self.channel.request(self.message("shutdown"), timeout=SHUTDOWN_REPLY_WAIT)
                     else:   # an attached worker lives on: give back what we hold
                         self.protocol.pending_releases.extend(self.live_ids)
@@ -631,7 +637,8 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
             worker_env: dict[str, str] | None = None,
             stdout: IO[str] | None = None, stderr: IO[str] | None = None,
             results: str = "pandas", dtype_backend: str = "numpy", shm: bool | None = None,
-            liveness: float = LIVENESS) -> Session:
+            liveness: float = LIVENESS, server_key: str | os.PathLike[str] | bytes | None = None,
+            client_key: str | os.PathLike[str] | bytes | None = None) -> Session:
     """Opens a session.
 
     Args:
@@ -658,18 +665,33 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
             that resumes within it finishes the call in progress. A worker
             whose process exits, or whose connection is lost and not back
             within 1.5 s, is declared dead at once.
+        server_key, client_key: connect with CurveZMQ encryption and
+            authentication (a server started with ``--server-key``):
+            ``server_key`` is the server's public key file (``NAME.key``) or its
+            Z85 text, ``client_key`` this client's secret key file
+            (``NAME.key_secret``) or its Z85 secret key. Give both or neither.
 
     Raises:
         WorkerNotAvailable: R or the ``rserver`` package is missing, or no
             worker answered at ``endpoint``.
+        ServerBusy: a server admits no new session now (its maximum is open,
+            or it is shutting down).
+        AuthenticationError: the CURVE handshake failed within 2 s.
     """
     _check_choices(results, dtype_backend)
     if not isinstance(liveness, (int, float)) or not 1 <= liveness <= 3600:
         raise ValueError(f"liveness must be a number of seconds from 1 to 3600, not {liveness!r}")
+    if (server_key is None) != (client_key is None):
+        raise ValueError("give both server_key and client_key, or neither")
+    if server_key is not None and endpoint is None:
+        raise ValueError("server_key and client_key are for a server's endpoint, not a private worker")
+    keys = curve_keys(server_key, client_key) if server_key is not None else None  # type: ignore[arg-type]
     sweep_segments()      # shared-memory payloads of processes that died
     worker = (LocalWorker(rscript, {"RBRIDGE_LIVENESS": f"{liveness:g}", **(worker_env or {})})
               if endpoint is None else None)
-    core = _Core(endpoint or worker.endpoint, worker, stdout, stderr, float(liveness))  # type: ignore[union-attr]
+    core = _Core(endpoint or worker.endpoint, worker, stdout, stderr, float(liveness), keys)  # type: ignore[union-attr]
+    if keys is not None:
+        core.channel.handshake_due = time.monotonic() + HANDSHAKE_WAIT
     core.options.update(timeout=timeout, results=results, dtype_backend=dtype_backend)
     session = Session(core, core.options)
     core.finalizer = weakref.finalize(core, _finalize, core.context, core.sockets, worker)
@@ -680,18 +702,24 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
     hello = core.protocol.hello(probe)
     try:
         reply = core.channel.request(hello, timeout=startup_timeout)
-    except (WorkerDied, RTimeout):
+    except (WorkerDied, RTimeout, AuthenticationError) as exc:
         failure = (worker.startup_failure() if worker is not None and not worker.is_alive()
-                   else WorkerNotAvailable(f"no rbridge worker answered at {core.endpoint}"))
+                   else exc if isinstance(exc, AuthenticationError)
+                   else WorkerNotAvailable(f"no rbridge worker answered at {core.endpoint}: {exc}"))
         core.dead = True
         core.close()
         raise failure from None
     finally:
         if probe is not None:
             unlink_segment(probe[0])
+    core.channel.handshake_due = None
     if reply["op"] == "error":
+        core.dead = True
         core.close()
-        raise error_from_reply(reply.get("error") or {})
+        error = reply.get("error") or {}
+        if "rbridge_server_busy" in (error.get("class") or ()):
+            raise ServerBusy(f"{core.endpoint}: {error.get('message')}")
+        raise error_from_reply(error)
     core.info = reply.get("worker") or {}
     core.protocol.worker_pid = core.info.get("pid")
     core.shm = bool(reply.get("shm"))

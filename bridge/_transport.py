@@ -22,7 +22,8 @@ from typing import Any
 import zmq
 
 from . import _codec
-from ._errors import RTimeout, WorkerDied
+from ._errors import AuthenticationError, RTimeout, WorkerDied
+from ._keys import CurveKeys
 from ._payloads import ZERO_COPY_MIN
 from ._protocol import (
     LIVENESS,
@@ -36,6 +37,10 @@ from ._protocol import (
 )
 
 HEARTBEAT_MS = 1000
+#: Seconds a CURVE handshake may take before the keys are taken to be wrong.
+HANDSHAKE_WAIT = 2.0
+HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 #: A lost connection that is not re-established within this many seconds
 #: means the worker is gone (a worker that restarts has lost our state).
 RECONNECT_GRACE = 1.5
@@ -47,11 +52,16 @@ def _plain_ext_hook(code: int, data: bytes, frames: list[Any]) -> Any:
     return _codec._ext_hook(code, data)
 
 
-def new_socket(context: zmq.Context, endpoint: str, routing_id: bytes, liveness: float) -> zmq.Socket:
+def new_socket(context: zmq.Context, endpoint: str, routing_id: bytes, liveness: float,
+               keys: CurveKeys | None = None) -> zmq.Socket:
     """A DEALER socket with the protocol's socket options, connected. The
     routing id stays the same across reconnections, so the worker keeps the
     client's state and routes replies to the new connection."""
     sock = context.socket(zmq.DEALER)
+    if keys is not None:
+        sock.curve_serverkey = keys.server_public
+        sock.curve_publickey = keys.client_public
+        sock.curve_secretkey = keys.client_secret
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.ROUTING_ID, routing_id)
     sock.setsockopt(zmq.RCVHWM, 0)     # never stall a burst of output messages
@@ -68,13 +78,19 @@ class Channel:
 
     def __init__(self, context: zmq.Context, endpoint: str, protocol: Protocol,
                  is_alive: Callable[[], bool], ping_liveness: bool, *,
-                 routing_id: bytes, liveness: float = LIVENESS) -> None:
+                 routing_id: bytes, liveness: float = LIVENESS, keys: CurveKeys | None = None) -> None:
         self.lock = threading.RLock()
         self.endpoint = endpoint
         self.protocol = protocol
-        self._sock = new_socket(context, endpoint, routing_id, liveness)
-        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._sock = new_socket(context, endpoint, routing_id, liveness, keys)
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                                                      | HANDSHAKE_FAILED)
         self._down_since: float | None = None   # connection lost at, and not back
+        #: with CURVE: the handshake must succeed by then (a wrong server key
+        #: gets no answer at all), else AuthenticationError
+        self.handshake_due: float | None = None
+        self.handshaken = False
+        self._refused: str | None = None    # why a handshake failed
         self.liveness = liveness
         self._is_alive = is_alive
         self._ping_liveness = ping_liveness   # False where is_alive is authoritative
@@ -101,6 +117,17 @@ class Channel:
                 self._down_since = self._down_since or now
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._down_since = None
+                self.handshaken = True
+            elif event & HANDSHAKE_FAILED:
+                value = int.from_bytes(frames[0][2:6], "little")
+                self._refused = ("the server refused this client's key" if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                 else f"the security handshake failed (event {event:#x}, code {value}): one side "
+                                 "uses CURVE and the other does not, or the keys do not match")
+        if self._refused is not None:
+            raise AuthenticationError(f"{self._refused} ({self.endpoint})")
+        if self.handshake_due is not None and not self.handshaken and now > self.handshake_due:
+            raise AuthenticationError(f"no CURVE handshake with {self.endpoint} within {HANDSHAKE_WAIT:g} s: "
+                                      "server_key is not this server's key, or the server refused ours")
         return self._down_since is not None and now - self._down_since > RECONNECT_GRACE
 
     def set_ext_hook(self, hook: ExtHook) -> None:

@@ -5,7 +5,21 @@
 describe_error <- function(condition, trace) {
   frames <- user_frames(trace)
   call <- if (is.null(frames)) NULL else user_call(conditionCall(condition))
-  list(class(condition), conditionMessage(condition), call, as.character(frames))
+  list(class(condition), memory_note(conditionMessage(condition)), call, as.character(frames))
+}
+
+# In a session with a memory limit, R's out-of-memory errors name it.
+memory_note <- function(message) {
+  limit <- getOption("rserver.session_memory", 0)
+  if (limit > 0 && grepl("cannot allocate|vector memory (exhausted|limit)", message))
+    message <- sprintf("%s (this session's memory limit is %s: --session-memory)", message, format_bytes(limit))
+  message
+}
+
+format_bytes <- function(n) {
+  units <- c("B", "KiB", "MiB", "GiB", "TiB")
+  i <- max(1L, min(length(units), floor(log(n, 1024)) + 1L))
+  sprintf("%g %s", signif(n / 1024^(i - 1L), 3), units[[i]])
 }
 
 describe_warning <- function(w) {

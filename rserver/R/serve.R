@@ -16,20 +16,24 @@
 #'   a client's connection is dropped; a client that reconnects within 2 s
 #'   keeps its state. It should outlast a client's longest pause.
 #' @param quiet if `FALSE`, print the bound endpoint on stderr.
+#' @param interrupt_grace seconds R may ignore an interrupt (from a client, or
+#'   a request's timeout) before the process exits; `0`: never. Sessions of
+#'   [serve_sessions()] use it.
+#' @param session a session's description for the handshake (internal).
 #' @return the bound endpoint, invisibly, once the server has stopped.
 serve <- function(endpoint = Sys.getenv("RBRIDGE_ENDPOINT", "tcp://127.0.0.1:5555"),
                   max_envelope = env_number("RBRIDGE_MAX_ENVELOPE", 256 * 2^20),
                   max_frame = env_number("RBRIDGE_MAX_FRAME", 2^31 - 1),
                   parent_pid = env_number("RBRIDGE_PARENT_PID", 0),
                   liveness = env_number("RBRIDGE_LIVENESS", 30),
-                  quiet = FALSE) {
+                  quiet = FALSE, interrupt_grace = 0, session = NULL) {
   stopifnot(is.numeric(liveness), length(liveness) == 1L, liveness >= 1, liveness <= 3600)
   stopifnot(is.character(endpoint), length(endpoint) == 1L)
   load_namespace_fully()
-  info <- .Call(C_mp_encode, worker_info(endpoint, max_envelope))
+  info <- .Call(C_mp_encode, worker_info(endpoint, max_envelope, session))
   # two steps: a server of sessions forks between them (no thread, no ZeroMQ context yet)
   .Call(C_server_prepare, endpoint, as.numeric(max_envelope), as.numeric(max_frame),
-        as.numeric(parent_pid), as.numeric(liveness), info)
+        as.numeric(parent_pid), as.numeric(liveness), as.numeric(interrupt_grace), info)
   bound <- .Call(C_server_start_io)
   on.exit(.Call(C_server_stop), add = TRUE)
   owned <- Sys.getenv("RBRIDGE_OWNED_DIR")   # a private worker's directory
@@ -50,8 +54,8 @@ env_number <- function(name, default) {
   if (nzchar(v)) as.numeric(v) else default
 }
 
-worker_info <- function(endpoint, max_envelope) {
-  list(
+worker_info <- function(endpoint, max_envelope, session = NULL) {
+  info <- list(
     r_version = paste(R.version$major, R.version$minor, sep = "."),
     rserver_version = as.character(utils::packageVersion("rserver")),
     pid = Sys.getpid(),
@@ -60,6 +64,8 @@ worker_info <- function(endpoint, max_envelope) {
     capabilities = as.list(c(request_ops(), "output")),
     max_envelope = as.numeric(max_envelope)
   )
+  if (!is.null(session)) info$session <- session
+  info
 }
 
 # Forces every lazy-loaded object of this package now: an interrupt that lands

@@ -152,16 +152,11 @@ static void send_to_client(io_state *st, const void *rid, size_t rid_len, msgpac
 
 static void reply_error(io_state *st, const void *rid, size_t rid_len, uint64_t id,
                         const char *cls, const char *message) {
-  const char *classes[] = {cls, "rbridge_error", "error", "condition"};
   msgpack_sbuffer sb;
   msgpack_packer pk;
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  rb_pack_header(&pk, 5, id, "error");
-  rb_pack_cstr(&pk, "error");
-  rb_pack_error_body(&pk, classes, 4, message);
-  rb_pack_cstr(&pk, "warnings");
-  msgpack_pack_array(&pk, 0);
+  rb_pack_error_reply(&pk, id, cls, message);
   send_to_client(st, rid, rid_len, &sb);
 }
 
@@ -224,6 +219,7 @@ static void reply_hello(io_state *st, const void *rid, size_t rid_len, const rb_
 static void signal_main(io_state *st) {
   pthread_mutex_lock(&st->sh->mu);
   st->sh->own_interrupt_at = rb_monotonic();
+  if (st->sh->unanswered_at == 0) st->sh->unanswered_at = st->sh->own_interrupt_at;
   pthread_mutex_unlock(&st->sh->mu);
   pthread_kill(st->sh->main_thread, SIGINT);
 }
@@ -664,7 +660,14 @@ static void check_timers(io_state *st) {
       fire |= stop_from(sh, i, RB_STOP_TIMEOUT);
     }
   }
+  /* R ignores the interrupt (compiled code that never checks): a session ends */
+  int unresponsive = sh->interrupt_grace > 0 && sh->unanswered_at > 0 && now - sh->unanswered_at > sh->interrupt_grace &&
+                     !pthread_equal(pthread_self(), sh->main_thread);
   pthread_mutex_unlock(&sh->mu);
+  if (unresponsive) {
+    fprintf(stderr, "rserver: R did not stop within %g s of an interrupt; ending\n", sh->interrupt_grace);
+    _exit(RB_EXIT_UNRESPONSIVE);
+  }
   if (fire) signal_main(st);
   if (st->check_at > 0 && now >= st->check_at) check_clients(st);
 
@@ -904,6 +907,9 @@ int rb_io_wait(int timeout_ms, zmq_pollitem_t *extra, int nextra, volatile int *
   own.main_busy = 0;
   take_back();
   pthread_mutex_unlock(&own.mu);
+  pthread_mutex_lock(&st->sh->mu);
+  st->sh->unanswered_at = 0;   /* R answers again */
+  pthread_mutex_unlock(&st->sh->mu);
   double until = rb_monotonic() + timeout_ms / 1000.0;
   int rc = 0, polled = 0;   /* the socket is read at least once, even with no time to wait */
   for (;;) {

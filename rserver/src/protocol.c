@@ -154,3 +154,14 @@ const rb_op *rb_find_op(const char *name) {
     if (strcmp(op->name, name) == 0) return op;
   return NULL;
 }
+
+/* A whole error reply (SPEC §6) from the C core: class cls, then
+ * rbridge_error, error, condition. */
+void rb_pack_error_reply(msgpack_packer *pk, uint64_t id, const char *cls, const char *message) {
+  const char *classes[] = {cls, "rbridge_error", "error", "condition"};
+  rb_pack_header(pk, 5, id, "error");
+  rb_pack_cstr(pk, "error");
+  rb_pack_error_body(pk, classes, 4, message);
+  rb_pack_cstr(pk, "warnings");
+  msgpack_pack_array(pk, 0);
+}

@@ -4,6 +4,9 @@
  *   mpack_reader.c  bounds-checked msgpack reader (pure C, no R API)
  *   protocol.c      envelope constants, peeking and packing helpers (pure C)
  *   io_thread.c     the client socket, and the I/O thread that drives it while R computes (pure C)
+ *   sessions.c      a server of sessions: the fork server in the preloaded R process (R/sessions.R)
+ *   front.c         a server of sessions: the front process with the public socket (pure C)
+ *   auth.c          CurveZMQ key files and the ZAP handler (pure C)
  *   server.c        server state and lifecycle, taking requests, replies (R/dispatch.R: the serve loop)
  *   request.c       the stack of requests in progress, and sending to their clients
  *   calls.c         the `call` op: calls of scalars built in C; weak references for R/calls.R
@@ -116,6 +119,7 @@ void rb_pack_kv_str(msgpack_packer *pk, const char *k, const char *v);
 void rb_pack_header(msgpack_packer *pk, uint32_t nfields, uint64_t id, const char *op);
 void rb_pack_error_body(msgpack_packer *pk, const char *const *classes, int nclass,
                         const char *message);
+void rb_pack_error_reply(msgpack_packer *pk, uint64_t id, const char *cls, const char *message);
 
 /* ---- io_thread.c ------------------------------------------------------- */
 /* One request on the main thread's stack, as the I/O thread sees it. */
@@ -138,6 +142,7 @@ typedef struct {
   int64_t max_frame;
   long parent_pid;        /* exit when orphaned; 0 = no watch */
   double liveness;        /* seconds of silence after which a client's connection is dropped */
+  double interrupt_grace; /* a session: seconds R may ignore an interrupt before it ends; 0 = no limit */
   char worker_info[1024]; /* msgpack map bytes for hello, built by main */
   size_t worker_info_len;
   pthread_t main_thread;
@@ -149,6 +154,7 @@ typedef struct {
   char current_op[RB_OP_MAX];
   double busy_since;      /* monotonic seconds */
   double own_interrupt_at; /* when the I/O thread last sent R a SIGINT (monotonic) */
+  double unanswered_at;   /* the first SIGINT since R last waited at the socket; 0 = none */
 } rb_io_shared;
 
 #define RB_HEARTBEAT_MS 1000
@@ -176,6 +182,41 @@ void rb_arrival_free(rb_arrival *req);
 /* Sends R's message f[0..n) (routing id first) to its client, taking the
  * frames; `final`: a request's final reply. */
 void rb_io_send(zmq_msg_t *f, int n, int final);
+
+/* ---- auth.c ---------------------------------------------------------------- */
+#define RB_ZMQ_ZAP_ENFORCE_DOMAIN 93   /* a draft option in zmq.h; libzmq 4.3 takes it */
+int rb_read_cert(const char *path, char public_key[41], char secret_key[41], char *err, size_t errlen);
+int rb_zap_answer(void *zap, const char *allow_dir);
+
+/* ---- front.c, sessions.c: a server of sessions (SPEC §10) --------------------- */
+#define RB_EXIT_UNRESPONSIVE 75   /* a session's exit status: R ignored an interrupt */
+typedef struct {
+  char endpoint[1024];
+  char dir[512];            /* the server's private directory (sessions' sockets) */
+  char server_secret[41];   /* Z85; "" = no CURVE */
+  char allow_dir[1024];     /* client public keys */
+  int max_sessions;
+  double idle_timeout;      /* seconds; 0 = none */
+  double client_grace;      /* seconds a client may be gone before its session ends */
+  double drain_timeout;
+  double liveness;
+  double session_cpu;       /* for the reasons told to clients */
+  double interrupt_grace;
+  size_t max_envelope;
+  int64_t max_frame;
+} rb_front_config;
+/* Messages between the fork server and the front, on a SOCK_SEQPACKET pair
+ * (both are forks of one process image). */
+enum { RB_CTL_BOUND, RB_CTL_FAILED, RB_CTL_FORK, RB_CTL_FORKED, RB_CTL_FORK_FAILED, RB_CTL_EXITED,
+       RB_CTL_DRAIN, RB_CTL_DRAIN_NOW };
+typedef struct {
+  int kind, number, pid, status;
+  char text[1600];          /* endpoint, error, ZAP user id, or a session's last output */
+} rb_ctl_msg;
+void rb_front_main(const rb_front_config *cfg, int ctl) __attribute__((noreturn));
+int rb_ctl_send(int fd, int kind, int number, int pid, int status, const char *text);
+void rb_session_path(char *out, size_t n, const char *dir, int number, const char *leaf);
+void rb_remove_tree(const char *path);
 
 /* ---- console.c --------------------------------------------------------- */
 void rb_console_install(void);
