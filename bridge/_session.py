@@ -9,7 +9,6 @@ import os
 import secrets
 import sys
 import threading
-import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -46,7 +45,7 @@ from ._payloads import (
 )
 from ._protocol import LIVENESS, CallablesReleased, Callback, Event, Output, Protocol, Warned
 from ._proxies import Namespace, RFunction, RObject, python_names
-from ._transport import HANDSHAKE_WAIT, Channel
+from ._transport import Channel
 from ._worker import LocalWorker
 
 #: Per-call options and their defaults (see Session.with_options).
@@ -690,8 +689,6 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
     worker = (LocalWorker(rscript, {"RBRIDGE_LIVENESS": f"{liveness:g}", **(worker_env or {})})
               if endpoint is None else None)
     core = _Core(endpoint or worker.endpoint, worker, stdout, stderr, float(liveness), keys)  # type: ignore[union-attr]
-    if keys is not None:
-        core.channel.handshake_due = time.monotonic() + HANDSHAKE_WAIT
     core.options.update(timeout=timeout, results=results, dtype_backend=dtype_backend)
     session = Session(core, core.options)
     core.finalizer = weakref.finalize(core, _finalize, core.context, core.sockets, worker)

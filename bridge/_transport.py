@@ -83,13 +83,15 @@ class Channel:
         self.endpoint = endpoint
         self.protocol = protocol
         self._sock = new_socket(context, endpoint, routing_id, liveness, keys)
-        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
-                                                      | HANDSHAKE_FAILED)
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+                                                      | zmq.EVENT_HANDSHAKE_SUCCEEDED | HANDSHAKE_FAILED)
         self._down_since: float | None = None   # connection lost at, and not back
-        #: with CURVE: the handshake must succeed by then (a wrong server key
-        #: gets no answer at all), else AuthenticationError
-        self.handshake_due: float | None = None
+        #: with CURVE: once connected, the handshake must succeed within
+        #: HANDSHAKE_WAIT (a wrong server key gets no answer at all), else
+        #: AuthenticationError; set to the time to start counting from
+        self.handshake_due: float | None = time.monotonic() if keys is not None else None
         self.handshaken = False
+        self._connected_at: float | None = None
         self._refused: str | None = None    # why a handshake failed
         self.liveness = liveness
         self._is_alive = is_alive
@@ -113,7 +115,9 @@ class Channel:
         while self._monitor.poll(0):
             frames = self._monitor.recv_multipart()
             event = int.from_bytes(frames[0][:2], "little")
-            if event == zmq.EVENT_DISCONNECTED:
+            if event == zmq.EVENT_CONNECTED:
+                self._connected_at = self._connected_at or now
+            elif event == zmq.EVENT_DISCONNECTED:
                 self._down_since = self._down_since or now
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._down_since = None
@@ -125,7 +129,8 @@ class Channel:
                                  "uses CURVE and the other does not, or the keys do not match")
         if self._refused is not None:
             raise AuthenticationError(f"{self._refused} ({self.endpoint})")
-        if self.handshake_due is not None and not self.handshaken and now > self.handshake_due:
+        if (self.handshake_due is not None and not self.handshaken and self._connected_at is not None
+                and now > max(self.handshake_due, self._connected_at + HANDSHAKE_WAIT)):
             raise AuthenticationError(f"no CURVE handshake with {self.endpoint} within {HANDSHAKE_WAIT:g} s: "
                                       "server_key is not this server's key, or the server refused ours")
         return self._down_since is not None and now - self._down_since > RECONNECT_GRACE

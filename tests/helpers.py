@@ -114,3 +114,70 @@ def raw_exchange(endpoint: str, frames: list[bytes], timeout_ms: int = 5000) -> 
     finally:
         sock.close()
         ctx.term()
+
+
+class Server:
+    """`rbridge serve` (python -m bridge serve) on a free loopback port."""
+
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        import sys
+
+        self.log = tmp_path / f"server-{time.monotonic_ns()}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "tcp://127.0.0.1:*", *args],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                         env=dict(os.environ, **(env or {})))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = re.search(r"listening on (tcp://\S+)", self.log.read_text())
+            if found:
+                self.endpoint = found.group(1)
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server failed: {self.log.read_text()}")
+            time.sleep(0.05)
+        self.proc.kill()
+        raise RuntimeError("server did not start")
+
+    def processes(self) -> list[int]:
+        """The server's process and all of its descendants that are alive."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return [p for p in found if pid_alive(p)]
+
+    def directory(self) -> Path:
+        """The server's private directory (its sessions' sockets and files)."""
+        return Path(re.search(r"sessions in (\S+)", self.log.read_text()).group(1))
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+def status_of(endpoint: str, *keys: str) -> dict:
+    """`rbridge status --json`'s answer."""
+    import json
+    import sys
+
+    key_args = ["--server-key", keys[0], "--client-key", keys[1]] if keys else []
+    out = subprocess.run([sys.executable, "-m", "bridge", "status", endpoint, "--json", *key_args],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)

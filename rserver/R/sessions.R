@@ -46,8 +46,9 @@ serve_sessions <- function(endpoint = "tcp://127.0.0.1:5555", preload = characte
                  max_sessions = max_sessions, session_memory = parse_size(session_memory),
                  session_cpu = session_cpu, idle_timeout = idle_timeout, client_grace = client_grace,
                  interrupt_grace = interrupt_grace, drain_timeout = drain_timeout, liveness = liveness)
-  bound <- .Call(C_sessions_start, config)
-  if (!quiet) message("rserver: listening on ", bound)
+  started <- .Call(C_sessions_start, config)
+  bound <- started[[1L]]
+  if (!quiet) message("rserver: listening on ", bound, "\nrserver: sessions in ", started[[2L]])
   repeat {
     session <- .Call(C_sessions_next)
     if (is.list(session)) run_session(session)   # a child: never returns

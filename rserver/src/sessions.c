@@ -182,7 +182,11 @@ SEXP C_sessions_start(SEXP config) {
     shut_down();
     Rf_error("rbridge: %s", err);
   }
-  return Rf_mkString(err);   /* the endpoint bound */
+  SEXP out = PROTECT(Rf_allocVector(STRSXP, 2));   /* the endpoint bound, our directory */
+  SET_STRING_ELT(out, 0, Rf_mkChar(err));
+  SET_STRING_ELT(out, 1, Rf_mkChar(c->dir));
+  UNPROTECT(1);
+  return out;
 }
 
 /* The last bytes a session wrote to its console (stdout and stderr), whole lines. */

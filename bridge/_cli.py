@@ -1,0 +1,188 @@
+"""The ``rbridge`` command: ``serve``, ``ping``, ``status`` and ``keygen``
+(``rbridge --help``; the README's "Server mode")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+from . import __version__
+from ._errors import RBridgeError, RTimeout
+from ._keys import curve_keys, write_keypair
+from ._protocol import Protocol
+from ._transport import Channel
+from ._worker import STACK_WRAPPER, WORKER_STACK_KIB
+
+#: ``rbridge serve`` options: (flag, R argument, type, default, help).
+SERVE_OPTIONS: list[tuple[str, str, type, Any, str]] = [
+    ("--max-sessions", "max_sessions", int, 64, "sessions open at once; a client beyond gets ServerBusy"),
+    ("--session-memory", "session_memory", str, "0",
+     "memory a session may allocate beyond what it shares with the preloaded parent, e.g. 2G (0: no limit)"),
+    ("--session-cpu", "session_cpu", float, 0, "CPU seconds a session may use; then it ends (0: no limit)"),
+    ("--idle-timeout", "idle_timeout", float, 0, "seconds without a request after which a session ends (0: never)"),
+    ("--client-grace", "client_grace", float, 10, "seconds a client may stay disconnected before its session ends"),
+    ("--interrupt-grace", "interrupt_grace", float, 5,
+     "seconds R may ignore an interrupt (or a timeout) before its session ends"),
+    ("--drain-timeout", "drain_timeout", float, 8,
+     "on SIGTERM, seconds that calls in flight may take to finish (fits Docker's 10 s stop grace)"),
+    ("--liveness", "liveness", float, 30, "seconds of silence after which a client's connection is dropped"),
+]
+
+
+def _r_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def serve_command(args: argparse.Namespace) -> list[str]:
+    """The command that runs the server: Rscript (under a larger C stack, as
+    private workers have) calling ``rserver::serve_sessions``."""
+    fields = [f"endpoint = {_r_string(args.endpoint)}",
+              "preload = " + ("c(" + ", ".join(_r_string(p) for p in args.preload) + ")" if args.preload
+                              else "character()")]
+    if args.server_key:
+        fields.append(f"server_key = {_r_string(args.server_key)}")
+    if args.allow:
+        fields.append(f"allow = {_r_string(args.allow)}")
+    if args.insecure:
+        fields.append("insecure = TRUE")
+    for _flag, name, kind, _default, _help in SERVE_OPTIONS:
+        value = getattr(args, name)
+        fields.append(f"{name} = {_r_string(value) if kind is str else repr(value)}")
+    rscript = shutil.which(os.environ.get("RBRIDGE_RSCRIPT") or "Rscript") or "Rscript"
+    code = "rserver::serve_sessions(" + ", ".join(fields) + ")"
+    return ["/bin/sh", "-c", STACK_WRAPPER.format(kib=WORKER_STACK_KIB), rscript, "-e", code]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if bool(args.server_key) != bool(args.allow):
+        print("rbridge serve: --server-key and --allow go together", file=sys.stderr)
+        return 2
+    command = serve_command(args)
+    os.execv(command[0], command)   # the server's signals (SIGTERM: drain) reach R itself
+
+
+def _ask(args: argparse.Namespace, op: str) -> dict[str, Any]:
+    """Sends one server op and returns the reply; raises on failure."""
+    keys = None
+    if args.server_key or args.client_key:
+        if not (args.server_key and args.client_key):
+            raise ValueError("--server-key and --client-key go together")
+        keys = curve_keys(args.server_key, args.client_key)
+    context = zmq.Context()
+    channel = Channel(context, args.endpoint, Protocol(), lambda: True, False,
+                      routing_id=b"\x00" + secrets.token_bytes(15), liveness=max(1.0, args.timeout), keys=keys)
+    try:
+        return channel.request(channel.protocol.message(op), timeout=args.timeout)
+    finally:
+        channel.close()
+        context.term()
+
+
+def _ping(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    try:
+        reply = _ask(args, "ping")
+    except (RBridgeError, ValueError, OSError) as exc:
+        print(f"rbridge ping: {args.endpoint}: {_failure(exc, args.timeout)}", file=sys.stderr)
+        return 1
+    if reply.get("op") != "pong":
+        print(f"rbridge ping: {args.endpoint}: unexpected reply {reply.get('op')!r}", file=sys.stderr)
+        return 1
+    print(f"{args.endpoint}: pong in {1000 * (time.monotonic() - started):.1f} ms")
+    return 0
+
+
+def _failure(exc: BaseException, timeout: float) -> str:
+    return f"no answer within {timeout:g} s" if isinstance(exc, RTimeout) else str(exc)
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        reply = _ask(args, "status")
+    except (RBridgeError, ValueError, OSError) as exc:
+        print(f"rbridge status: {args.endpoint}: {_failure(exc, args.timeout)}", file=sys.stderr)
+        return 1
+    if reply.get("op") != "status":
+        print(f"rbridge status: {args.endpoint} is not a server of sessions ({reply.get('op')!r})", file=sys.stderr)
+        return 1
+    status = {"server": reply.get("server", {}), "sessions": reply.get("sessions", [])}
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    server = status["server"]
+    print(f"{args.endpoint}: pid {server.get('pid')}, up {server.get('uptime', 0):.0f} s, "
+          f"{server.get('sessions_open')}/{server.get('max_sessions')} sessions open, "
+          f"{server.get('sessions_started')} started, {server.get('auth_failures')} authentication failures"
+          f"{', draining' if server.get('draining') else ''}{', CURVE' if server.get('curve') else ', no CURVE'}")
+    if status["sessions"]:
+        print(f"{'session':>8} {'pid':>8} {'state':>9} {'RSS MB':>8} {'CPU s':>8} {'idle s':>8}  key")
+        for s in status["sessions"]:
+            print(f"{s['number']:>8} {s['pid']:>8} {s['state']:>9} {s['rss'] / 2**20:>8.1f} {s['cpu']:>8.2f} "
+                  f"{s['idle']:>8.1f}  {s['key']}")
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    try:
+        public, secret = write_keypair(args.path)
+    except FileExistsError as exc:
+        print(f"rbridge keygen: {exc.filename} exists; not overwritten", file=sys.stderr)
+        return 1
+    print(f"public key: {public}\nsecret key: {secret} (mode 0600; keep it private)")
+    return 0
+
+
+def _client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("endpoint", help="the server's endpoint, e.g. tcp://host:5555")
+    p.add_argument("--server-key", help="the server's public key file (NAME.key) or Z85 text")
+    p.add_argument("--client-key", help="this client's secret key file (NAME.key_secret)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="rbridge", description="Use R from Python, out of process.")
+    top.add_argument("--version", action="version", version=f"rbridge {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve many clients on one port, each in its own forked R session",
+                       description="Serve many clients on one port, each in its own R session forked from a "
+                       "preloaded parent. SIGTERM or Ctrl-C drains (a second one stops at once).")
+    p.add_argument("endpoint", help="where to listen, e.g. tcp://0.0.0.0:5555 (tcp://127.0.0.1:* for any free port)")
+    p.add_argument("--preload", action="append", default=[], metavar="PKG_OR_FILE.R",
+                   help="an R package to load, or a .R file to source, before sessions fork (repeatable)")
+    p.add_argument("--server-key", help="the server's secret key file (NAME.key_secret): turns CURVE on")
+    p.add_argument("--allow", metavar="DIR", help="directory of the public keys (*.key) of clients that may connect")
+    p.add_argument("--insecure", action="store_true", help="serve a non-loopback address without CURVE")
+    for flag, name, kind, default, help_text in SERVE_OPTIONS:
+        p.add_argument(flag, dest=name, type=kind, default=default, help=f"{help_text} (default {default})")
+    p.set_defaults(run=_serve)
+
+    p = sub.add_parser("ping", help="exit 0 when a server answers a real (authenticated) handshake")
+    _client_options(p)
+    p.set_defaults(run=_ping)
+
+    p = sub.add_parser("status", help="a server's sessions and figures")
+    _client_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_status)
+
+    p = sub.add_parser("keygen", help="make a CURVE keypair: PATH.key and PATH.key_secret")
+    p.add_argument("path", help="PATH of the key files, without suffix")
+    p.set_defaults(run=_keygen)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rbridge`` command."""
+    args = parser().parse_args(argv)
+    return int(args.run(args) or 0)
+

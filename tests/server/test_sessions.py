@@ -1,0 +1,184 @@
+"""Server mode: one port, an isolated forked session per client (issue 13 §1),
+tested through `rbridge serve` and bridge.connect against real R sessions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import Server, pid_alive, status_of, wait_until
+
+import bridge
+
+PRELOAD = """
+big <- rnorm(2e6)          # 16 MB, shared copy-on-write with every session
+counter <- 0
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("server")
+    code = tmp / "preload.R"
+    code.write_text(PRELOAD)
+    srv = Server(tmp, "--preload", "stats", "--preload", str(code), "--client-grace", "1")
+    yield srv
+    assert srv.stop() == 0
+    assert srv.processes() == []
+
+
+def test_each_client_gets_its_own_forked_session(server):
+    with bridge.connect(server.endpoint) as a, bridge.connect(server.endpoint) as b:
+        pa, pb = a.call("Sys.getpid"), b.call("Sys.getpid")
+        assert len({pa, pb, server.proc.pid}) == 3
+        assert a.eval("length(big)") == b.eval("length(big)") == 2_000_000   # preloaded, in both
+        a.eval("counter <- counter + 1; options(digits = 3); mine <- 'a'")
+        assert a.eval("counter") == 1 and b.eval("counter") == 0                # no shared globals
+        assert a.eval("getOption('digits')") == 3 and b.eval("getOption('digits')") == 7
+        assert b.eval("exists('mine')") is False
+        h = a.eval("lm(mpg ~ wt, data = mtcars)")
+        assert isinstance(h, bridge.RObject)
+        assert a.call("class", h) == "lm"
+        with pytest.raises(ValueError, match="another session"):
+            b.call("class", h)                        # a handle is its session's own
+        assert a.diagnostics().worker_pid == pa
+
+
+def test_what_works_against_a_private_worker_works_against_a_session(server):
+    with bridge.connect(server.endpoint) as r:
+        assert r.sum(1, 2) == 3
+        x = np.arange(2_000_000, dtype=np.float64)
+        back = r.call("identity", x)
+        assert back.dtype == np.float64 and np.array_equal(back, x)
+        assert r.uses_shared_memory is True          # same host and user: shared memory
+        df = pd.DataFrame({"g": list("ab") * 5000, "v": np.arange(10000.0)})
+        out = r.call("aggregate", bridge.formula("v ~ g"), data=df, FUN="mean")
+        assert out["v"].tolist() == pytest.approx([4999.0, 5000.0])
+        # callbacks, nested R -> Python -> R -> Python
+        call_back = r.eval("function(f, n) f(n - 1)")
+
+        def depth(n):
+            return 0 if n == 0 else 1 + call_back(depth, n)
+        assert depth(6) == 6
+        with r.capture_output() as out_text:
+            r.eval('cat("hello from a session\\n")')
+        assert out_text.stdout == "hello from a session\n"
+        with pytest.raises(bridge.RTimeout):
+            r.with_options(timeout=0.5).eval("Sys.sleep(30)")
+        timer = threading.Timer(0.5, r.interrupt)
+        timer.start()
+        with pytest.raises(bridge.RInterrupted):
+            r.eval("Sys.sleep(30)")
+        assert r.eval("1 + 1") == 2
+
+
+def test_a_session_ends_with_its_client_and_leaves_nothing(server):
+    r = bridge.connect(server.endpoint)
+    pid = r.call("Sys.getpid")
+    r.eval("f <- tempfile(); writeLines('x', f)")
+    tmp = r.eval("tempdir()")
+    assert str(server.directory()) in tmp        # its own temporary directory
+    r.close()
+    assert wait_until(lambda: not pid_alive(pid), 5)
+    assert wait_until(lambda: not os.path.exists(tmp), 5)
+    assert wait_until(lambda: status_of(server.endpoint)["server"]["sessions_open"] == 0, 5)
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-w{pid}-")]
+
+
+def test_a_session_whose_client_vanished_ends_after_the_grace(server):
+    code = (f"import bridge, time; r = bridge.connect({server.endpoint!r}); "
+            "print(r.call('Sys.getpid'), flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pid = int(child.stdout.readline())
+    assert pid_alive(pid)
+    child.kill()
+    child.wait()
+    assert wait_until(lambda: not pid_alive(pid), 6)     # --client-grace 1
+
+
+def test_status_reports_each_session(server):
+    with bridge.connect(server.endpoint) as r:
+        pid = r.call("Sys.getpid")
+        r.eval("x <- rnorm(1e6)")
+        status = status_of(server.endpoint)
+        server_figures = status["server"]
+        assert server_figures["sessions_open"] >= 1 and server_figures["uptime"] > 0
+        assert server_figures["pid"] == server.proc.pid and server_figures["curve"] is False
+        mine = [s for s in status["sessions"] if s["pid"] == pid][0]
+        assert mine["state"] == "idle" and mine["rss"] > 10 * 2**20 and mine["cpu"] >= 0 and mine["idle"] >= 0
+
+
+def test_idle_sessions_end_after_the_idle_timeout(tmp_path):
+    srv = Server(tmp_path, "--idle-timeout", "1")
+    try:
+        r = bridge.connect(srv.endpoint)
+        pid = r.call("Sys.getpid")
+        time.sleep(2.5)
+        with pytest.raises(bridge.WorkerDied, match="idle for 1 s"):
+            r.sum(1)
+        assert not pid_alive(pid)
+        r.close()
+    finally:
+        assert srv.stop() == 0
+
+
+def test_sigterm_drains_calls_in_flight_then_exits_cleanly(tmp_path):
+    srv = Server(tmp_path, "--drain-timeout", "8")
+    directory = srv.directory()
+    busy, idle = bridge.connect(srv.endpoint), bridge.connect(srv.endpoint)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(busy.eval("Sys.sleep(2); 42")))
+    worker.start()
+    time.sleep(0.5)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with pytest.raises(bridge.ServerBusy, match="shutting down"):
+        bridge.connect(srv.endpoint)
+    with pytest.raises(bridge.WorkerDied, match="shutting down"):
+        idle.sum(1)
+    worker.join(10)
+    assert results == [42]                      # the call in flight finished, its reply delivered
+    assert srv.proc.wait(10) == 0
+    assert srv.processes() == [] and not directory.exists()
+    busy.close()
+    idle.close()
+
+
+def test_a_second_sigterm_ends_sessions_at_once(tmp_path):
+    srv = Server(tmp_path, "--drain-timeout", "30")
+    r = bridge.connect(srv.endpoint)
+    started = time.monotonic()
+    worker = threading.Thread(target=lambda: pytest.raises(bridge.WorkerDied, r.eval, "Sys.sleep(60)"))
+    worker.start()
+    time.sleep(0.5)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(10) == 0
+    worker.join(10)
+    assert time.monotonic() - started < 10
+    assert srv.processes() == []
+    r.close()
+
+
+def test_a_crash_of_the_parent_leaves_no_process_or_file(tmp_path):
+    srv = Server(tmp_path)
+    directory = srv.directory()
+    r = bridge.connect(srv.endpoint)
+    pid = r.call("Sys.getpid")
+    everyone = srv.processes()
+    assert pid in everyone and len(everyone) >= 3      # the server, its front, a session
+    srv.proc.kill()
+    srv.proc.wait()
+    assert wait_until(lambda: not any(pid_alive(p) for p in everyone), 10)
+    assert wait_until(lambda: not directory.exists(), 10)
+    with pytest.raises(bridge.WorkerDied):
+        r.sum(1)
+    r.close()
