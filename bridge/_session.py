@@ -104,6 +104,7 @@ class _Core:
         self.worker = worker
         self.liveness = liveness
         self.keys = keys
+        self.info: dict[str, Any] = {}   # the worker's, from the handshake
         self.context = zmq.Context()
         self.protocol = Protocol()   # one id sequence for every socket of the session
         # The client key: every socket of this session has routing id key + its
@@ -126,7 +127,6 @@ class _Core:
         # Output and warnings go through emit(): the innermost listener that
         # takes an event (capture_output's), else where they go by default.
         self.listeners: list[Callable[[Output | Warned], bool]] = []
-        self.info: dict[str, Any] = {}
         self.closed = False
         self.dead = False
         self.options: dict[str, Any] = dict(DEFAULT_OPTIONS)   # the session's own (set by connect())
@@ -138,7 +138,8 @@ class _Core:
 
     def _new_channel(self, number: int) -> Channel:
         return Channel(self.context, self.endpoint, self.protocol, self.is_alive, self.worker is None,
-                       routing_id=self.client_key + bytes([number]), liveness=self.liveness, keys=self.keys)
+                       routing_id=self.client_key + bytes([number]), liveness=self.liveness, keys=self.keys,
+                       session=bool(self.info.get("session")))
 
     @property
     def session(self) -> Session:
@@ -718,6 +719,8 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
             raise ServerBusy(f"{core.endpoint}: {error.get('message')}")
         raise error_from_reply(error)
     core.info = reply.get("worker") or {}
+    if core.info.get("session"):
+        core.channel.become_session()
     core.protocol.worker_pid = core.info.get("pid")
     core.shm = bool(reply.get("shm"))
     core.arena_writer = ArenaWriter(create_segment) if core.shm else None

@@ -44,6 +44,11 @@ HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_F
 #: A lost connection that is not re-established within this many seconds
 #: means the worker is gone (a worker that restarts has lost our state).
 RECONNECT_GRACE = 1.5
+#: A server's session (SPEC §10): the front answers ZMTP heartbeats even while
+#: the session's R is stalled, so a silent connection is a partition, noticed
+#: within ~2.3 s: (heartbeat interval, timeout) in ms, and the reconnect grace.
+SESSION_HEARTBEAT = (250, 1000)
+SESSION_RECONNECT_GRACE = 1.0
 POLL_MS = 100
 
 
@@ -53,7 +58,7 @@ def _plain_ext_hook(code: int, data: bytes, frames: list[Any]) -> Any:
 
 
 def new_socket(context: zmq.Context, endpoint: str, routing_id: bytes, liveness: float,
-               keys: CurveKeys | None = None) -> zmq.Socket:
+               keys: CurveKeys | None = None, heartbeat: tuple[int, int] | None = None) -> zmq.Socket:
     """A DEALER socket with the protocol's socket options, connected. The
     routing id stays the same across reconnections, so the worker keeps the
     client's state and routes replies to the new connection."""
@@ -65,12 +70,16 @@ def new_socket(context: zmq.Context, endpoint: str, routing_id: bytes, liveness:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.ROUTING_ID, routing_id)
     sock.setsockopt(zmq.RCVHWM, 0)     # never stall a burst of output messages
-    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(liveness * 1000))
-    sock.setsockopt(zmq.HEARTBEAT_TTL, int(liveness * 1000))
+    _set_heartbeat(sock, heartbeat or (HEARTBEAT_MS, int(liveness * 1000)))
     sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
     sock.connect(endpoint)
     return sock
+
+
+def _set_heartbeat(sock: zmq.Socket, heartbeat: tuple[int, int]) -> None:
+    sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat[0])
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, heartbeat[1])
+    sock.setsockopt(zmq.HEARTBEAT_TTL, heartbeat[1])
 
 
 class Channel:
@@ -78,11 +87,13 @@ class Channel:
 
     def __init__(self, context: zmq.Context, endpoint: str, protocol: Protocol,
                  is_alive: Callable[[], bool], ping_liveness: bool, *,
-                 routing_id: bytes, liveness: float = LIVENESS, keys: CurveKeys | None = None) -> None:
+                 routing_id: bytes, liveness: float = LIVENESS, keys: CurveKeys | None = None,
+                 session: bool = False) -> None:
         self.lock = threading.RLock()
         self.endpoint = endpoint
         self.protocol = protocol
-        self._sock = new_socket(context, endpoint, routing_id, liveness, keys)
+        self._sock = new_socket(context, endpoint, routing_id, liveness, keys, SESSION_HEARTBEAT if session else None)
+        self._reconnect_grace = SESSION_RECONNECT_GRACE if session else RECONNECT_GRACE
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
                                                       | zmq.EVENT_HANDSHAKE_SUCCEEDED | HANDSHAKE_FAILED)
         self._down_since: float | None = None   # connection lost at, and not back
@@ -133,7 +144,16 @@ class Channel:
                 and now > max(self.handshake_due, self._connected_at + HANDSHAKE_WAIT)):
             raise AuthenticationError(f"no CURVE handshake with {self.endpoint} within {HANDSHAKE_WAIT:g} s: "
                                       "server_key is not this server's key, or the server refused ours")
-        return self._down_since is not None and now - self._down_since > RECONNECT_GRACE
+        return self._down_since is not None and now - self._down_since > self._reconnect_grace
+
+    def become_session(self) -> None:
+        """The peer is a server's session: a silent connection is a partition
+        (SESSION_HEARTBEAT). The socket reconnects with those heartbeats (the
+        server hands our routing id over to the new connection)."""
+        _set_heartbeat(self._sock, SESSION_HEARTBEAT)
+        self._reconnect_grace = SESSION_RECONNECT_GRACE
+        self._sock.disconnect(self.endpoint)
+        self._sock.connect(self.endpoint)
 
     def set_ext_hook(self, hook: ExtHook) -> None:
         self._ext_hook = hook

@@ -181,3 +181,61 @@ def status_of(endpoint: str, *keys: str) -> dict:
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+class Relay:
+    """A TCP relay to `target` ("tcp://host:port") that can be frozen: it then
+    forwards nothing either way and keeps every connection open, as a silent
+    network partition does."""
+
+    def __init__(self, target: str) -> None:
+        import socket
+        import threading
+
+        host, port = target[len("tcp://"):].rsplit(":", 1)
+        self._target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"tcp://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.frozen = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import selectors
+        import socket
+
+        sel = selectors.DefaultSelector()
+        sel.register(self._listener, selectors.EVENT_READ)
+        peers: dict[socket.socket, socket.socket] = {}
+        while not self._stop.is_set():
+            for key, _ in sel.select(0.05):
+                sock = key.fileobj
+                if sock is self._listener:
+                    client, _addr = self._listener.accept()
+                    upstream = socket.create_connection(self._target)
+                    peers[client], peers[upstream] = upstream, client
+                    sel.register(client, selectors.EVENT_READ)
+                    sel.register(upstream, selectors.EVENT_READ)
+                elif not self.frozen.is_set():
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        data = b""
+                    if data:
+                        peers[sock].sendall(data)
+                    else:
+                        partner = peers.pop(sock)
+                        peers.pop(partner, None)
+                        for s in (sock, partner):
+                            sel.unregister(s)
+                            s.close()
+            if self.frozen.is_set():
+                self._stop.wait(0.05)
+        for s in list(peers):
+            s.close()
+        self._listener.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)

@@ -274,6 +274,28 @@ ENTRIES: list[tuple[str, str, dict[str, Any], str, str | None]] = [
      f'list(v = 1L, id = 20L, op = "result", value = {r_payload(WORKER_REGION)}, warnings = list())', None),
     ("output_stdout", "worker->client", env(17, "output", stream="stdout", text="[1] 1 2 3\n"),
      'list(v = 1L, id = 17L, op = "output", stream = "stdout", text = "[1] 1 2 3\\n")', "same"),
+    # a server of sessions (SPEC §10): what its front answers itself
+    ("status_request", "client->server", env(21, "status"), 'list(v = 1L, id = 21L, op = "status")', "same"),
+    ("status_reply", "server->client",
+     env(21, "status", server={"pid": 4242, "uptime": 12.5, "sessions_open": 1, "max_sessions": 64,
+                               "sessions_started": 3, "auth_failures": 2, "draining": False, "curve": True},
+         sessions=[{"number": 3, "pid": 4250, "key": "alice", "state": "idle", "rss": 52428800.0, "cpu": 0.25,
+                    "idle": 4.5}]),
+     'list(v = 1L, id = 21L, op = "status", server = list(pid = 4242L, uptime = 12.5, sessions_open = 1L, '
+     'max_sessions = 64L, sessions_started = 3L, auth_failures = 2L, draining = FALSE, curve = TRUE), '
+     'sessions = list(list(number = 3L, pid = 4250L, key = "alice", state = "idle", rss = 52428800, '
+     'cpu = 0.25, idle = 4.5)))', None),
+    ("pong_server", "server->client", env(22, "pong", state="server", pid=4243),
+     'list(v = 1L, id = 22L, op = "pong", state = "server", pid = 4243L)', "same"),
+    ("ended", "server->client", env(0, "ended", reason="the session was idle for 300 s (--idle-timeout)"),
+     'list(v = 1L, id = 0L, op = "ended", reason = "the session was idle for 300 s (--idle-timeout)")', "same"),
+    ("error_server_busy", "server->client",
+     env(1, "error", error={"class": ["rbridge_server_busy", "rbridge_error", "error", "condition"],
+                            "message": "the server has its maximum of 64 sessions open (--max-sessions)",
+                            "call": None, "traceback": []}, warnings=[]),
+     'list(v = 1L, id = 1L, op = "error", error = list(class = list("rbridge_server_busy", '
+     '"rbridge_error", "error", "condition"), message = "the server has its maximum of 64 sessions open '
+     '(--max-sessions)", call = NULL, traceback = list()), warnings = list())', None),
 ]
 
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import Server, pid_alive, status_of, wait_until
+from helpers import Relay, Server, pid_alive, status_of, wait_until
 
 import bridge
 
@@ -182,3 +182,22 @@ def test_a_crash_of_the_parent_leaves_no_process_or_file(tmp_path):
     with pytest.raises(bridge.WorkerDied):
         r.sum(1)
     r.close()
+
+
+def test_a_silent_partition_is_noticed_by_both_sides(tmp_path):
+    srv = Server(tmp_path, "--liveness", "2", "--client-grace", "1")
+    relay = Relay(srv.endpoint)
+    try:
+        r = bridge.connect(relay.endpoint)
+        pid = r.call("Sys.getpid")
+        assert r.eval("Sys.sleep(1.5); 1") == 1        # a busy session is not a partition
+        started = time.monotonic()
+        relay.frozen.set()
+        with pytest.raises(bridge.WorkerDied):
+            r.eval("Sys.sleep(30)")
+        assert time.monotonic() - started <= 3.0
+        assert wait_until(lambda: not pid_alive(pid), 8)   # liveness 2 s + grace 1 s
+        r.close()
+    finally:
+        relay.close()
+        assert srv.stop() == 0

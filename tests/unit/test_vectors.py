@@ -125,6 +125,7 @@ def test_every_op_and_reply_kind_has_a_vector():
     constants = json.loads((VECTOR_DIR / "constants.json").read_text())
     ops = {_codec.unpack(bytes.fromhex(v["hex"]), _keep_payload_refs)["op"] for v in VECTORS}
     assert set(constants["ops"]) | set(constants["worker_messages"]) <= ops
+    assert set(constants["server_ops"]) | set(constants["server_messages"]) <= ops
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])

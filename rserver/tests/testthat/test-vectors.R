@@ -7,6 +7,7 @@ constants <- jsonlite::fromJSON(sub("messages.json", "constants.json", vectors_p
 test_that("there are golden vectors for every op and every kind of worker message (the Python suite checks the same)", {
   ops <- vapply(vectors, function(v) rserver:::mp_decode(hex_to_raw(v$hex))$op, "")
   expect_true(all(c(names(constants$ops), unlist(constants$worker_messages)) %in% ops))
+  expect_true(all(c(unlist(constants$server_ops), unlist(constants$server_messages)) %in% ops))
 })
 
 test_that("one op table: the C table, R's handlers and the hello capabilities agree with constants.json", {
