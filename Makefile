@@ -17,6 +17,7 @@ FUZZ_PACKAGES := clang-14 libclang-rt-14-dev
 FUZZ_RUNS ?= 2000000
 FUZZ_SOURCES := fuzz/fuzz_envelope.c rserver/src/mpack_reader.c rserver/src/protocol.c
 FUZZ_ARROW_SOURCES := fuzz/fuzz_arrow.c rserver/src/arrow_read.c rserver/src/flatbuf.c
+FUZZ_CERT_SOURCES := fuzz/fuzz_cert.c rserver/src/auth.c
 FUZZ_FLAGS := -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 .PHONY: setup system venv rserver demo test test-system test-r test-python lint bench bench-quick bench-smoke \
@@ -97,16 +98,22 @@ fuzz/fuzz_arrow: $(FUZZ_ARROW_SOURCES) rserver/src/arrow_format.h
 	$(MAKE) system EXTRA_PACKAGES="$(FUZZ_PACKAGES)"
 	clang-14 $(FUZZ_FLAGS) -Irserver/src $(FUZZ_ARROW_SOURCES) -o $@
 
+fuzz/fuzz_cert: $(FUZZ_CERT_SOURCES) rserver/src/rserver.h
+	$(MAKE) system EXTRA_PACKAGES="$(FUZZ_PACKAGES)"
+	clang-14 $(FUZZ_FLAGS) -Irserver/src $(FUZZ_CERT_SOURCES) -lzmq -o $@
+
 # Bounded by a number of runs, so that a run's length does not depend on the
 # machine's speed; `timeout` is a safety net.
-fuzz: fuzz/fuzz_envelope fuzz/fuzz_arrow
-	mkdir -p fuzz/out fuzz/out-arrow
+fuzz: fuzz/fuzz_envelope fuzz/fuzz_arrow fuzz/fuzz_cert
+	mkdir -p fuzz/out fuzz/out-arrow fuzz/out-cert
 	./fuzz/fuzz_envelope fuzz/regressions/*
 	timeout 1800 ./fuzz/fuzz_envelope -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 \
 	  fuzz/out fuzz/corpus
 	./fuzz/fuzz_arrow fuzz/regressions-arrow/* protocol/vectors/arrow/*.arrow
 	timeout 1800 ./fuzz/fuzz_arrow -runs=$(FUZZ_RUNS) -max_len=8192 -print_final_stats=1 \
 	  fuzz/out-arrow protocol/vectors/arrow
+	timeout 1800 ./fuzz/fuzz_cert -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 \
+	  fuzz/out-cert fuzz/corpus-cert
 
 # The R-facing C code (decoder, encoder, handle table) under valgrind's memcheck,
 # through the R tests that feed it hostile and random input.
@@ -120,4 +127,4 @@ fuzz-smoke:
 
 clean:
 	rm -rf $(VENV) .stamp-rserver rserver/src/*.o rserver/src/*.so .pytest_cache fuzz/out fuzz/out-arrow \
-	  fuzz/fuzz_envelope fuzz/fuzz_arrow
+	  fuzz/out-cert fuzz/fuzz_envelope fuzz/fuzz_arrow fuzz/fuzz_cert

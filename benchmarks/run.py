@@ -28,6 +28,7 @@ from common import WORKLOADS  # noqa: E402
 CONTENDERS = [  # (column, script, args)
     ("rbridge ipc", "rbridge_bench.py", ["ipc"]),
     ("rbridge tcp", "rbridge_bench.py", ["tcp"]),
+    ("rbridge server", "server_bench.py", []),
     ("wire ipc", "wire.py", ["ipc"]),
     ("wire tcp", "wire.py", ["tcp"]),
     ("pyRserve", "pyrserve_bench.py", []),
@@ -61,6 +62,10 @@ TARGETS = [
     ("wide frame pandas→R ≤ 1.5× pyarrow's Table.from_pandas()", "wide_py2r", "rbridge ipc", "pyarrow (no R)",
      1.5),
     ("callback ≤ 1.5× a small call", "callback_loop", "rbridge ipc", None, 1.5),
+    ("server: small call with CURVE ≤ 2× the wire (tcp, no CURVE)", "small_call", "rbridge server", "wire tcp", 2.0),
+    ("server: small call with CURVE faster than pyRserve", "small_call", "rbridge server", "pyRserve", 1.0),
+    ("server: 80 MB R→Py with CURVE ≤ 2× the wire (tcp, no CURVE)", "dbl_r2py", "rbridge server", "wire tcp", 2.0),
+    ("server: 80 MB Py→R with CURVE ≤ 2× the wire (tcp, no CURVE)", "dbl_py2r", "rbridge server", "wire tcp", 2.0),
 ]
 # (description, workload, contender, limit): the value itself <= limit
 ABSOLUTE_TARGETS = [
@@ -70,6 +75,10 @@ ABSOLUTE_TARGETS = [
     ("small call ≤ 1.5× the echo under CPU load, paired (tcp)", "small_call_loaded_paired", "rbridge tcp", 1.5),
     ("an idle worker takes < 1% of a core (ipc)", "idle_cpu", "rbridge ipc", 1.0),
     ("an idle worker takes < 1% of a core (tcp)", "idle_cpu", "rbridge tcp", 1.0),
+    ("server: small call with CURVE ≤ 2× the echo (tcp, no CURVE), paired", "small_call_paired", "rbridge server",
+     2.0),
+    ("server: a session starts in ≤ 50 ms (median)", "session_start", "rbridge server", 0.05),
+    ("server: 50 idle sessions take < 1% of a core", "idle_cpu_sessions", "rbridge server", 1.0),
 ]
 
 
@@ -101,6 +110,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:.2f} % of a core"
     if unit == "x":
         return f"{value:.2f}×"
+    if unit == "calls/s":
+        return f"{value:,.0f} calls/s"
     for scale, suffix in ((1, "s"), (1e-3, "ms"), (1e-6, "µs")):
         if value >= scale or suffix == "µs":
             return f"{value / scale:.3g} {suffix}"
@@ -198,12 +209,23 @@ def main() -> int:
         a = median(results[contender][workload])
         unit = results[contender][workload].get("unit", "")
         verdict = "not measurable in this run" if a is None else "met" if a <= limit else "NOT met"
-        shown, bound = (f"{a:.2f}×", f"{limit:.3g}×") if unit == "x" else (f"{a:.2f} %", f"{limit:.3g} %")
+        shown, bound = ((f"{a:.2f}×", f"{limit:.3g}×") if unit == "x" else
+                        (fmt(a, unit) if a is not None else "", fmt(limit, unit)) if unit == "s" else
+                        (f"{a:.2f} %", f"{limit:.3g} %"))
         lines.append(f"| {desc} | {'n/a' if a is None else shown} | {bound} | {verdict} |")
+    server, wire = results["rbridge server"], results["wire ipc"]
+    if "samples" in server.get("session_start", {}) and "samples" in wire.get("cold_start", {}):
+        lines.append(f"| server: a session starts faster than a cold `Rscript -e 1` | "
+                     f"{median(server['session_start']) / median(wire['cold_start']):.2f}× | 1× | "
+                     f"{'met' if median(server['session_start']) < median(wire['cold_start']) else 'NOT met'} |")
+    for way in ("dbl_r2py", "dbl_py2r"):
+        if "samples" in server.get(way, {}) and "samples" in server.get(way + "_plain", {}):
+            lines.append(f"| server: what CURVE costs, {way} (with / without) | "
+                         f"{median(server[way]) / median(server[way + '_plain']):.2f}× | (reported) | |")
     lines += ["", "rbridge against each peer, same transport where there is one:", ""]
     for workload in WORKLOADS:
         parts = []
-        for num, den in (("rbridge ipc", "wire ipc"), ("rbridge tcp", "wire tcp"),
+        for num, den in (("rbridge ipc", "wire ipc"), ("rbridge tcp", "wire tcp"), ("rbridge server", "wire tcp"),
                          ("rbridge tcp", "pyRserve"), ("rbridge ipc", "rpy2"),
                          ("rbridge ipc", "pyarrow (no R)")):
             a, b = median(results[num][workload]), median(results[den][workload])

@@ -41,8 +41,8 @@ serve_sessions <- function(endpoint = "tcp://127.0.0.1:5555", preload = characte
     else suppressPackageStartupMessages(library(item, character.only = TRUE))
   }
   load_namespace_fully()
-  config <- list(endpoint = endpoint, server_key = if (is.null(server_key)) "" else normalizePath(server_key),
-                 allow = if (is.null(allow)) "" else normalizePath(allow),
+  config <- list(endpoint = endpoint, server_key = if (is.null(server_key)) "" else normalizePath(server_key, mustWork = FALSE),
+                 allow = if (is.null(allow)) "" else normalizePath(allow, mustWork = FALSE),
                  max_sessions = max_sessions, session_memory = parse_size(session_memory),
                  session_cpu = session_cpu, idle_timeout = idle_timeout, client_grace = client_grace,
                  interrupt_grace = interrupt_grace, drain_timeout = drain_timeout, liveness = liveness)
@@ -93,7 +93,7 @@ loopback <- function(endpoint) {
 # "2G", "512M", "1e9" or a number of bytes.
 parse_size <- function(size) {
   if (is.numeric(size)) return(as.numeric(size))
-  m <- regmatches(size, regexec("^\\s*([0-9.eE+]+)\\s*([KMGT]?)i?B?\\s*$", toupper(size)))[[1L]]
+  m <- regmatches(size, regexec("^\\s*([0-9.E+]+)\\s*([KMGT]?)I?B?\\s*$", toupper(size)))[[1L]]
   if (!length(m)) stop("not a size: ", size, " (examples: 512M, 2G)", call. = FALSE)
   as.numeric(m[[2L]]) * 1024^(match(m[[3L]], c("", "K", "M", "G", "T")) - 1L)
 }

@@ -38,6 +38,14 @@ static int cert_field(const char *text, const char *field, char out[Z85_KEY + 1]
   return -1;
 }
 
+/* The keys in a certificate's text (NUL-terminated): its public key, and the
+ * secret one too when secret_key is given. */
+int rb_parse_cert(const char *text, char public_key[Z85_KEY + 1], char secret_key[Z85_KEY + 1]) {
+  if (cert_field(text, "public-key", public_key) != 0) return -1;
+  if (secret_key && cert_field(text, "secret-key", secret_key) != 0) return -2;
+  return 0;
+}
+
 int rb_read_cert(const char *path, char public_key[Z85_KEY + 1], char secret_key[Z85_KEY + 1],
                  char *err, size_t errlen) {
   char text[CERT_MAX + 1];
@@ -49,15 +57,12 @@ int rb_read_cert(const char *path, char public_key[Z85_KEY + 1], char secret_key
   size_t n = fread(text, 1, CERT_MAX, f);
   fclose(f);
   text[n] = '\0';
-  if (cert_field(text, "public-key", public_key) != 0) {
+  int rc = rb_parse_cert(text, public_key, secret_key);
+  if (rc == -1)
     snprintf(err, errlen, "%s has no valid public-key line (make keys with `rbridge keygen`)", path);
-    return -1;
-  }
-  if (secret_key && cert_field(text, "secret-key", secret_key) != 0) {
+  else if (rc == -2)
     snprintf(err, errlen, "%s has no valid secret-key line: give the .key_secret file", path);
-    return -1;
-  }
-  return 0;
+  return rc < 0 ? -1 : 0;
 }
 
 /* The name of the key file in `dir` (NAME.key) whose public key is z85, into

@@ -185,6 +185,7 @@ void rb_io_send(zmq_msg_t *f, int n, int final);
 
 /* ---- auth.c ---------------------------------------------------------------- */
 #define RB_ZMQ_ZAP_ENFORCE_DOMAIN 93   /* a draft option in zmq.h; libzmq 4.3 takes it */
+int rb_parse_cert(const char *text, char public_key[41], char secret_key[41]);
 int rb_read_cert(const char *path, char public_key[41], char secret_key[41], char *err, size_t errlen);
 int rb_zap_answer(void *zap, const char *allow_dir);
 

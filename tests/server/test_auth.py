@@ -145,3 +145,27 @@ def test_a_server_key_file_without_a_secret_is_refused(keys):
     out = rbridge("serve", "tcp://127.0.0.1:*", "--server-key", str(keys / "server.key"),
                   "--allow", str(keys / "allow"))
     assert out.returncode != 0 and "no valid secret-key" in out.stderr
+
+
+def test_garbage_from_an_authenticated_client_gets_errors_and_starts_no_session(server, keys):
+    public_server, _ = zmq.auth.load_certificate(keys / "server.key")
+    public, secret = zmq.auth.load_certificate(keys / "alice.key_secret")
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = public_server, public, secret
+    sock.connect(server.endpoint)
+    try:
+        for frames in ([b"\xc1"], [msgpack.packb([1, 2])], [b"\x91" * 100 + b"\xc0"],
+                       [msgpack.packb({"v": 9, "id": 5, "op": "eval"})]):
+            sock.send_multipart(frames)
+            assert sock.poll(5000)
+            reply = msgpack.unpackb(sock.recv())
+            assert reply["op"] == "error" and reply["error"]["class"][0] == "rbridge_protocol_error"
+        sock.send(msgpack.packb({"v": 1, "id": 6, "op": "eval", "code": "1"}))
+        assert sock.poll(5000) and msgpack.unpackb(sock.recv())["error"]["class"][0] == "rbridge_no_session"
+    finally:
+        sock.close()
+        ctx.term()
+    assert status_of(server.endpoint, str(keys / "server.key"), str(keys / "alice.key_secret"))["server"][
+        "sessions_open"] == 0

@@ -108,9 +108,11 @@ def test_a_killed_session_is_reported_within_2_s_with_the_signal(server):
             os.kill(pid, signal.SIGKILL)
 
         threading.Timer(0.5, kill).start()
+        r.call("identity", list(range(10_000)))          # it made shared-memory segments
         with pytest.raises(bridge.WorkerDied, match="signal 9"):
             r.eval("Sys.sleep(30)")
         assert time.monotonic() - seen[0] < 2
+    assert wait_until(lambda: not [n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-w{pid}-")], 5)
 
 
 def test_a_segfault_is_reported_with_the_last_lines_of_the_session_output(server, naughty):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -201,3 +202,37 @@ def test_a_silent_partition_is_noticed_by_both_sides(tmp_path):
     finally:
         relay.close()
         assert srv.stop() == 0
+
+
+def test_a_crash_of_the_front_ends_the_server_and_its_sessions(tmp_path):
+    srv = Server(tmp_path)
+    directory = srv.directory()
+    r = bridge.connect(srv.endpoint)
+    session = r.call("Sys.getpid")
+    front = [p for p in srv.processes() if p not in (srv.proc.pid, session)]
+    assert len(front) == 1
+    os.kill(front[0], signal.SIGKILL)
+    assert srv.proc.wait(15) != 0                  # the server says it failed
+    assert "front process ended abnormally" in srv.log.read_text()
+    assert srv.processes() == [] and not pid_alive(session) and not directory.exists()
+    r.close()
+
+
+def test_no_zombie_is_left_by_sessions_that_ended(server):
+    pids = []
+    for _ in range(3):
+        with bridge.connect(server.endpoint) as r:
+            pids.append(r.call("Sys.getpid"))
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), 5)
+
+    def zombies() -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and int(fields[1]) in server.processes():
+                found.append(int(stat.parent.name))
+        return found
+    assert wait_until(lambda: zombies() == [], 5)

@@ -62,6 +62,9 @@ EXAMPLES = {
     "packages.py": ["median survival by sex: {'sex=1': 270.0, 'sex=2': 426.0}",
                     "fixed effects: {'(Intercept)': 251.405, 'Days': 10.467}",
                     "plot written: True", "1961-01           445.6"],
+    "server.py": ["alice sees x: True | bob sees x: False", "bob's session serves key: bob",
+                  "alice's fit: {'(Intercept)': 37.285, 'wt': -5.344}", "sessions open: 2",
+                  "without a key: AuthenticationError", "server exit status: 0"],
 }
 
 
