@@ -87,32 +87,31 @@ def _ask(args: argparse.Namespace, op: str) -> dict[str, Any]:
         context.term()
 
 
+def _answer(args: argparse.Namespace, op: str, expected: str) -> dict[str, Any] | None:
+    """The server's reply to one op, or None (said on stderr) when there is none."""
+    try:
+        reply = _ask(args, op)
+    except (RBridgeError, ValueError, OSError) as exc:
+        why = f"no answer within {args.timeout:g} s" if isinstance(exc, RTimeout) else str(exc)
+    else:
+        if reply.get("op") == expected:
+            return reply
+        why = f"not a server of sessions (it answered {reply.get('op')!r})"
+    print(f"rbridge {args.command}: {args.endpoint}: {why}", file=sys.stderr)
+    return None
+
+
 def _ping(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    try:
-        reply = _ask(args, "ping")
-    except (RBridgeError, ValueError, OSError) as exc:
-        print(f"rbridge ping: {args.endpoint}: {_failure(exc, args.timeout)}", file=sys.stderr)
-        return 1
-    if reply.get("op") != "pong":
-        print(f"rbridge ping: {args.endpoint}: unexpected reply {reply.get('op')!r}", file=sys.stderr)
+    if _answer(args, "ping", "pong") is None:
         return 1
     print(f"{args.endpoint}: pong in {1000 * (time.monotonic() - started):.1f} ms")
     return 0
 
 
-def _failure(exc: BaseException, timeout: float) -> str:
-    return f"no answer within {timeout:g} s" if isinstance(exc, RTimeout) else str(exc)
-
-
 def _status(args: argparse.Namespace) -> int:
-    try:
-        reply = _ask(args, "status")
-    except (RBridgeError, ValueError, OSError) as exc:
-        print(f"rbridge status: {args.endpoint}: {_failure(exc, args.timeout)}", file=sys.stderr)
-        return 1
-    if reply.get("op") != "status":
-        print(f"rbridge status: {args.endpoint} is not a server of sessions ({reply.get('op')!r})", file=sys.stderr)
+    reply = _answer(args, "status", "status")
+    if reply is None:
         return 1
     status = {"server": reply.get("server", {}), "sessions": reply.get("sessions", [])}
     if args.json:
