@@ -40,8 +40,8 @@ WORKLOADS = {
     "idle_cpu": "CPU time an idle worker takes, as a share of one core, over 10 s",
     # a server of sessions (the "rbridge server" column: tcp, CURVE)
     "session_start": "server: connect() to the first result of a new session (stats, methods, 100 MB preloaded)",
-    "dbl_r2py_plain": "server without CURVE: 1e7 doubles R -> Python (frames), for CURVE's cost",
-    "dbl_py2r_plain": "server without CURVE: 1e7 doubles Python -> R (frames), for CURVE's cost",
+    "dbl_r2py_curve": "1e7 doubles R -> Python with CURVE encryption (server: frames; wire: bare pyzmq)",
+    "dbl_py2r_curve": "1e7 doubles Python -> R with CURVE encryption (server: frames; wire: bare pyzmq)",
     "clients_50": "server: 50 concurrent clients, 1,000 small calls each: aggregate calls per second",
     "session_private_mem": "server: a session's own memory, not shared with the preloaded parent (median)",
     "idle_cpu_sessions": "server: CPU of the whole server with 50 idle sessions, share of one core over 10 s",

@@ -46,9 +46,9 @@ HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_F
 RECONNECT_GRACE = 1.5
 #: A server's session (SPEC §10): the front answers ZMTP heartbeats even while
 #: the session's R is stalled, so a silent connection is a partition, noticed
-#: within ~2.3 s: (heartbeat interval, timeout) in ms, and the reconnect grace.
-SESSION_HEARTBEAT = (250, 1000)
-SESSION_RECONNECT_GRACE = 1.0
+#: within ~2.7 s: (heartbeat interval, timeout) in ms, and the reconnect grace.
+SESSION_HEARTBEAT = (700, 1200)
+SESSION_RECONNECT_GRACE = 0.8
 POLL_MS = 100
 
 

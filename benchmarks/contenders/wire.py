@@ -31,7 +31,11 @@ from common import (  # noqa: E402
 
 SERVER = """
 import sys, zmq
-ctx = zmq.Context(); s = ctx.socket(zmq.ROUTER); s.bind(sys.argv[1])
+ctx = zmq.Context(); s = ctx.socket(zmq.ROUTER)
+if len(sys.argv) > 3:   # CURVE, with this secret key (no ZAP handler: any client key)
+    s.curve_server = True
+    s.curve_secretkey = sys.argv[3].encode()
+s.bind(sys.argv[1])
 blob = bytearray(int(sys.argv[2]))
 while True:
     rid, msg = s.recv_multipart(copy=False)
@@ -51,11 +55,16 @@ class EchoClient:
     """A DEALER to a bare echo server process (SERVER) at ``endpoint``, which
     also sends ``blob_bytes`` on request; calling it is one 64-byte round trip."""
 
-    def __init__(self, endpoint: str, blob_bytes: int = 0) -> None:
+    def __init__(self, endpoint: str, blob_bytes: int = 0, curve: bool = False) -> None:
         self.endpoint = endpoint
-        self.server = subprocess.Popen([sys.executable, "-c", SERVER, endpoint, str(blob_bytes)])
+        server_public, server_secret = zmq.curve_keypair()
+        self.server = subprocess.Popen([sys.executable, "-c", SERVER, endpoint, str(blob_bytes),
+                                        *([server_secret.decode()] if curve else [])])
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
+        if curve:
+            self.sock.curve_serverkey = server_public
+            self.sock.curve_publickey, self.sock.curve_secretkey = zmq.curve_keypair()
         self.sock.connect(endpoint)
         time.sleep(0.3)
 
@@ -104,6 +113,11 @@ def main() -> None:
         s.send(b"x" * 64)
         s.recv()
         return s
+    if transport == "tcp":   # the same bytes with CURVE encryption: what it costs without R
+        secure = EchoClient("tcp://127.0.0.1:5796", nbytes, curve=True)
+        errors_as_na(results, "dbl_r2py_curve", lambda: bulk(lambda: pull(secure.sock)))
+        errors_as_na(results, "dbl_py2r_curve", lambda: bulk(lambda: push(secure.sock)))
+        secure.close()
     errors_as_na(results, "dbl_r2py_cold", lambda: cold(fresh, pull, lambda s: s.close(linger=0)))
     errors_as_na(results, "dbl_py2r_cold", lambda: cold(fresh, push, lambda s: s.close(linger=0)))
     results["idle_cpu"] = na("no worker")

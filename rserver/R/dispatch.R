@@ -122,10 +122,11 @@ run_idle_tasks <- function() {
 }
 
 idle_wait_ms <- function() {
-  if (!isNamespaceLoaded("later")) return(1000L)
+  most <- getOption("rserver.idle_wait_ms", 1000L)   # a session's is longer
+  if (!isNamespaceLoaded("later")) return(most)
   secs <- later::next_op_secs()
-  if (!is.finite(secs)) return(1000L)
-  as.integer(max(0, min(1000, ceiling(secs * 1000))))
+  if (!is.finite(secs)) return(most)
+  as.integer(max(0, min(most, ceiling(secs * 1000))))
 }
 
 # Answers the request in progress with an error (condition NULL: interrupted).

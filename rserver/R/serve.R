@@ -19,6 +19,8 @@
 #' @param interrupt_grace seconds R may ignore an interrupt (from a client, or
 #'   a request's timeout) before the process exits; `0`: never. Sessions of
 #'   [serve_sessions()] use it.
+#' @param heartbeat seconds between ZMTP heartbeats to clients; `0`: none
+#'   (sessions of [serve_sessions()], whose one client is their front).
 #' @param session a session's description for the handshake (internal).
 #' @return the bound endpoint, invisibly, once the server has stopped.
 serve <- function(endpoint = Sys.getenv("RBRIDGE_ENDPOINT", "tcp://127.0.0.1:5555"),
@@ -26,14 +28,14 @@ serve <- function(endpoint = Sys.getenv("RBRIDGE_ENDPOINT", "tcp://127.0.0.1:555
                   max_frame = env_number("RBRIDGE_MAX_FRAME", 2^31 - 1),
                   parent_pid = env_number("RBRIDGE_PARENT_PID", 0),
                   liveness = env_number("RBRIDGE_LIVENESS", 30),
-                  quiet = FALSE, interrupt_grace = 0, session = NULL) {
+                  quiet = FALSE, interrupt_grace = 0, heartbeat = 1, session = NULL) {
   stopifnot(is.numeric(liveness), length(liveness) == 1L, liveness >= 1, liveness <= 3600)
   stopifnot(is.character(endpoint), length(endpoint) == 1L)
   load_namespace_fully()
   info <- .Call(C_mp_encode, worker_info(endpoint, max_envelope, session))
   # two steps: a server of sessions forks between them (no thread, no ZeroMQ context yet)
   .Call(C_server_prepare, endpoint, as.numeric(max_envelope), as.numeric(max_frame),
-        as.numeric(parent_pid), as.numeric(liveness), as.numeric(interrupt_grace), info)
+        as.numeric(parent_pid), as.numeric(liveness), as.numeric(interrupt_grace), as.numeric(heartbeat), info)
   bound <- .Call(C_server_start_io)
   on.exit(.Call(C_server_stop), add = TRUE)
   owned <- Sys.getenv("RBRIDGE_OWNED_DIR")   # a private worker's directory

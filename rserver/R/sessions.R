@@ -71,11 +71,11 @@ session_key <- function() {
 # A forked session: serves its client until it says shutdown, then exits.
 run_session <- function(cfg) {
   status <- tryCatch({
-    options(rserver.session = cfg, rserver.session_memory = cfg$memory)
+    options(rserver.session = cfg, rserver.session_memory = cfg$memory, rserver.idle_wait_ms = 5000L)
     if (cfg$memory > 0) mem.maxVSize(cfg$memory / 2^20)
     serve(cfg$endpoint, max_envelope = cfg$max_envelope, max_frame = cfg$max_frame,
           parent_pid = cfg$parent_pid, liveness = cfg$liveness, quiet = TRUE,
-          interrupt_grace = cfg$interrupt_grace,
+          interrupt_grace = cfg$interrupt_grace, heartbeat = 0,
           session = list(number = cfg$number, key_name = cfg$key_name))
     0L
   }, error = function(e) {

@@ -33,6 +33,7 @@
 #define HELD_RETRY 0.002       /* a client that could not take a message */
 #define REASON_MAX 2000
 #define USER_MAX 320
+#define FRONT_HEARTBEAT_MS 2000   /* the server's own watch on clients (they watch it more closely) */
 
 typedef struct {
   uint8_t rid[RB_MAX_ROUTING_ID];
@@ -605,7 +606,7 @@ static int open_socket(char *err, size_t errlen) {
   if (!fr.router) { snprintf(err, errlen, "cannot create the socket: %s", zmq_strerror(errno)); return -1; }
   const struct { int option, value; } options[] = {
     {ZMQ_ROUTER_MANDATORY, 1}, {ZMQ_LINGER, 0}, {ZMQ_ROUTER_HANDOVER, 1},
-    {ZMQ_HEARTBEAT_IVL, RB_HEARTBEAT_MS},
+    {ZMQ_HEARTBEAT_IVL, FRONT_HEARTBEAT_MS},
     {ZMQ_HEARTBEAT_TIMEOUT, (int)(c->liveness * 1000)}, {ZMQ_HEARTBEAT_TTL, (int)(c->liveness * 1000)},
   };
   for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) set_int(fr.router, options[i].option, options[i].value);

@@ -686,7 +686,8 @@ static void check_timers(io_state *st) {
 
 static int poll_timeout_ms(io_state *st) {
   rb_io_shared *sh = st->sh;
-  double now = rb_monotonic(), until = now + 0.5;
+  /* a session (no heartbeats: its front watches it) wakes less often when idle */
+  double now = rb_monotonic(), until = now + (sh->heartbeat_ms > 0 ? 0.5 : 2.0);
   pthread_mutex_lock(&sh->mu);
   for (int i = 0; i < watched_depth(sh); i++)
     if (sh->levels[i].deadline > 0 && sh->levels[i].deadline < until) until = sh->levels[i].deadline;
@@ -822,7 +823,7 @@ static void configure_router(void *s, const rb_io_shared *sh) {
     {ZMQ_LINGER, 0},
     {ZMQ_SNDHWM, SEND_HWM},      /* a client that does not read is held back, never dropped from (deliver) */
     {ZMQ_ROUTER_HANDOVER, 1},    /* a client that reconnects takes its routing id (and its state) back */
-    {ZMQ_HEARTBEAT_IVL, RB_HEARTBEAT_MS},
+    {ZMQ_HEARTBEAT_IVL, sh->heartbeat_ms},
     {ZMQ_HEARTBEAT_TIMEOUT, (int)(sh->liveness * 1000)},
     {ZMQ_HEARTBEAT_TTL, (int)(sh->liveness * 1000)},
   };

@@ -143,6 +143,7 @@ typedef struct {
   long parent_pid;        /* exit when orphaned; 0 = no watch */
   double liveness;        /* seconds of silence after which a client's connection is dropped */
   double interrupt_grace; /* a session: seconds R may ignore an interrupt before it ends; 0 = no limit */
+  int heartbeat_ms;       /* ZMTP heartbeat interval; 0 = none (a session: its front is on this host) */
   char worker_info[1024]; /* msgpack map bytes for hello, built by main */
   size_t worker_info_len;
   pthread_t main_thread;
