@@ -1,5 +1,5 @@
 """The ``rbridge`` command: ``serve``, ``ping``, ``status`` and ``keygen``
-(``rbridge --help``; the README's "Server mode")."""
+(the README's "Server mode"), and ``doctor`` (``rbridge --help``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 import zmq
 
 from . import __version__
+from ._doctor import as_dicts, run_checks
 from ._errors import RBridgeError, RTimeout
 from ._keys import curve_keys, write_keypair
 from ._protocol import Protocol
@@ -140,6 +141,16 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    results = run_checks()
+    if args.json:
+        print(json.dumps(as_dicts(results), indent=2))
+    else:
+        for c in results:
+            print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.found}" + ("" if c.ok else f"\n     fix: {c.fix}"))
+    return 0 if all(c.ok for c in results) else 1
+
+
 def _client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("endpoint", help="the server's endpoint, e.g. tcp://host:5555")
     p.add_argument("--server-key", help="the server's public key file (NAME.key) or Z85 text")
@@ -173,6 +184,11 @@ def parser() -> argparse.ArgumentParser:
     _client_options(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_status)
+
+    p = sub.add_parser("doctor", help="check that R, the worker package, libzmq and shared memory are in place "
+                       "and work; exit 1 when anything fails")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_doctor)
 
     p = sub.add_parser("keygen", help="make a CURVE keypair: PATH.key and PATH.key_secret")
     p.add_argument("path", help="PATH of the key files, without suffix")

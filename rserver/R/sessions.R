@@ -97,3 +97,6 @@ parse_size <- function(size) {
   if (!length(m)) stop("not a size: ", size, " (examples: 512M, 2G)", call. = FALSE)
   as.numeric(m[[2L]]) * 1024^(match(m[[3L]], c("", "K", "M", "G", "T")) - 1L)
 }
+
+# The libzmq this package uses: list(version, curve) (`rbridge doctor`).
+zmq_info <- function() .Call(C_zmq_info)

@@ -15,6 +15,7 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_sessions_start, 1),
   CALLDEF(C_sessions_next, 0),
   CALLDEF(C_session_exit, 1),
+  CALLDEF(C_zmq_info, 0),
   CALLDEF(C_server_start_io, 0),
   CALLDEF(C_server_stop, 0),
   CALLDEF(C_server_next, 2),

@@ -8,6 +8,7 @@ SEXP C_server_prepare(SEXP, SEXP, SEXP, SEXP, SEXP, SEXP, SEXP, SEXP);
 SEXP C_sessions_start(SEXP);
 SEXP C_sessions_next(void);
 SEXP C_session_exit(SEXP);
+SEXP C_zmq_info(void);
 SEXP C_server_start_io(void);
 SEXP C_server_stop(void);
 SEXP C_constants(void);

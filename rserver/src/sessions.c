@@ -83,6 +83,22 @@ static int version_ok(char *err, size_t errlen) {
   return 1;
 }
 
+/* The libzmq this package uses: list(version, curve), for `rbridge doctor`. */
+SEXP C_zmq_info(void) {
+  int major, minor, patch;
+  char version[32];
+  zmq_version(&major, &minor, &patch);
+  snprintf(version, sizeof version, "%d.%d.%d", major, minor, patch);
+  SEXP out = PROTECT(Rf_allocVector(VECSXP, 2)), names = PROTECT(Rf_allocVector(STRSXP, 2));
+  SET_VECTOR_ELT(out, 0, Rf_mkString(version));
+  SET_VECTOR_ELT(out, 1, Rf_ScalarLogical(zmq_has("curve") ? TRUE : FALSE));
+  SET_STRING_ELT(names, 0, Rf_mkChar("version"));
+  SET_STRING_ELT(names, 1, Rf_mkChar("curve"));
+  Rf_setAttrib(out, R_NamesSymbol, names);
+  UNPROTECT(2);
+  return out;
+}
+
 static void stop_signals(sigset_t *set) {
   sigemptyset(set);
   sigaddset(set, SIGCHLD);
