@@ -710,7 +710,6 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
     finally:
         if probe is not None:
             unlink_segment(probe[0])
-    core.channel.handshake_due = None
     if reply["op"] == "error":
         core.dead = True
         core.close()

@@ -97,11 +97,10 @@ class Channel:
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
                                                       | zmq.EVENT_HANDSHAKE_SUCCEEDED | HANDSHAKE_FAILED)
         self._down_since: float | None = None   # connection lost at, and not back
-        #: with CURVE: once connected, the handshake must succeed within
-        #: HANDSHAKE_WAIT (a wrong server key gets no answer at all), else
-        #: AuthenticationError; set to the time to start counting from
-        self.handshake_due: float | None = time.monotonic() if keys is not None else None
-        self.handshaken = False
+        # With CURVE, a handshake must succeed within HANDSHAKE_WAIT of the
+        # TCP connection (a wrong server key gets no answer at all).
+        self._curve = keys is not None
+        self._handshaken = False
         self._connected_at: float | None = None
         self._refused: str | None = None    # why a handshake failed
         self.liveness = liveness
@@ -132,7 +131,7 @@ class Channel:
                 self._down_since = self._down_since or now
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._down_since = None
-                self.handshaken = True
+                self._handshaken = True
             elif event & HANDSHAKE_FAILED:
                 value = int.from_bytes(frames[0][2:6], "little")
                 self._refused = ("the server refused this client's key" if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -140,8 +139,8 @@ class Channel:
                                  "uses CURVE and the other does not, or the keys do not match")
         if self._refused is not None:
             raise AuthenticationError(f"{self._refused} ({self.endpoint})")
-        if (self.handshake_due is not None and not self.handshaken and self._connected_at is not None
-                and now > max(self.handshake_due, self._connected_at + HANDSHAKE_WAIT)):
+        if (self._curve and not self._handshaken and self._connected_at is not None
+                and now > self._connected_at + HANDSHAKE_WAIT):
             raise AuthenticationError(f"no CURVE handshake with {self.endpoint} within {HANDSHAKE_WAIT:g} s: "
                                       "server_key is not this server's key, or the server refused ours")
         return self._down_since is not None and now - self._down_since > self._reconnect_grace

@@ -51,7 +51,7 @@ typedef struct {
   int nlinks;
   uint64_t in_flight[IN_FLIGHT_MAX];
   int n_in_flight;
-  double started, active_at, unreachable_since;
+  double active_at, unreachable_since;
   double term_at;            /* SIGTERM sent (0: not ending) */
   int killed;                /* SIGKILL sent */
   int told;                  /* its client was sent `ended` */
@@ -74,7 +74,7 @@ typedef struct {
   int open, next_number;
   tombstone tombs[TOMBSTONES];
   int next_tomb;
-  double started, check_at, drain_until, held_at;
+  double started, check_at, drain_until;
   long auth_failures, admitted;
   int draining;
 } front_state;
@@ -211,6 +211,14 @@ static link_t *link_of(session_t *s, const uint8_t *rid, size_t len) {
   return l;
 }
 
+/* Relays a client's message f[1..n) (after its routing id) on its link:
+ * -1, with nothing sent, when the session's queue is full. */
+static int relay(link_t *l, zmq_msg_t *f, int n) {
+  if (zmq_msg_send(&f[1], l->dealer, ZMQ_DONTWAIT | (n > 2 ? ZMQ_SNDMORE : 0)) < 0) return -1;
+  for (int i = 2; i < n; i++) zmq_msg_send(&f[i], l->dealer, i + 1 < n ? ZMQ_SNDMORE : 0);
+  return 0;
+}
+
 static void drop_held(session_t *s) {
   if (!s->held) return;
   close_frames(s->held, s->nheld);
@@ -296,16 +304,14 @@ static void admit(const uint8_t *rid, size_t rid_len, const char *user, zmq_msg_
   s->key_len = rb_client_key_len(rid_len);
   memcpy(s->key, rid, s->key_len);
   snprintf(s->user, sizeof s->user, "%s", user);
-  s->started = s->active_at = rb_monotonic();
+  s->active_at = rb_monotonic();
   fr.open++;
   fr.admitted++;
   link_t *l = link_of(s, rid, rid_len);
-  if (!l || rb_ctl_send(fr.ctl, RB_CTL_FORK, s->number, 0, 0, user) != 0) {
+  if (!l || rb_ctl_send(fr.ctl, RB_CTL_FORK, s->number, 0, 0, user) != 0 || relay(l, f, n) < 0) {
     reply_error(rid, rid_len, id, "rbridge_server_busy", "the server could not start a session");
     bury(s);
-    return;
   }
-  for (int i = 1; i < n; i++) zmq_msg_send(&f[i], l->dealer, i + 1 < n ? ZMQ_SNDMORE : 0);
 }
 
 static void note_request(session_t *s, const rb_peek *pk) {
@@ -341,10 +347,14 @@ static void on_client_message(void) {
   rb_peek pk;
   const char *err = NULL;
   memset(&pk, 0, sizeof pk);
-  int ok = zmq_msg_size(&frames[1]) <= fr.cfg->max_envelope &&
-           mp_validate(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), RB_MAX_DEPTH, &err) == 0 &&
-           rb_peek_envelope(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), &pk, &err) == 0;
+  const void *env = zmq_msg_data(&frames[1]);
+  size_t env_len = zmq_msg_size(&frames[1]);
   session_t *s = session_of(rid, rid_len);
+  /* what goes to a session is validated there: the front only peeks at it
+   * (op, id, parent), and validates what it answers itself */
+  int ok = env_len <= fr.cfg->max_envelope &&
+           (s || mp_validate(env, env_len, RB_MAX_DEPTH, &err) == 0) &&
+           rb_peek_envelope(env, env_len, &pk, &err) == 0;
   if (s && strcmp(s->user, user) != 0) {   /* another key claims this client's routing id */
     fr.auth_failures++;
   } else if (overflow) {
@@ -363,10 +373,9 @@ static void on_client_message(void) {
       reply_error(rid, rid_len, pk.id, "rbridge_server_busy", "the server is shutting down");
     } else if (!l) {
       reply_error(rid, rid_len, pk.id, "rbridge_limit_error", "this client has too many sockets");
-    } else if (zmq_msg_send(&frames[1], l->dealer, ZMQ_DONTWAIT | (n > 2 ? ZMQ_SNDMORE : 0)) < 0) {
+    } else if (relay(l, frames, n) < 0) {
       reply_error(rid, rid_len, pk.id, "rbridge_busy_error", "the session is not taking messages this fast");
     } else {
-      for (int i = 2; i < n; i++) zmq_msg_send(&frames[i], l->dealer, i + 1 < n ? ZMQ_SNDMORE : 0);
       if (ok) note_request(s, &pk);
       s->active_at = rb_monotonic();
     }
@@ -421,7 +430,6 @@ static void on_session_message(session_t *s, link_t *l) {
       if (s->held) {
         for (int i = 0; i < n; i++) { zmq_msg_init(&s->held[i]); zmq_msg_move(&s->held[i], &frames[i]); }
         s->nheld = n;
-        if (fr.held_at == 0) fr.held_at = rb_monotonic();
       }
     }
     close_frames(frames, n);
@@ -429,18 +437,6 @@ static void on_session_message(session_t *s, link_t *l) {
 }
 
 /* ---- liveness, limits, the drain --------------------------------------------------- */
-
-/* Whether a message to rid can be routed now (an unsolicited pong with id 0,
- * which clients ignore; ROUTER_MANDATORY refuses one to a routing id with no
- * connection). */
-static int reachable(const uint8_t *rid, size_t len) {
-  if (zmq_send(fr.router, rid, len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return errno != EHOSTUNREACH;
-  PACKER(sb, pk);
-  rb_pack_header(&pk, 3, 0, "pong");
-  zmq_send(fr.router, sb.data, sb.size, ZMQ_DONTWAIT);
-  msgpack_sbuffer_destroy(&sb);
-  return 1;
-}
 
 static void on_monitor_event(void) {
   zmq_msg_t ev, addr;
@@ -468,7 +464,7 @@ static void check_sessions(double now) {
     }
     if (check) {
       int ok = 0;
-      for (int j = 0; j < s->nlinks && !ok; j++) ok = reachable(s->links[j].rid, s->links[j].len);
+      for (int j = 0; j < s->nlinks && !ok; j++) ok = rb_reachable(fr.router, s->links[j].rid, s->links[j].len);
       if (ok) s->unreachable_since = 0;
       else if (s->unreachable_since == 0) s->unreachable_since = now;
     }

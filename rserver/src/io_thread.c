@@ -302,17 +302,17 @@ static client_entry *note_client(io_state *st, const uint8_t *rid, size_t len) {
   return c;
 }
 
-/* Whether a message to `rid` can be routed (ROUTER_MANDATORY refuses one to a
- * routing id with no connection). The message is an unsolicited pong with id
- * 0, which clients ignore (SPEC "ping"). */
-static int reachable(io_state *st, const uint8_t *rid, size_t len) {
-  if (zmq_send(st->router, rid, len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return errno != EHOSTUNREACH;
+/* Whether a message to `rid` on a ROUTER with ROUTER_MANDATORY can be routed
+ * now (it refuses one to a routing id with no connection). The probe is an
+ * unsolicited pong with id 0, which clients ignore (SPEC "ping"). */
+int rb_reachable(void *router, const uint8_t *rid, size_t len) {
+  if (zmq_send(router, rid, len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return errno != EHOSTUNREACH;
   msgpack_sbuffer sb;
   msgpack_packer pk;
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   rb_pack_header(&pk, 3, 0, "pong");
-  zmq_send(st->router, sb.data, sb.size, ZMQ_DONTWAIT);
+  zmq_send(router, sb.data, sb.size, ZMQ_DONTWAIT);
   msgpack_sbuffer_destroy(&sb);
   return 1;
 }
@@ -364,7 +364,7 @@ static void check_clients(io_state *st) {
   for (size_t i = 0; i < st->n_clients;) {
     client_entry *c = &st->clients[i];
     int ok = 0;
-    for (int j = 0; j < c->n_rids && !ok; j++) ok = reachable(st, c->rid[j], c->rid_len[j]);
+    for (int j = 0; j < c->n_rids && !ok; j++) ok = rb_reachable(st->router, c->rid[j], c->rid_len[j]);
     if (ok) c->unreachable_since = 0;
     else if (c->unreachable_since == 0) c->unreachable_since = now;
     if (!ok && now - c->unreachable_since >= RB_CLIENT_GRACE) {

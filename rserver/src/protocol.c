@@ -9,8 +9,9 @@ static int read_u64(const mp_item *it, uint64_t *out) {
   return -1;
 }
 
-/* Peeks at the routing-relevant fields of an envelope that has already been
- * validated with mp_validate. Unknown keys are skipped. */
+/* Peeks at the routing-relevant fields of an envelope. Every read is bounds
+ * checked, so any bytes are safe here; what acts on the whole envelope
+ * validates it first (mp_validate). Unknown keys are skipped. */
 int rb_peek_envelope(const void *buf, size_t len, rb_peek *pk, const char **err) {
   mp_reader r;
   mp_item it, key;
@@ -165,3 +166,4 @@ void rb_pack_error_reply(msgpack_packer *pk, uint64_t id, const char *cls, const
   rb_pack_cstr(pk, "warnings");
   msgpack_pack_array(pk, 0);
 }
+

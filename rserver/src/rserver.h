@@ -171,6 +171,7 @@ typedef struct {
   void *hold;               /* what rb_arrival_free frees */
 } rb_arrival;
 double rb_monotonic(void);
+int rb_reachable(void *router, const uint8_t *rid, size_t len);   /* a ROUTER_MANDATORY probe */
 /* R's main thread: */
 int rb_io_open(rb_io_shared *sh, char *err, size_t errlen);   /* binds; call before rb_io_start */
 int rb_io_start(pthread_t *tid, char *err, size_t errlen);

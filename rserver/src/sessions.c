@@ -48,24 +48,22 @@ typedef struct {
 
 static fork_server fs;
 
-static double list_num(SEXP list, const char *name, double dflt) {
+/* The element `name` of a named list, or NULL. */
+static SEXP list_elt(SEXP list, const char *name) {
   SEXP names = Rf_getAttrib(list, R_NamesSymbol);
-  for (R_xlen_t i = 0; i < XLENGTH(list); i++)
-    if (strcmp(CHAR(STRING_ELT(names, i)), name) == 0) {
-      SEXP v = VECTOR_ELT(list, i);
-      return Rf_length(v) == 1 ? Rf_asReal(v) : dflt;
-    }
-  return dflt;
+  for (R_xlen_t i = 0; names != R_NilValue && i < XLENGTH(list); i++)
+    if (strcmp(CHAR(STRING_ELT(names, i)), name) == 0) return VECTOR_ELT(list, i);
+  return R_NilValue;
+}
+
+static double list_num(SEXP list, const char *name, double dflt) {
+  SEXP v = list_elt(list, name);
+  return Rf_length(v) == 1 ? Rf_asReal(v) : dflt;
 }
 
 static const char *list_str(SEXP list, const char *name) {
-  SEXP names = Rf_getAttrib(list, R_NamesSymbol);
-  for (R_xlen_t i = 0; i < XLENGTH(list); i++)
-    if (strcmp(CHAR(STRING_ELT(names, i)), name) == 0) {
-      SEXP v = VECTOR_ELT(list, i);
-      return TYPEOF(v) == STRSXP && XLENGTH(v) == 1 ? CHAR(STRING_ELT(v, 0)) : "";
-    }
-  return "";
+  SEXP v = list_elt(list, name);
+  return TYPEOF(v) == STRSXP && XLENGTH(v) == 1 ? CHAR(STRING_ELT(v, 0)) : "";
 }
 
 static int version_ok(char *err, size_t errlen) {
@@ -119,8 +117,6 @@ static int await_front(char *text, size_t n) {
   snprintf(text, n, "%s", m.text);
   return m.kind == RB_CTL_BOUND ? 0 : -1;
 }
-
-static void reap_all(void);
 
 static void shut_down(void) {
   for (int i = 0; i < fs.nkids; i++) kill(fs.kids[i].pid, SIGKILL);

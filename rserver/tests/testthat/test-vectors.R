@@ -37,4 +37,5 @@ test_that("the C code has the numbers of protocol/vectors/constants.json (the Py
   have <- .Call(rserver:::C_constants)
   for (name in names(have)) expect_equal(have[[name]], expected[[name]], info = name)
   expect_equal(eval(formals(rserver::serve)$liveness[[3L]]), expected$liveness)   # serve()'s default
+  expect_equal(formals(rserver::serve)$heartbeat * 1000, expected$heartbeat_ms)     # serve()'s default
 })
