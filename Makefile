@@ -18,6 +18,7 @@ FUZZ_RUNS ?= 2000000
 FUZZ_SOURCES := fuzz/fuzz_envelope.c rserver/src/mpack_reader.c rserver/src/protocol.c
 FUZZ_ARROW_SOURCES := fuzz/fuzz_arrow.c rserver/src/arrow_read.c rserver/src/flatbuf.c
 FUZZ_CERT_SOURCES := fuzz/fuzz_cert.c rserver/src/auth.c
+FUZZ_PNG_SOURCES := fuzz/fuzz_png.c rserver/src/png_read.c
 FUZZ_FLAGS := -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 .PHONY: setup system venv rserver demo test test-system test-r test-python lint bench bench-quick bench-smoke \
@@ -102,10 +103,14 @@ fuzz/fuzz_cert: $(FUZZ_CERT_SOURCES) rserver/src/rserver.h
 	$(MAKE) system EXTRA_PACKAGES="$(FUZZ_PACKAGES)"
 	clang-14 $(FUZZ_FLAGS) -Irserver/src $(FUZZ_CERT_SOURCES) -lzmq -o $@
 
+fuzz/fuzz_png: $(FUZZ_PNG_SOURCES) rserver/src/rserver.h
+	$(MAKE) system EXTRA_PACKAGES="$(FUZZ_PACKAGES)"
+	clang-14 $(FUZZ_FLAGS) -Irserver/src $(FUZZ_PNG_SOURCES) -lzmq -o $@
+
 # Bounded by a number of runs, so that a run's length does not depend on the
 # machine's speed; `timeout` is a safety net.
-fuzz: fuzz/fuzz_envelope fuzz/fuzz_arrow fuzz/fuzz_cert
-	mkdir -p fuzz/out fuzz/out-arrow fuzz/out-cert
+fuzz: fuzz/fuzz_envelope fuzz/fuzz_arrow fuzz/fuzz_cert fuzz/fuzz_png
+	mkdir -p fuzz/out fuzz/out-arrow fuzz/out-cert fuzz/out-png
 	./fuzz/fuzz_envelope fuzz/regressions/*
 	timeout 1800 ./fuzz/fuzz_envelope -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 \
 	  fuzz/out fuzz/corpus
@@ -114,6 +119,8 @@ fuzz: fuzz/fuzz_envelope fuzz/fuzz_arrow fuzz/fuzz_cert
 	  fuzz/out-arrow protocol/vectors/arrow
 	timeout 1800 ./fuzz/fuzz_cert -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 \
 	  fuzz/out-cert fuzz/corpus-cert
+	timeout 1800 ./fuzz/fuzz_png -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 \
+	  fuzz/out-png fuzz/corpus-png
 
 # The R-facing C code (decoder, encoder, handle table) under valgrind's memcheck,
 # through the R tests that feed it hostile and random input.
@@ -127,4 +134,4 @@ fuzz-smoke:
 
 clean:
 	rm -rf $(VENV) .stamp-rserver rserver/src/*.o rserver/src/*.so .pytest_cache fuzz/out fuzz/out-arrow \
-	  fuzz/out-cert fuzz/fuzz_envelope fuzz/fuzz_arrow fuzz/fuzz_cert
+	  fuzz/out-cert fuzz/out-png fuzz/fuzz_envelope fuzz/fuzz_arrow fuzz/fuzz_cert fuzz/fuzz_png

@@ -21,6 +21,7 @@ from ._errors import (
                       WorkerDied,
                       WorkerNotAvailable,
 )
+from ._plots import Plot, Plots, set_plot_defaults
 from ._proxies import Namespace, RFunction, RObject
 from ._session import CapturedOutput, Diagnostics, Session, connect
 
@@ -32,6 +33,8 @@ __all__ = [
     "CapturedOutput",
     "Diagnostics",
     "Namespace",
+    "Plot",
+    "Plots",
     "ProtocolError",
     "RBridgeError",
     "RCode",
@@ -49,6 +52,7 @@ __all__ = [
     "connect",
     "expr",
     "formula",
+    "set_plot_defaults",
     "sym",
     "ts",
 ]

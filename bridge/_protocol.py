@@ -55,6 +55,17 @@ class Output:
 
 
 @dataclass
+class Display:
+    """A plot page R drew while the awaited request ran (SPEC §5b): its
+    bytes, MIME type and size (pixels for PNG, points for SVG)."""
+
+    mime: str
+    data: bytes
+    width: int
+    height: int
+
+
+@dataclass
 class Callback:
     """R calls a Python function; the answer is :meth:`Protocol.callback_result`
     or :meth:`Protocol.callback_error`."""
@@ -87,7 +98,7 @@ class Warned:
     call: str | None
 
 
-Event = Reply | Output | Warned | Callback | CallablesReleased | Ignored
+Event = Reply | Output | Display | Warned | Callback | CallablesReleased | Ignored
 
 #: What a :class:`Wait` tells its driver to do when nothing came.
 PING = "ping"
@@ -111,9 +122,12 @@ class Protocol:
         return {"v": _codec.PROTOCOL_VERSION, "id": self.next_id(), "op": op, **fields}
 
     def request(self, op: str, fields: dict[str, Any], *, timeout: float | None = None,
-                parent: int | None = None, shm: bool = False) -> dict[str, Any]:
+                parent: int | None = None, shm: bool = False,
+                plots: dict[str, Any] | None = None) -> dict[str, Any]:
         """A request envelope with the common keys of SPEC §3."""
         msg = self.message(op, **fields)
+        if plots is not None:
+            msg["plots"] = plots
         if shm:
             msg["shm"] = True
         if parent is not None:
@@ -178,6 +192,9 @@ class Protocol:
             return Ignored(msg)
         if op == "output":
             return Output(msg.get("stream", "stdout"), msg.get("text", ""))
+        if op == "display":
+            return Display(str(msg.get("mime", "")), bytes(msg.get("data") or b""),
+                           int(msg.get("width") or 0), int(msg.get("height") or 0))
         return Reply(msg)
 
     @staticmethod

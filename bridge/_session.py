@@ -43,7 +43,8 @@ from ._payloads import (
     sweep_segments,
     unlink_segment,
 )
-from ._protocol import LIVENESS, CallablesReleased, Callback, Event, Output, Protocol, Warned
+from ._plots import Plot, Plots, PlotSpec, inline_spec, show_inline
+from ._protocol import LIVENESS, CallablesReleased, Callback, Display, Event, Output, Protocol, Warned
 from ._proxies import Namespace, RFunction, RObject, python_names
 from ._transport import Channel
 from ._worker import LocalWorker
@@ -51,6 +52,8 @@ from ._worker import LocalWorker
 #: Per-call options and their defaults (see Session.with_options).
 DEFAULT_OPTIONS: dict[str, Any] = {"timeout": None, "convert": True, "results": "pandas", "dtype_backend": "numpy"}
 RESULT_TYPES = ("pandas", "arrow")
+#: The requests that run R code, and so may draw (SPEC §5b).
+PLOTTING_OPS = ("eval", "call", "get")
 SHUTDOWN_REPLY_WAIT = 2.0
 CLIENT_KEY_BYTES = 16
 FRAMES_PER_LEVEL = 40
@@ -126,7 +129,8 @@ class _Core:
         self.sinks: dict[str, IO[str] | None] = {"stdout": stdout, "stderr": stderr}
         # Output and warnings go through emit(): the innermost listener that
         # takes an event (capture_output's), else where they go by default.
-        self.listeners: list[Callable[[Output | Warned], bool]] = []
+        self.listeners: list[Callable[[Output | Warned | Display], bool]] = []
+        self.plot_specs: list[PlotSpec] = []   # of the open Session.plots() blocks
         self.closed = False
         self.dead = False
         self.options: dict[str, Any] = dict(DEFAULT_OPTIONS)   # the session's own (set by connect())
@@ -186,7 +190,7 @@ class _Core:
 
     # -- callbacks --------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, Output):
+        if isinstance(event, (Output, Display)):
             self.emit(event)
         elif isinstance(event, CallablesReleased):
             for cid in event.ids:
@@ -226,14 +230,19 @@ class _Core:
         self.channel.send(reply, payloads.frames)
 
     # -- output and warnings -------------------------------------------------------
-    def emit(self, event: Output | Warned) -> None:
-        """The one handler of what R prints and warns: the innermost listener
-        that takes the event, else R's output to the session's streams
-        (``sys.stdout``/``sys.stderr`` by default) and warnings as
-        :class:`RWarning` at the user's line."""
+    def emit(self, event: Output | Warned | Display) -> None:
+        """The one handler of what R prints, warns and draws: the innermost
+        listener that takes the event, else R's output to the session's
+        streams (``sys.stdout``/``sys.stderr`` by default), warnings as
+        :class:`RWarning` at the user's line, and plots inline in Jupyter."""
         for listener in reversed(self.listeners):
             if listener(event):
                 return
+        if isinstance(event, Display):
+            spec = inline_spec()
+            if spec is not None:
+                show_inline(Plot(event.data, event.mime, event.width, event.height, spec.dpi))
+            return
         if isinstance(event, Warned):
             _warn_at_caller(RWarning(event.message, event.rclass, event.call))
             return
@@ -277,6 +286,14 @@ class _Core:
                     unlink_segment(name)
                 self.sent_segments.clear()
 
+    def plot_spec(self, op: str) -> dict[str, Any] | None:
+        """The ``plots`` key of a request: the innermost ``plots()`` block's,
+        else, in a Jupyter kernel, the inline defaults."""
+        if op not in PLOTTING_OPS:
+            return None
+        spec = self.plot_specs[-1] if self.plot_specs else inline_spec()
+        return spec.wire() if spec is not None else None
+
     def _request(self, op: str, fields: dict[str, Any], timeout: float | None,
                  payloads: PayloadWriter | None) -> Any:
         self.check_usable()
@@ -286,7 +303,8 @@ class _Core:
             parent = self.callbacks_running[-1] if self.callbacks_running else None
             if parent is None:
                 self.callback_errors.clear()
-            msg = self.protocol.request(op, fields, timeout=timeout, parent=parent, shm=self.shm)
+            msg = self.protocol.request(op, fields, timeout=timeout, parent=parent, shm=self.shm,
+                                        plots=self.plot_spec(op))
             try:
                 frames = payloads.frames if payloads else ()
                 reply = self.channel.request(msg, frames=frames, timeout=timeout,
@@ -572,11 +590,38 @@ class Session:
             worker_arenas_mapped=tuple(core.arena_reader.mapped))
 
     @contextlib.contextmanager
+    def plots(self, width: float = 7.0, height: float = 5.0, dpi: float = 144.0,
+              format: str = "png") -> Iterator[Plots]:
+        """Collects the plots R draws during the calls made inside the block
+        (in any thread of this session): a list of :class:`bridge.Plot`, one
+        per page, blank pages left out. ``width`` and ``height`` are inches,
+        ``format`` is ``"png"`` or ``"svg"``. A visible plot object, such as
+        a ggplot that ``eval`` returns, is drawn as R's console would draw it.
+        Each call draws on a device of its own, closed when the call ends,
+        unless R code opened a device itself (that one receives the plots)."""
+        spec = PlotSpec(width, height, dpi, format)
+        collected = Plots()
+
+        def take(event: Output | Warned | Display) -> bool:
+            if not isinstance(event, Display):
+                return False
+            collected.append(Plot(event.data, event.mime, event.width, event.height, spec.dpi))
+            return True
+        core = self._core
+        core.listeners.append(take)
+        core.plot_specs.append(spec)
+        try:
+            yield collected
+        finally:
+            core.plot_specs.remove(spec)
+            core.listeners.remove(take)
+
+    @contextlib.contextmanager
     def capture_output(self) -> Iterator[CapturedOutput]:
         """Collects R's output instead of writing it to ``sys.stdout``/``sys.stderr``."""
         captured = CapturedOutput()
 
-        def take(event: Output | Warned) -> bool:
+        def take(event: Output | Warned | Display) -> bool:
             if not isinstance(event, Output):
                 return False   # warnings still reach the caller
             (captured._stderr if event.stream == "stderr" else captured._stdout).write(output_text(event))

@@ -274,6 +274,15 @@ ENTRIES: list[tuple[str, str, dict[str, Any], str, str | None]] = [
      f'list(v = 1L, id = 20L, op = "result", value = {r_payload(WORKER_REGION)}, warnings = list())', None),
     ("output_stdout", "worker->client", env(17, "output", stream="stdout", text="[1] 1 2 3\n"),
      'list(v = 1L, id = 17L, op = "output", stream = "stdout", text = "[1] 1 2 3\\n")', "same"),
+    # plots (SPEC §5b)
+    ("eval_request_plots", "client->worker",
+     env(23, "eval", code="plot(1:10)", plots={"format": "png", "width": 7.0, "height": 5.0, "dpi": 144.0}),
+     'list(v = 1L, id = 23L, op = "eval", code = "plot(1:10)", plots = list(format = "png", width = 7, '
+     'height = 5, dpi = 144))', None),
+    ("display_png", "worker->client",
+     env(23, "display", mime="image/png", data=b"\x89PNG\r\n\x1a\n", width=1008, height=720),
+     'list(v = 1L, id = 23L, op = "display", mime = "image/png", data = as.raw(c(0x89, 0x50, 0x4e, 0x47, '
+     '0x0d, 0x0a, 0x1a, 0x0a)), width = 1008L, height = 720L)', "same"),
     # a server of sessions (SPEC §10): what its front answers itself
     ("status_request", "client->server", env(21, "status"), 'list(v = 1L, id = 21L, op = "status")', "same"),
     ("status_reply", "server->client",

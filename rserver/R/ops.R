@@ -10,6 +10,8 @@ run_op <- function(ctx, msg) {
     stop("'mode' must be one of ", paste(RESULT_MODES, collapse = ", "))
   handler <- OP_HANDLERS[[msg$op]]
   if (is.null(handler)) stop("unknown op '", msg$op, "'")
+  capture <- plots_begin(msg$plots)
+  on.exit(plots_end(capture, ctx))
   handler(ctx, msg, mode)
 }
 
@@ -17,7 +19,7 @@ run_op <- function(ctx, msg) {
 # run on the main thread, and client_gone, which only the I/O thread makes.
 OP_HANDLERS <- list(
   call = function(ctx, msg, mode) result(call_function(msg$fn, msg$args, msg$kwargs), mode),
-  eval = function(ctx, msg, mode) result(eval_code(msg$code, target_env(msg$env)), mode),
+  eval = function(ctx, msg, mode) result(eval_code(msg$code, target_env(msg$env), draw = !is.null(msg$plots)), mode),
   get = function(ctx, msg, mode) result(get(msg$name, envir = target_env(msg$env)), mode),
   assign = function(ctx, msg, mode) {
     assign(msg$name, msg$value, envir = target_env(msg$env))
@@ -42,9 +44,19 @@ target_env <- function(env) {
 # User code runs inside this marker frame, so tracebacks can start below it.
 rbridge_eval <- function(expr, envir) eval(expr, envir)
 
-eval_code <- function(code, envir) {
+# draw: a request that captures plots draws each visible plot object (a
+# ggplot, a lattice plot), as R's console would.
+eval_code <- function(code, envir, draw = FALSE) {
   if (!is.character(code) || length(code) != 1L || is.na(code)) stop("'code' must be a single string")
   value <- NULL
-  for (expr in parse(text = code, keep.source = FALSE)) value <- rbridge_eval(expr, envir)
+  for (expr in parse(text = code, keep.source = FALSE)) {
+    if (!draw) {
+      value <- rbridge_eval(expr, envir)
+      next
+    }
+    shown <- withVisible(rbridge_eval(expr, envir))
+    value <- shown$value
+    if (shown$visible) draw_visible(value)
+  }
   value
 }

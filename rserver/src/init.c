@@ -47,6 +47,9 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_request_ends_callback, 2),
   CALLDEF(C_arrow_decode, 1),
   CALLDEF(C_arrow_encode, 1),
+  CALLDEF(C_png_image_data, 1),
+  CALLDEF(C_png_blank, 2),
+  CALLDEF(C_display_send, 4),
   {NULL, NULL, 0}
 };
 

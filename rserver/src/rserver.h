@@ -23,6 +23,8 @@
  *   sendbuf.c       reuse of large payload buffers sent to clients (pure C)
  *   handles.c       the table of R objects held for clients
  *   console.c       capture of R console output per request
+ *   plots.c         plot capture: display messages (R/plots.R)
+ *   png_read.c      the pixel check for blank plot pages (pure C)
  *   constants.c     the numbers the protocol fixes, for the tests (vectors/constants.json)
  *   init.c          .Call registration (prototypes: rserver_calls.h)
  */
@@ -184,6 +186,19 @@ void rb_arrival_free(rb_arrival *req);
 /* Sends R's message f[0..n) (routing id first) to its client, taking the
  * frames; `final`: a request's final reply. */
 void rb_io_send(zmq_msg_t *f, int n, int final);
+
+/* ---- png_read.c -------------------------------------------------------------  */
+typedef struct {
+  uint32_t width, height;
+  int depth, color;
+  uint8_t palette[768];
+  size_t palette_size;
+  uint8_t alpha[256];
+  size_t alpha_size;
+  size_t idat_size;
+} rb_png;
+int rb_png_parse(const uint8_t *p, size_t n, rb_png *png, uint8_t *idat);
+int rb_png_blank(const rb_png *png, uint8_t *pixels, size_t n);
 
 /* ---- auth.c ---------------------------------------------------------------- */
 #define RB_ZMQ_ZAP_ENFORCE_DOMAIN 93   /* a draft option in zmq.h; libzmq 4.3 takes it */

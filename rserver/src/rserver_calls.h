@@ -40,5 +40,8 @@ SEXP C_request_release_client(SEXP);
 SEXP C_request_ends_callback(SEXP, SEXP);
 SEXP C_arrow_decode(SEXP);
 SEXP C_arrow_encode(SEXP);
+SEXP C_png_image_data(SEXP);
+SEXP C_png_blank(SEXP, SEXP);
+SEXP C_display_send(SEXP, SEXP, SEXP, SEXP);
 
 #endif

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import msgpack
 import pytest
+from helpers import VECTORS as VECTOR_DIR
 
 from bridge import RTimeout, WorkerDied
 from bridge._codec import HandleRef, _ext_hook, pack
+from bridge._plots import PlotSpec
 from bridge._protocol import (
     PING,
     CallablesReleased,
     Callback,
+    Display,
     Ignored,
     Output,
     Protocol,
@@ -70,6 +75,23 @@ def test_messages_become_events():
                   {"v": 1, "id": 4, "op": "output", "stream": "stdout", "text": "x"},
                   {"v": 1, "id": 0, "op": "pong"}):
         assert isinstance(receive(p, stale, 5), Ignored)
+
+
+def test_the_golden_plot_messages_are_what_the_protocol_builds_and_reads():
+    vectors = {v["name"]: bytes.fromhex(v["hex"]) for v in json.loads((VECTOR_DIR / "messages.json").read_text())}
+    p = Protocol(ids=[23])
+    spec = PlotSpec(7, 5, 144, "png").wire()
+    assert pack(p.request("eval", {"code": "plot(1:10)"}, plots=spec)) == vectors["eval_request_plots"]
+    event = p.receive(vectors["display_png"], [], hook, 23)
+    assert event == Display("image/png", b"\x89PNG\r\n\x1a\n", 1008, 720)
+    assert isinstance(p.receive(vectors["display_png"], [], hook, 24), Ignored)   # of an abandoned request
+
+
+@pytest.mark.parametrize("bad", [dict(format="jpeg"), dict(width=0), dict(height=-1), dict(dpi=True),
+                                 dict(width="7")])
+def test_a_bad_plot_spec_is_refused_before_anything_is_sent(bad):
+    with pytest.raises(ValueError):
+        PlotSpec(**bad)
 
 
 def test_a_final_replys_warnings_become_events():

@@ -1,0 +1,59 @@
+# Plot capture (SPEC §5b): the blank-page check reads pixels, for every PNG
+# layout R's devices write, and never fails on bytes it does not understand.
+
+png_bytes <- function(draw, ..., type = "cairo") {
+  f <- tempfile(fileext = ".png")
+  on.exit(unlink(f))
+  grDevices::png(f, width = 240, height = 180, type = type, ...)
+  draw()
+  grDevices::dev.off()
+  readBin(f, "raw", file.size(f))
+}
+
+test_that("a page is blank when its pixels have one colour, whatever the file's size", {
+  expect_true(rserver:::page_is_blank(png_bytes(function() plot.new()), "png"))
+  expect_true(rserver:::page_is_blank(png_bytes(function() { par(bg = "tomato"); plot.new() }), "png"))
+  expect_true(rserver:::page_is_blank(png_bytes(function() plot.new(), bg = "transparent"), "png"))
+  expect_false(rserver:::page_is_blank(png_bytes(function() { plot.new(); points(0.5, 0.5, pch = ".") }), "png"))
+  expect_false(rserver:::page_is_blank(png_bytes(function() plot(1:10)), "png"))
+  # many colours: an RGB(A) image rather than a palette
+  many <- function() { plot.new(); rasterImage(as.raster(matrix(rainbow(400), 20)), 0, 0, 1, 1) }
+  expect_false(rserver:::page_is_blank(png_bytes(many), "png"))
+  expect_false(rserver:::page_is_blank(png_bytes(many, bg = "transparent"), "png"))
+})
+
+test_that("bytes the check does not understand count as a picture, never as blank", {
+  good <- png_bytes(function() plot.new())
+  expect_false(rserver:::page_is_blank(as.raw(1:100), "png"))
+  expect_false(rserver:::page_is_blank(good[1:60], "png"))            # cut inside a chunk
+  bad <- good
+  bad[12] <- as.raw(0xff)                                              # the IHDR length
+  expect_false(rserver:::page_is_blank(bad, "png"))
+  expect_null(.Call(rserver:::C_png_image_data, as.raw(c(0x89, 0x50))))
+  expect_true(is.na(.Call(rserver:::C_png_blank, good, as.raw(1:10))))   # image data of the wrong size
+})
+
+test_that("an SVG page is blank when it draws nothing but its background", {
+  svg_text <- function(draw) {
+    f <- tempfile(fileext = ".svg")
+    on.exit(unlink(f))
+    grDevices::svg(f, 3, 3)
+    draw()
+    grDevices::dev.off()
+    paste(readLines(f), collapse = "\n")
+  }
+  expect_true(rserver:::svg_is_blank(svg_text(function() plot.new())))
+  expect_false(rserver:::svg_is_blank(svg_text(function() plot(1))))
+  expect_false(rserver:::svg_is_blank(svg_text(function() { plot.new(); text(0.5, 0.5, "a") })))
+})
+
+test_that("a plot spec is checked before a request runs", {
+  spec <- list(format = "png", width = 7, height = 5, dpi = 144)
+  expect_identical(rserver:::check_plot_spec(spec), spec)
+  expect_error(rserver:::check_plot_spec(modifyList(spec, list(format = "gif"))), "png or svg")
+  expect_error(rserver:::check_plot_spec(modifyList(spec, list(width = -1))), "inches")
+  expect_error(rserver:::check_plot_spec(modifyList(spec, list(height = NA_real_))), "inches")
+  expect_error(rserver:::check_plot_spec(modifyList(spec, list(dpi = 5000))), "dpi")
+  expect_error(rserver:::check_plot_spec(modifyList(spec, list(width = 100, dpi = 1000))), "16384")
+  expect_error(rserver:::check_plot_spec("png"), "format")
+})
