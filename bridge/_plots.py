@@ -92,6 +92,11 @@ def set_plot_defaults(width: float | None = None, height: float | None = None, d
     return previous
 
 
+def default_spec(format: str | None = None) -> PlotSpec:
+    """The plot defaults (:func:`set_plot_defaults`), in ``format`` if given."""
+    return PlotSpec(_defaults["width"], _defaults["height"], _defaults["dpi"], format or _defaults["format"])
+
+
 def inline_spec() -> PlotSpec | None:
     """The plot settings of a call made in a Jupyter kernel, or None elsewhere."""
     if not _defaults["inline"]:
@@ -100,7 +105,7 @@ def inline_spec() -> PlotSpec | None:
     shell = ipython.get_ipython() if ipython is not None else None   # type: ignore[attr-defined]
     if shell is None or getattr(shell, "kernel", None) is None:
         return None
-    return PlotSpec(_defaults["width"], _defaults["height"], _defaults["dpi"], _defaults["format"])
+    return default_spec()
 
 
 def show_inline(plot: Plot) -> None:

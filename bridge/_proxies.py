@@ -34,6 +34,8 @@ class Owner(Protocol):
 
     def arrow_of(self, handle_id: int) -> Any: ...
 
+    def draw(self, obj: RObject) -> Any: ...
+
 
 #: How long repr() waits for the worker before it shows the class alone.
 REPR_TIMEOUT = 5.0
@@ -112,6 +114,28 @@ class RObject:
 
     def __repr__(self) -> str:
         return self._describe("rserver:::repr_short", REPR_TIMEOUT)
+
+    def _repr_html_(self) -> str | None:
+        """Jupyter's view: a data frame's first rows as a table with its
+        dimensions, R's print inside ``<pre>`` for anything else; bounded in
+        size. None for plot objects, which show as images."""
+        if self._id is None or self._core.closed or _draws(self.rclass):
+            return None
+        try:
+            html = self._core.session.with_options(timeout=REPR_TIMEOUT).call("rserver:::html_of", self)
+        except RBridgeError:
+            return None
+        return str(html) if html is not None else None
+
+    def _repr_png_(self) -> Any:
+        """A plot object (ggplot, lattice, recorded plot, grob) drawn as PNG
+        at the defaults of :func:`bridge.set_plot_defaults`; None otherwise."""
+        if self._id is None or self._core.closed or not _draws(self.rclass):
+            return None
+        try:
+            return self._core.draw(self)
+        except RBridgeError:
+            return None
 
     def __str__(self) -> str:
         return self._describe("rserver:::repr_text", None)
@@ -252,6 +276,14 @@ class Namespace:
 
     def __repr__(self) -> str:
         return f"<R namespace {self._package}>"
+
+
+#: R classes whose objects draw when printed (as R/proxies.R's GRAPHICS_CLASSES).
+GRAPHICS_CLASSES = frozenset({"ggplot", "trellis", "grob", "gtable", "recordedplot"})
+
+
+def _draws(rclass: list[str]) -> bool:
+    return not GRAPHICS_CLASSES.isdisjoint(rclass)
 
 
 def python_names(names: Any) -> set[str]:

@@ -43,7 +43,7 @@ from ._payloads import (
     sweep_segments,
     unlink_segment,
 )
-from ._plots import Plot, Plots, PlotSpec, inline_spec, show_inline
+from ._plots import Plot, Plots, PlotSpec, default_spec, inline_spec, show_inline
 from ._protocol import LIVENESS, CallablesReleased, Callback, Display, Event, Output, Protocol, Warned
 from ._proxies import Namespace, RFunction, RObject, python_names
 from ._transport import Channel
@@ -355,6 +355,29 @@ class _Core:
         return self.session.with_options(results="arrow")._request(
             "call", fn="identity", args=[_codec.handle_ext(handle_id)], kwargs={}, mode="arrow")
 
+    @contextlib.contextmanager
+    def capturing_plots(self, spec: PlotSpec, take: Callable[[Plot], None]) -> Iterator[None]:
+        """Requests made inside draw at ``spec``; each plot goes to ``take``."""
+        def listener(event: Output | Warned | Display) -> bool:
+            if not isinstance(event, Display):
+                return False
+            take(Plot(event.data, event.mime, event.width, event.height, spec.dpi))
+            return True
+        self.listeners.append(listener)
+        self.plot_specs.append(spec)
+        try:
+            yield
+        finally:
+            self.plot_specs.remove(spec)
+            self.listeners.remove(listener)
+
+    def draw(self, obj: RObject) -> Any:
+        """A plot object drawn as PNG at the plot defaults (RObject._repr_png_)."""
+        spec = default_spec("png")
+        with self.session.plots(spec.width, spec.height, spec.dpi, spec.format) as plots:
+            self.session.call("rserver:::draw_visible", obj)
+        return plots[0]._repr_png_() if plots else None
+
     def take_releases(self) -> list[Any]:
         """The queued releases as handle references, emptying the queue."""
         return self.protocol.take_releases()
@@ -601,20 +624,8 @@ class Session:
         unless R code opened a device itself (that one receives the plots)."""
         spec = PlotSpec(width, height, dpi, format)
         collected = Plots()
-
-        def take(event: Output | Warned | Display) -> bool:
-            if not isinstance(event, Display):
-                return False
-            collected.append(Plot(event.data, event.mime, event.width, event.height, spec.dpi))
-            return True
-        core = self._core
-        core.listeners.append(take)
-        core.plot_specs.append(spec)
-        try:
+        with self._core.capturing_plots(spec, collected.append):
             yield collected
-        finally:
-            core.plot_specs.remove(spec)
-            core.listeners.remove(take)
 
     @contextlib.contextmanager
     def capture_output(self) -> Iterator[CapturedOutput]:

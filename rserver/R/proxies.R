@@ -118,3 +118,42 @@ plain <- function(x) {
 }
 
 keyed <- function(nms) !is.null(nms) && all(nzchar(nms)) && !anyNA(nms) && !anyDuplicated(nms)
+
+# HTML for Jupyter (RObject._repr_html_), bounded in size: a data frame's first
+# rows and columns as a table under its dimensions; anything else R's print
+# inside <pre>, cut after `lines` lines. Plot objects have none (they draw).
+html_of <- function(x, rows = 10L, columns = 20L, lines = 60L) {
+  if (inherits(x, GRAPHICS_CLASSES)) return(NULL)
+  if (is.data.frame(x)) return(html_table(x, rows, columns))
+  text <- strsplit(repr_text(x), "\n", fixed = TRUE)[[1L]]
+  if (length(text) > lines) text <- c(text[seq_len(lines)], sprintf("... (%d more lines)", length(text) - lines))
+  text <- substr(text, 1L, 500L)
+  paste0("<pre>", html_escape(paste(text, collapse = "\n")), "</pre>")
+}
+
+html_table <- function(x, rows, columns) {
+  shown <- as.data.frame(utils::head(x, rows))[, seq_len(min(ncol(x), columns)), drop = FALSE]
+  cells <- vapply(shown, function(col) {
+    text <- format(col, justify = "none")
+    text[is.na(col)] <- "NA"
+    html_escape(substr(text, 1L, 200L))
+  }, character(nrow(shown)))
+  if (!is.matrix(cells)) cells <- matrix(cells, nrow = nrow(shown))
+  row_names <- html_escape(rownames(shown))
+  body <- vapply(seq_len(nrow(shown)), function(i)
+    paste0("<tr><th>", row_names[[i]], "</th>", paste0("<td>", cells[i, ], "</td>", collapse = ""), "</tr>"), "")
+  head <- paste0("<tr><th></th>", paste0("<th>", html_escape(names(shown)), "</th>", collapse = ""), "</tr>")
+  types <- paste0("<tr><th></th>", paste0("<td><i>", html_escape(vapply(shown, function(c) class(c)[[1L]], "")),
+                                          "</i></td>", collapse = ""), "</tr>")
+  note <- sprintf("%s: %d rows x %d columns%s%s", html_escape(class(x)[[1L]]), nrow(x), ncol(x),
+                  if (nrow(x) > rows) sprintf(", first %d rows", rows) else "",
+                  if (ncol(x) > columns) sprintf(", first %d columns", columns) else "")
+  paste0("<table class=\"rbridge-data-frame\"><caption>", note, "</caption><thead>", head, types,
+         "</thead><tbody>", paste(body, collapse = ""), "</tbody></table>")
+}
+
+html_escape <- function(text) {
+  text <- gsub("&", "&amp;", text, fixed = TRUE)
+  text <- gsub("<", "&lt;", text, fixed = TRUE)
+  gsub(">", "&gt;", text, fixed = TRUE)
+}

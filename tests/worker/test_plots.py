@@ -128,3 +128,18 @@ def test_a_plot_too_large_is_the_workers_error_before_anything_runs(r):
 def test_bad_plot_settings_raise_value_error(r, bad):
     with pytest.raises(ValueError), r.plots(**bad):
         pass
+
+
+def test_python_and_r_agree_on_which_objects_draw(r):
+    from bridge._proxies import GRAPHICS_CLASSES
+    assert set(r.eval("rserver:::GRAPHICS_CLASSES")) == GRAPHICS_CLASSES
+
+
+def test_rich_displays_of_handles(r):
+    frame = r.with_options(convert=False).eval("mtcars")
+    assert "32 rows x 11 columns" in frame._repr_html_() and frame._repr_png_() is None
+    gg = r.with_options(convert=False).eval("ggplot2::ggplot(mtcars, ggplot2::aes(wt, mpg))")
+    assert gg._repr_html_() is None
+    data, meta = gg._repr_png_()
+    assert png_size(data) == (1008, 720) and meta == {"width": 504, "height": 360}
+    assert r.eval("is.null(dev.list())")

@@ -1,0 +1,34 @@
+# Helpers of the IPython extension (bridge/ipython.py), called through `call`.
+
+# A %%R cell, run as R's console runs code: each visible value is printed, and
+# a plot object drawn (into the request's plot device, SPEC §5b). A data frame
+# that ends the cell is not printed but returned as HTML and bounded text, for
+# the notebook to show as a table.
+cell_eval <- function(code, envir = globalenv()) {
+  if (!is.character(code) || length(code) != 1L || is.na(code)) stop("'code' must be a single string")
+  exprs <- parse(text = code, keep.source = FALSE)
+  for (i in seq_along(exprs)) {
+    shown <- withVisible(rbridge_eval(exprs[[i]], envir))
+    if (!shown$visible) next
+    value <- shown$value
+    if (inherits(value, GRAPHICS_CLASSES)) draw_visible(value)
+    else if (i == length(exprs) && is.data.frame(value))
+      return(list(html = html_of(value), text = repr_short(value)))
+    else print(value)
+  }
+  invisible(NULL)
+}
+
+# Completions of the R code before the cursor, by R's own completer (utils'
+# rcompgen, as R's console uses): the token it completed ("mtcars$m") and
+# whole tokens that replace it ("mtcars$mpg").
+complete_code <- function(line) {
+  if (!is.character(line) || length(line) != 1L || is.na(line)) stop("'line' must be a single string")
+  complete <- utils::getFromNamespace(".completeToken", "utils")
+  utils::getFromNamespace(".assignLinebuffer", "utils")(line)
+  utils::getFromNamespace(".assignEnd", "utils")(nchar(line))
+  utils::getFromNamespace(".guessTokenFromLine", "utils")()
+  suppressWarnings(complete())   # rcompgen trips over some partial code
+  list(token = get("token", envir = utils::getFromNamespace(".CompletionEnv", "utils")),
+       completions = as.list(as.character(utils::getFromNamespace(".retrieveCompletions", "utils")())))
+}
