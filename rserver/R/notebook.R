@@ -13,7 +13,7 @@ cell_eval <- function(code, envir = globalenv()) {
     value <- shown$value
     if (inherits(value, GRAPHICS_CLASSES)) draw_visible(value)
     else if (i == length(exprs) && is.data.frame(value))
-      return(list(html = html_of(value), text = repr_short(value)))
+      return(list(html = html_of(value), text = repr_short(value, seconds = 5)))
     else print(value)
   }
   invisible(NULL)

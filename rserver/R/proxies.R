@@ -134,7 +134,7 @@ html_of <- function(x, rows = 10L, columns = 20L, lines = 60L) {
 html_table <- function(x, rows, columns) {
   shown <- as.data.frame(utils::head(x, rows))[, seq_len(min(ncol(x), columns)), drop = FALSE]
   cells <- vapply(shown, function(col) {
-    text <- format(col, justify = "none")
+    text <- trimws(format(col, justify = "none"))
     text[is.na(col)] <- "NA"
     html_escape(substr(text, 1L, 200L))
   }, character(nrow(shown)))
