@@ -1,5 +1,5 @@
 """The ``rbridge`` command: ``serve``, ``ping``, ``status`` and ``keygen``
-(the README's "Server mode"), and ``doctor`` (``rbridge --help``)."""
+(the README's "Server mode"), ``doctor`` and ``install-worker`` (``rbridge --help``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import zmq
 from . import __version__
 from ._doctor import as_dicts, run_checks
 from ._errors import RBridgeError, RTimeout
+from ._install import install_worker
 from ._keys import curve_keys, write_keypair
 from ._protocol import Protocol
 from ._transport import Channel
@@ -151,6 +152,10 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in results) else 1
 
 
+def _install_worker(args: argparse.Namespace) -> int:
+    return install_worker(apt=args.apt, library=args.library)
+
+
 def _client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("endpoint", help="the server's endpoint, e.g. tcp://host:5555")
     p.add_argument("--server-key", help="the server's public key file (NAME.key) or Z85 text")
@@ -189,6 +194,15 @@ def parser() -> argparse.ArgumentParser:
                        "and work; exit 1 when anything fails")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_doctor)
+
+    p = sub.add_parser("install-worker", help="build and install the R package rserver from the sources "
+                       "shipped with rbridge; says which system packages are missing",
+                       description="Build and install the R worker package rserver, at this rbridge's version, "
+                       "from the sources inside the Python distribution.")
+    p.add_argument("--apt", action="store_true",
+                   help="install missing system packages with apt-get (Debian/Ubuntu; sudo when not root)")
+    p.add_argument("--library", metavar="DIR", help="the R library to install into (default: R's first)")
+    p.set_defaults(run=_install_worker)
 
     p = sub.add_parser("keygen", help="make a CURVE keypair: PATH.key and PATH.key_secret")
     p.add_argument("path", help="PATH of the key files, without suffix")

@@ -15,9 +15,9 @@ import zmq
 
 from . import __version__
 
-R_INSTALL_HINT = "install R: on Debian/Ubuntu `apt-get install r-base-core r-base-dev libzmq3-dev libmsgpack-dev`"
-RSERVER_HINT = ("install the R package rserver at version {version}: from the rbridge source tree, "
-                "`R CMD INSTALL rserver` (or `make`)")
+R_INSTALL_HINT = ("install R and what the worker builds with: `rbridge install-worker --apt` on Debian/Ubuntu "
+                  "(or `apt-get install r-base-core r-base-dev libzmq3-dev libmsgpack-dev r-cran-jsonlite`)")
+RSERVER_HINT = "install the R package rserver at version {version}: `rbridge install-worker`"
 MIN_ZMQ = (4, 3, 3)
 SHM_ADVISED = 256 * 2**20
 

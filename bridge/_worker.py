@@ -19,10 +19,9 @@ from ._payloads import sweep_segments
 
 INSTALL_HINT = (
     "rbridge runs R in a separate worker process, which needs R and the R package "
-    "'rserver'. On Debian/Ubuntu: `apt-get install r-base-core libzmq5 libmsgpackc2`, then "
-    "install the package from the rbridge source tree with `R CMD INSTALL rserver` "
-    "(`make` in the source tree does all of this). To use a worker elsewhere, pass its "
-    "endpoint: bridge.connect('tcp://host:port')."
+    "'rserver'. Run `rbridge install-worker` (with `--apt` on Debian/Ubuntu to install "
+    "R and the system libraries too), then `rbridge doctor` to check. To use a worker "
+    "elsewhere, pass its endpoint: bridge.connect('tcp://host:port')."
 )
 
 SHUTDOWN_WAIT = 3.0

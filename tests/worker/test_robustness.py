@@ -238,7 +238,7 @@ def test_killed_python_stops_even_a_busy_worker():
 
 
 def test_missing_rscript_gives_an_install_hint():
-    with pytest.raises(bridge.WorkerNotAvailable, match="R CMD INSTALL rserver"):
+    with pytest.raises(bridge.WorkerNotAvailable, match="rbridge install-worker"):
         bridge.connect(rscript="/nonexistent/Rscript")
 
 
@@ -249,7 +249,7 @@ def test_missing_r_package_gives_an_install_hint(tmp_path):
                        'envir = environment(.libPaths))\' "$@"\n')
     wrapper.chmod(0o755)
     start = time.monotonic()
-    with pytest.raises(bridge.WorkerNotAvailable, match="'rserver' is not installed"):
+    with pytest.raises(bridge.WorkerNotAvailable, match="'rserver' is not installed.*rbridge install-worker"):
         bridge.connect(rscript=str(wrapper))
     assert time.monotonic() - start < 10
 
