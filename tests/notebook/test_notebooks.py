@@ -4,6 +4,7 @@ the saved notebook holds after %R/%%R cells, inline plots and rich displays."""
 from __future__ import annotations
 
 import base64
+import re
 import struct
 import time
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 
 
 def run(*cells: str, allow_errors: bool = False) -> list:
@@ -40,7 +42,7 @@ def text_of(outputs: list, name: str = "stdout") -> str:
 
 
 def test_magics_in_a_real_notebook():
-    load, ggplot, stream, table, error, back, line = run(
+    load, ggplot, stream, table, error, back, line, other, isolated, unknown = run(
         "%load_ext bridge.ipython\nimport pandas as pd\ndf = pd.DataFrame({'x': [1.0, 2.0, 3.0], 'g': list('aab')})",
         "%%R -w 6 -h 4 -u in -r 100\nlibrary(ggplot2)\nggplot(mtcars, aes(wt, mpg)) + geom_point()",
         "%%R\ncat('first\\n'); Sys.sleep(0.2); message('to stderr'); print(1:3); warning('careful')",
@@ -48,6 +50,9 @@ def test_magics_in_a_real_notebook():
         "%%R\nf <- function() stop('bad thing')\nf()",
         "%R -o y y <- sum(df$x)\nprint(y)",
         "%R -n mean(df$x)\n%R mean(df$x)",
+        "import bridge\nother = bridge.connect()\n%R -s other z <- 41\n%R -s other -o z z + 1\nprint(z)",
+        "%R exists('z')",
+        "%R -s nothing 1",
         allow_errors=True)
     assert not any(o.output_type == "error" for o in load + ggplot + stream + table + back + line)
     assert pngs(ggplot) == [(600, 400)]
@@ -62,6 +67,10 @@ def test_magics_in_a_real_notebook():
     assert text_of(back) == "6.0\n"
     [result] = [o for o in line if o.output_type == "execute_result"]
     assert result.data["text/plain"] == "2.0"
+    assert text_of(other) == "41.0\n"                                      # -o z: after the cell
+    [result] = [o for o in isolated if o.output_type == "execute_result"]
+    assert result.data["text/plain"] == "False"                           # z is in the other session only
+    assert "UsageError: -s nothing: there is no bridge.Session" in text_of(unknown, "stderr")   # IPython's way
 
 
 def test_plots_of_any_call_show_inline_and_objects_display_richly():
@@ -121,3 +130,11 @@ def test_the_tutorial_notebook_runs_and_its_committed_output_shows_the_plots():
     assert len(pngs(outputs)) >= 2
     assert any("<table" in o.get("data", {}).get("text/html", "") for o in outputs)
     assert "coef" in "".join(o.get("text", "") + str(o.get("data", {})) for o in outputs).lower()
+
+
+def test_the_readmes_notebook_blocks_run_in_a_real_kernel():
+    blocks = re.findall(r"^```ipython\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+    assert len(blocks) >= 2
+    outputs = run(*blocks)
+    assert not any(o.output_type == "error" for cell in outputs for o in cell)
+    assert pngs(outputs[1]) == [(600, 400)]
