@@ -38,6 +38,9 @@ WORKLOADS = {
     "cold_start": "from nothing running to the first result",
     "peak_mem": "R side's peak memory above its baseline while receiving the 80 MB vector",
     "idle_cpu": "CPU time an idle worker takes, as a share of one core, over 10 s",
+    "plot_png": "one 1000x700 PNG of a 10,000-point scatter, drawn in R and received in Python as bytes",
+    "plot_png_in_r": "the same PNG in R alone: png(), plot(), dev.off() and readBin() of the file, timed inside R",
+    "magic_df_input": "%%R -i df of the 1e6-row data.frame in an IPython shell (each tool's own magic)",
     # a server of sessions (the "rbridge server" column: tcp, CURVE)
     "session_start": "server: connect() to the first result of a new session (stats, methods, 100 MB preloaded)",
     "dbl_r2py_curve": "1e7 doubles R -> Python with CURVE encryption (server: frames; wire: bare pyzmq)",
@@ -174,6 +177,25 @@ def reset_peak_rss(pid: int) -> None:
     """Resets VmHWM to the current RSS (Linux: write 5 to clear_refs)."""
     with open(f"/proc/{pid}/clear_refs", "w") as f:
         f.write("5")
+
+
+#: The scatter of the plot workloads, drawn in R.
+R_SCATTER = "set.seed(1); plot(rnorm(1e4), rnorm(1e4))"
+#: The PNG of the plot workloads, made in R alone and timed inside R.
+R_PNG_IN_R = ("local({ started <- Sys.time(); f <- tempfile(fileext = '.png'); "
+              "png(f, width = 10, height = 7, units = 'in', res = 100, type = 'cairo'); " + R_SCATTER + "; "
+              "dev.off(); bytes <- readBin(f, 'raw', file.size(f)); unlink(f); "
+              "as.numeric(Sys.time() - started, units = 'secs') })")
+
+
+def magic_input(extension: str, frame: Any) -> dict[str, Any]:
+    """Samples of ``%%R -i df`` with a tool's IPython extension, in an IPython
+    shell of this process."""
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", extension)
+    shell.user_ns["df"] = frame
+    return timed(lambda: shell.run_cell_magic("R", "-i df", "invisible(NULL)"), COLD_REPEATS)
 
 
 def emit(results: dict[str, Any]) -> None:

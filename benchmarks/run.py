@@ -62,6 +62,7 @@ TARGETS = [
     ("wide frame pandas→R ≤ 1.5× pyarrow's Table.from_pandas()", "wide_py2r", "rbridge ipc", "pyarrow (no R)",
      1.5),
     ("callback ≤ 1.5× a small call", "callback_loop", "rbridge ipc", None, 1.5),
+    ("%%R -i df (1e6 rows) ≥ 10× faster than rpy2's %%R -i df", "magic_df_input", "rbridge ipc", "rpy2", 0.1),
     ("server: small call with CURVE ≤ 2× the wire (tcp, no CURVE)", "small_call", "rbridge server", "wire tcp", 2.0),
     ("server: small call with CURVE faster than pyRserve", "small_call", "rbridge server", "pyRserve", 1.0),
 ]
@@ -76,6 +77,8 @@ CROSS_TARGETS = [
 ]
 # (description, numerator, denominator): ratios reported with no target
 REPORTED = [
+    ("a 1000x700 scatter PNG in Python / the same PNG in R alone (png, dev.off, readBin)", ("rbridge ipc", "plot_png"),
+     ("rbridge ipc", "plot_png_in_r")),
     ("CURVE's own cost on the bare wire, 80 MB R→Py (with / without)", ("wire tcp", "dbl_r2py_curve"),
      ("wire tcp", "dbl_r2py")),
     ("CURVE's own cost on the bare wire, 80 MB Py→R (with / without)", ("wire tcp", "dbl_py2r_curve"),

@@ -23,6 +23,8 @@ from common import (  # noqa: E402
     COLD_REPEATS,
     N_CALLBACKS,
     N_DOUBLES,
+    R_PNG_IN_R,
+    R_SCATTER,
     R_WIDE,
     bulk,
     cold,
@@ -30,6 +32,7 @@ from common import (  # noqa: E402
     emit,
     errors_as_na,
     idle_cpu,
+    magic_input,
     make_wide,
     paired_ratio,
     peak_rss_mb,
@@ -107,6 +110,15 @@ def main() -> None:
     loop = r.eval(f"function(f) {{ for (i in seq_len({N_CALLBACKS})) f(i); NULL }}")
     errors_as_na(results, "callback_loop",
                  lambda: timed(lambda: loop(lambda v: v + 1), BULK_REPEATS, per=N_CALLBACKS))
+    if transport == "ipc":
+        def plot() -> bytes:
+            with r.plots(width=10, height=7, dpi=100) as plots:
+                r.eval(R_SCATTER)
+            return plots[0].data
+        errors_as_na(results, "plot_png", lambda: timed(plot, BULK_REPEATS))
+        errors_as_na(results, "plot_png_in_r", lambda: {"samples": [r.eval(R_PNG_IN_R) for _ in range(BULK_REPEATS)],
+                                                          "unit": "s"})
+        errors_as_na(results, "magic_df_input", lambda: magic_input("bridge.ipython", frame))
     close(r, proc)
 
     def start() -> None:

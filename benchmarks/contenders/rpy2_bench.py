@@ -22,6 +22,7 @@ from common import (  # noqa: E402
     bulk,
     emit,
     errors_as_na,
+    magic_input,
     make_wide,
     sequential,
     small_calls,
@@ -64,6 +65,7 @@ def main() -> None:
         errors_as_na(results, f"{prefix}_py2r", lambda: bulk(py2r))
 
     frames_both_ways("df", "df", frame)
+    errors_as_na(results, "magic_df_input", lambda: magic_input("rpy2.ipython", frame))
     ro.r(R_WIDE)
     frames_both_ways("wide", "wide", make_wide())
 
