@@ -122,12 +122,12 @@ fuzz: fuzz/fuzz_envelope fuzz/fuzz_arrow fuzz/fuzz_cert fuzz/fuzz_png
 	timeout 1800 ./fuzz/fuzz_png -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 \
 	  fuzz/out-png fuzz/corpus-png
 
-# The R-facing C code (decoder, encoder, handle table) under valgrind's memcheck,
+# The R-facing C code (decoder, encoder, handle table, plot pages) under valgrind's memcheck,
 # through the R tests that feed it hostile and random input.
 memcheck: setup test-system
 	$(MAKE) system EXTRA_PACKAGES=valgrind
 	cd rserver/tests/testthat && R -d "valgrind --error-exitcode=9 -q" --vanilla -e \
-	  'library(testthat); source("helper-vectors.R"); for (f in c("test-codec.R", "test-handles.R", "test-vectors.R", "test-arrow.R", "test-dispatch.R")) test_file(f, reporter = "summary", stop_on_failure = TRUE)'
+	  'library(testthat); source("helper-vectors.R"); for (f in c("test-codec.R", "test-handles.R", "test-vectors.R", "test-arrow.R", "test-dispatch.R", "test-plots.R")) test_file(f, reporter = "summary", stop_on_failure = TRUE)'
 
 fuzz-smoke:
 	$(MAKE) fuzz FUZZ_RUNS=200000

@@ -10,6 +10,7 @@ PLOT_MIMES <- c(png = "image/png", svg = "image/svg+xml")
 MAX_PLOT_INCHES <- 100
 MAX_PLOT_DPI <- 1200
 MAX_PLOT_PIXELS <- 16384   # per side
+MAX_PLOT_BYTES <- 64 * 2^20   # a page above this (option rserver.max_plot_bytes) is not sent: a warning says so
 
 # Numbers of the capture devices open now, so that a nested request (made from
 # a callback) that captures too opens its own instead of drawing into the outer one.
@@ -81,7 +82,14 @@ plots_end <- function(capture, ctx) {
 }
 
 send_page <- function(ctx, file, spec) {
-  bytes <- readBin(file, "raw", file.size(file))
+  size <- file.size(file)
+  most <- getOption("rserver.max_plot_bytes", MAX_PLOT_BYTES)
+  if (size > most) {
+    warning(sprintf("a plot page of %.1f MB was not sent (at most %.1f MB): draw fewer elements, use PNG rather ",
+                    size / 2^20, most / 2^20), "than SVG, or save it to a file (ggsave, png)", call. = FALSE)
+    return(invisible())
+  }
+  bytes <- readBin(file, "raw", size)
   if (length(bytes) == 0L || page_is_blank(bytes, spec$format)) return(invisible())
   scale <- if (spec$format == "png") spec$dpi else 72   # pixels; an SVG's size is in points
   size <- as.integer(round(c(spec$width, spec$height) * scale))

@@ -71,6 +71,9 @@ def test_what_works_against_a_private_worker_works_against_a_session(server):
         with r.capture_output() as out_text:
             r.eval('cat("hello from a session\\n")')
         assert out_text.stdout == "hello from a session\n"
+        with r.plots(width=3, height=2, dpi=50) as plots:      # plots, through the front
+            r.eval("plot(1:10); plot.new()")
+        assert [(p.mime, p.width, p.height) for p in plots] == [("image/png", 150, 100)]
         with pytest.raises(bridge.RTimeout):
             r.with_options(timeout=0.5).eval("Sys.sleep(30)")
         timer = threading.Timer(0.5, r.interrupt)

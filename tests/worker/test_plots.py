@@ -118,6 +118,13 @@ def test_a_nested_request_captures_its_own_plots(r):
     assert [png_size(p.data) for p in outer] == [(200, 200)]
 
 
+def test_a_page_too_large_to_send_is_a_warning_not_a_silent_loss(fresh):
+    fresh.eval("options(rserver.max_plot_bytes = 1000)")
+    with fresh.plots(width=2, height=2, dpi=50) as plots, pytest.warns(bridge.RWarning, match="was not sent"):
+        fresh.eval("plot(rnorm(100)); plot.new(); points(0.5, 0.5)")
+    assert len(plots) == 1 and len(plots[0].data) <= 1000     # the small page still came
+
+
 def test_a_plot_too_large_is_the_workers_error_before_anything_runs(r):
     with r.plots(width=100, height=100, dpi=600), pytest.raises(bridge.RError, match="16384"):
         r.eval("assign('ran', TRUE)")
