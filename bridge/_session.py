@@ -613,18 +613,25 @@ class Session:
             worker_arenas_mapped=tuple(core.arena_reader.mapped))
 
     @contextlib.contextmanager
-    def plots(self, width: float = 7.0, height: float = 5.0, dpi: float = 144.0,
-              format: str = "png") -> Iterator[Plots]:
+    def plots(self, width: float = 7.0, height: float = 5.0, dpi: float = 144.0, format: str = "png",
+              on_plot: Callable[[Plot], Any] | None = None) -> Iterator[Plots]:
         """Collects the plots R draws during the calls made inside the block
         (in any thread of this session): a list of :class:`bridge.Plot`, one
         per page, blank pages left out. ``width`` and ``height`` are inches,
-        ``format`` is ``"png"`` or ``"svg"``. A visible plot object, such as
-        a ggplot that ``eval`` returns, is drawn as R's console would draw it.
-        Each call draws on a device of its own, closed when the call ends,
-        unless R code opened a device itself (that one receives the plots)."""
+        ``format`` is ``"png"`` or ``"svg"``; ``on_plot`` is called with each
+        plot as it arrives (``IPython.display.display`` shows it at once). A
+        visible plot object, such as a ggplot that ``eval`` returns, is drawn
+        as R's console would draw it. Each call draws on a device of its own,
+        closed when the call ends, unless R code opened a device itself (that
+        one receives the plots)."""
         spec = PlotSpec(width, height, dpi, format)
         collected = Plots()
-        with self._core.capturing_plots(spec, collected.append):
+
+        def take(plot: Plot) -> None:
+            collected.append(plot)
+            if on_plot is not None:
+                on_plot(plot)
+        with self._core.capturing_plots(spec, take):
             yield collected
 
     @contextlib.contextmanager

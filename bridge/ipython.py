@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,9 +32,8 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from ._errors import RError
+from ._errors import RError, RWarning
 from ._plots import PlotSpec, default_spec
-from ._protocol import Display, Output, Warned
 from ._session import Session, connect
 
 #: Inches per unit of ``-u``.
@@ -122,9 +122,11 @@ class RMagics(Magics):
                 raise UsageError(f"-i {name}: there is no Python variable {name!r}")
             session.assign(name, self.shell.user_ns[name])
         code = " ".join(args.code) + ("\n" + cell if cell is not None else "")
+        spec = self._plot_spec(args)
         result = None
         try:
-            with session._core.capturing_plots(self._plot_spec(args), display), _r_warnings(session):
+            with session.plots(spec.width, spec.height, spec.dpi, spec.format, on_plot=display), \
+                    _warnings_as_r_prints_them():
                 if cell is None:
                     result = session.eval(code)
                 else:
@@ -139,21 +141,20 @@ class RMagics(Magics):
 
 
 @contextlib.contextmanager
-def _r_warnings(session: Session) -> Iterator[None]:
+def _warnings_as_r_prints_them() -> Iterator[None]:
     """R's warnings printed as R prints them, rather than as Python warnings
     pointing at a line of IPython's internals."""
-    def take(event: Output | Warned | Display) -> bool:
-        if not isinstance(event, Warned):
-            return False
-        where = f"In {event.call} : " if event.call else ""
-        sys.stderr.write(f"Warning message:\n{where}{event.message}\n")
-        return True
-    listeners = session._core.listeners
-    listeners.append(take)
-    try:
-        yield
-    finally:
-        listeners.remove(take)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if isinstance(w.message, RWarning):
+                    where = f"In {w.message.call} : " if w.message.call else ""
+                    sys.stderr.write(f"Warning message:\n{where}{w.message.message}\n")
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def complete_r(session: Session, code: str, symbol: str) -> list[str]:
