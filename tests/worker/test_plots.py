@@ -63,6 +63,14 @@ def test_a_visible_ggplot_or_lattice_value_is_drawn_and_returned(r):
     assert plots[0].data == ggplot_alone
 
 
+def test_grid_drawing_and_grob_values(r):
+    with r.plots(width=2, height=2, dpi=50) as plots:
+        r.eval("grid::grid.newpage(); grid::grid.rect(gp = grid::gpar(fill = 'red')); invisible()")
+        r.eval("grid::circleGrob(r = 0.3)")               # a visible grob is drawn on a page of its own
+        r.eval("grid::grid.newpage()")                     # blank
+    assert [png_size(p.data) for p in plots] == [(100, 100), (100, 100)]
+
+
 def test_svg_plots_and_the_plot_interface(r, tmp_path):
     with r.plots(format="svg", width=4, height=3) as plots:
         r.eval("plot(1:3); plot.new()")
