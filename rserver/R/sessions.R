@@ -71,7 +71,7 @@ session_key <- function() {
 # A forked session: serves its client until it says shutdown, then exits.
 run_session <- function(cfg) {
   status <- tryCatch({
-    options(rserver.session = cfg, rserver.session_memory = cfg$memory, rserver.idle_wait_ms = 5000L)
+    options(rserver.session = cfg, rserver.session_memory = cfg$memory, rserver.idle_wait_ms = 30000L)
     if (cfg$memory > 0) mem.maxVSize(cfg$memory / 2^20)
     serve(cfg$endpoint, max_envelope = cfg$max_envelope, max_frame = cfg$max_frame,
           parent_pid = cfg$parent_pid, liveness = cfg$liveness, quiet = TRUE,

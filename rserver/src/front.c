@@ -33,7 +33,7 @@
 #define HELD_RETRY 0.002       /* a client that could not take a message */
 #define REASON_MAX 2000
 #define USER_MAX 320
-#define FRONT_HEARTBEAT_MS 2000   /* the server's own watch on clients (they watch it more closely) */
+#define FRONT_HEARTBEAT_MS 10000  /* for clients without heartbeats of their own: those of sessions have a TTL */
 
 typedef struct {
   uint8_t rid[RB_MAX_ROUTING_ID];

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +27,12 @@
 #include "rserver.h"
 
 #define ORPHAN_GRACE 5.0     /* seconds an orphan may take to shut down */
+/* How often an idle worker looks at its timers: a private worker's clients
+ * heartbeat it anyway; a session (no heartbeats) is woken by its parent's
+ * exit through a pidfd, so it needs to look only rarely (fallback: 2 s). */
+#define IDLE_TICK 0.5
+#define SESSION_IDLE_TICK 10.0
+#define SESSION_IDLE_TICK_NO_PIDFD 2.0
 #define MAX_CLIENTS 4096     /* clients with state in the worker at once */
 #define SOCKETS_PER_CLIENT 4 /* routing ids remembered per client key */
 #define RECHECK_EVERY 0.5    /* while some client is unreachable */
@@ -94,6 +101,7 @@ typedef struct {
   rb_io_shared *sh;
   void *router;
   double orphaned_at;
+  int parent_fd;             /* pidfd of the watched parent: readable when it exits; -1 = none */
   void *monitor;             /* disconnect events of the ROUTER */
   int wakefd;                /* eventfd: the main thread wants the I/O thread's attention */
   int timerfd;               /* expires when the I/O thread may take the socket over */
@@ -686,12 +694,15 @@ static void check_timers(io_state *st) {
 
 static int poll_timeout_ms(io_state *st) {
   rb_io_shared *sh = st->sh;
-  /* a session (no heartbeats: its front watches it) wakes less often when idle */
-  double now = rb_monotonic(), until = now + (sh->heartbeat_ms > 0 ? 0.5 : 2.0);
+  double tick = sh->heartbeat_ms > 0 ? IDLE_TICK : st->parent_fd >= 0 ? SESSION_IDLE_TICK : SESSION_IDLE_TICK_NO_PIDFD;
+  double now = rb_monotonic(), until = now + tick;
   pthread_mutex_lock(&sh->mu);
   for (int i = 0; i < watched_depth(sh); i++)
     if (sh->levels[i].deadline > 0 && sh->levels[i].deadline < until) until = sh->levels[i].deadline;
+  if (sh->interrupt_grace > 0 && sh->unanswered_at > 0 && sh->unanswered_at + sh->interrupt_grace + 0.01 < until)
+    until = sh->unanswered_at + sh->interrupt_grace + 0.01;
   pthread_mutex_unlock(&sh->mu);
+  if (st->orphaned_at > 0 && st->orphaned_at + ORPHAN_GRACE + 0.01 < until) until = st->orphaned_at + ORPHAN_GRACE + 0.01;
   if (st->check_at > 0 && st->check_at < until) until = st->check_at;
   return until <= now ? 0 : (int)((until - now) * 1000.0) + 1;
 }
@@ -702,19 +713,25 @@ static void set_int(void *s, int opt, int v) { zmq_setsockopt(s, opt, &v, sizeof
  * -1: until one is) for the socket, its monitor and extra[0..nextra), and
  * handles what came. Returns zmq_poll's count, -1 when a signal came. */
 static int serve_step(io_state *st, int wait_ms, zmq_pollitem_t *extra, int nextra) {
-  zmq_pollitem_t items[2 + RB_MAX_EXTRA];
+  zmq_pollitem_t items[3 + RB_MAX_EXTRA];
   if (nextra > RB_MAX_EXTRA) nextra = RB_MAX_EXTRA;
   items[0] = (zmq_pollitem_t){st->router, 0, ZMQ_POLLIN, 0};
   items[1] = (zmq_pollitem_t){st->monitor, 0, ZMQ_POLLIN, 0};
-  for (int i = 0; i < nextra; i++) items[2 + i] = extra[i];
+  int fixed = 2;
+  if (st->parent_fd >= 0) items[fixed++] = (zmq_pollitem_t){NULL, st->parent_fd, ZMQ_POLLIN, 0};
+  for (int i = 0; i < nextra; i++) items[fixed + i] = extra[i];
   int due = poll_timeout_ms(st);
   if (st->held_clients && due > HELD_RETRY_MS) due = HELD_RETRY_MS;
   if (wait_ms < 0 || wait_ms > due) wait_ms = due;
-  int rc = zmq_poll(items, 2 + nextra, wait_ms);
+  int rc = zmq_poll(items, fixed + nextra, wait_ms);
   if (rc < 0) return -1;
   if (items[0].revents & ZMQ_POLLIN) on_client_message(st);
   if (items[1].revents & ZMQ_POLLIN) on_monitor_event(st);
-  for (int i = 0; i < nextra; i++) extra[i].revents = items[2 + i].revents;
+  if (fixed > 2 && items[2].revents) {   /* the parent exited: stop watching its fd (it stays readable) */
+    close(st->parent_fd);
+    st->parent_fd = -1;
+  }
+  for (int i = 0; i < nextra; i++) extra[i].revents = items[fixed + i].revents;
   if (st->held_clients) flush_out_queues(st);
   check_timers(st);
   return rc;
@@ -834,6 +851,12 @@ static void configure_router(void *s, const rb_io_shared *sh) {
 int rb_io_open(rb_io_shared *sh, char *err, size_t errlen) {
   memset(&io, 0, sizeof io);
   io.sh = sh;
+  /* the parent's exit wakes the socket's poll at once (Linux 5.3+); else the idle tick finds it */
+  io.parent_fd = sh->parent_pid > 0 ? (int)syscall(SYS_pidfd_open, (pid_t)sh->parent_pid, 0) : -1;
+  if (io.parent_fd >= 0 && getppid() != (pid_t)sh->parent_pid) {   /* gone already, or not our parent */
+    close(io.parent_fd);
+    io.parent_fd = -1;
+  }
   io.router = zmq_socket(sh->zctx, ZMQ_ROUTER);
   io.wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   io.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -857,6 +880,8 @@ int rb_io_open(rb_io_shared *sh, char *err, size_t errlen) {
   return 0;
 
 fail:
+  if (io.parent_fd >= 0) close(io.parent_fd);
+  io.parent_fd = -1;
   if (io.router) zmq_close(io.router);
   if (io.wakefd >= 0) close(io.wakefd);
   if (io.timerfd >= 0) close(io.timerfd);
@@ -885,6 +910,8 @@ void rb_io_close(void) {
   zmq_close(io.router);
   close(io.wakefd);
   close(io.timerfd);
+  if (io.parent_fd >= 0) close(io.parent_fd);
+  io.parent_fd = -1;
   for (size_t i = 0; i < io.n_clients; i++) free_queues(&io.clients[i]);
   free(io.clients);
   clear_queue(&io.inbox);
