@@ -22,6 +22,7 @@ with Tab in ``%R`` lines.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -54,6 +55,29 @@ class RCellError(Exception):
             lines.append("Traceback (outermost first):")
             lines += [f"  {i}: {frame}" for i, frame in enumerate(error.traceback, 1)]
         return lines
+
+
+#: The magics' options that take a value, and those that do not.
+VALUE_FLAGS = frozenset({"-i", "--input", "-o", "--output", "-w", "--width", "-h", "--height", "-u", "--units",
+                         "-r", "--res", "-s", "--session"})
+SWITCHES = frozenset({"-n", "--noreturn"})
+
+
+def split_options(line: str) -> tuple[str, str]:
+    """The options at the start of a magic's line, and the R code after them,
+    exactly as typed (splitting the whole line as arguments would lose the
+    code's quoting and spacing)."""
+    wants_value = False
+    for token in re.finditer(r"\S+", line):
+        word = token.group()
+        if wants_value:
+            wants_value = False
+        elif word in VALUE_FLAGS:
+            wants_value = True
+        elif not (word in SWITCHES or (word.startswith("--") and word.split("=", 1)[0] in VALUE_FLAGS)
+                  or re.fullmatch(r"-[iowhurs]\S+", word)):
+            return line[:token.start()], line[token.start():]
+    return line, ""
 
 
 def _names(values: list[str] | None) -> list[str]:
@@ -115,13 +139,14 @@ class RMagics(Magics):
     @line_cell_magic
     def R(self, line: str, cell: str | None = None) -> Any:  # noqa: N802 (the magic's name)
         """Runs R code; see ``bridge.ipython``."""
-        args = parse_argstring(self.R, line)
+        options, line_code = split_options(line)
+        args = parse_argstring(self.R, options)
         session = self._session_named(args.session)
         for name in _names(args.input):
             if name not in self.shell.user_ns:
                 raise UsageError(f"-i {name}: there is no Python variable {name!r}")
             session.assign(name, self.shell.user_ns[name])
-        code = " ".join(args.code) + ("\n" + cell if cell is not None else "")
+        code = line_code + ("\n" + cell if cell is not None else "")
         spec = self._plot_spec(args)
         result = None
         try:

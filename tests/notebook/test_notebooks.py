@@ -138,3 +138,15 @@ def test_the_readmes_notebook_blocks_run_in_a_real_kernel():
     outputs = run(*blocks)
     assert not any(o.output_type == "error" for cell in outputs for o in cell)
     assert pngs(outputs[1]) == [(600, 400)]
+
+
+@pytest.mark.parametrize("line, options, code", [
+    ('-i df -w 600 paste("a  b", \'-w\')', "-i df -w 600 ", 'paste("a  b", \'-w\')'),
+    ("-n --width=5 -u in x <- -1", "-n --width=5 -u in ", "x <- -1"),
+    ("-w600 -ix,y  sum(x)", "-w600 -ix,y  ", "sum(x)"),
+    ("-o total", "-o total", ""),
+    ("-1 + 2", "", "-1 + 2"),
+])
+def test_a_magics_r_code_is_kept_as_typed(line, options, code):
+    from bridge.ipython import split_options
+    assert split_options(line) == (options, code)
