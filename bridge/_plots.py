@@ -73,9 +73,6 @@ class Plot:
 class Plots(list):  # type: ignore[type-arg]
     """The plots collected by :meth:`bridge.Session.plots`, in the order drawn."""
 
-    def _repr_html_(self) -> str | None:
-        return None if self else "<i>no plots</i>"
-
 
 def set_plot_defaults(width: float | None = None, height: float | None = None, dpi: float | None = None,
                       format: str | None = None, inline: bool | None = None) -> dict[str, Any]:
