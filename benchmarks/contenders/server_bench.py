@@ -20,13 +20,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import (  # noqa: E402
     COLD_REPEATS,
-    IDLE_SECONDS,
     N_DOUBLES,
     QUICK,
     bulk,
     cpu_seconds,
     emit,
     errors_as_na,
+    idle_share,
     paired_ratio,
     small_calls,
 )
@@ -135,10 +135,7 @@ def main() -> None:
         pids = [s.call("Sys.getpid") for s in sessions]
         results["session_private_mem"] = {"samples": [float(np.median([private_mb(p) for p in pids]))],
                                           "unit": "MB"}
-        time.sleep(1)
-        before = server.tree_cpu()
-        time.sleep(IDLE_SECONDS)
-        results["idle_cpu_sessions"] = {"samples": [100 * (server.tree_cpu() - before) / IDLE_SECONDS], "unit": "%"}
+        results["idle_cpu_sessions"] = idle_share(server.tree_cpu)
         for s in sessions:
             s.close()
         if errors:

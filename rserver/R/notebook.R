@@ -1,9 +1,10 @@
 # Helpers of the IPython extension (bridge/ipython.py), called through `call`.
 
-# A %%R cell, run as R's console runs code: each visible value is printed, and
-# a plot object drawn (into the request's plot device, SPEC §5b). A data frame
-# that ends the cell is not printed but returned as HTML and bounded text, for
-# the notebook to show as a table.
+# A %%R cell, run as R's console runs code: each visible value is printed (at
+# most CELL_MAX_PRINT entries, R's max.print, so a huge value cannot flood the
+# notebook), and a plot object drawn (into the request's plot device, SPEC
+# §5b). A data frame that ends the cell is not printed but returned as HTML
+# and bounded text, for the notebook to show as a table.
 cell_eval <- function(code, envir = globalenv()) {
   if (!is.character(code) || length(code) != 1L || is.na(code)) stop("'code' must be a single string")
   exprs <- parse(text = code, keep.source = FALSE)
@@ -14,9 +15,17 @@ cell_eval <- function(code, envir = globalenv()) {
     if (inherits(value, GRAPHICS_CLASSES)) draw_visible(value)
     else if (i == length(exprs) && is.data.frame(value))
       return(list(html = html_of(value), text = repr_short(value, seconds = 5)))
-    else print(value)
+    else print_bounded(value)
   }
   invisible(NULL)
+}
+
+CELL_MAX_PRINT <- 2000L
+
+print_bounded <- function(value) {
+  old <- options(max.print = min(getOption("max.print"), CELL_MAX_PRINT))
+  on.exit(options(old))
+  print(value)
 }
 
 # Completions of the R code before the cursor, by R's own completer (utils'

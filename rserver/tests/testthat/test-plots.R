@@ -73,3 +73,13 @@ test_that("notebook displays stay bounded and escaped", {
   expect_null(rserver:::html_of(structure(list(), class = c("gg", "ggplot"))))
   expect_identical(rserver:::complete_code("mtcars$mp"), list(token = "mtcars$mp", completions = list("mtcars$mpg")))
 })
+
+test_that("a notebook cell prints each visible value, bounded, and returns a closing data frame as a table", {
+  out <- utils::capture.output(shown <- rserver:::cell_eval("x <- 1; x + 1\ninvisible(3)\n1:1e6\nhead(mtcars, 3)"))
+  expect_identical(out[[1L]], "[1] 2")
+  expect_true(any(grepl("omitted 998000 entries", out)))
+  expect_lt(length(out), 300L)
+  expect_match(shown$html, "3 rows x 11 columns", fixed = TRUE)
+  expect_null(rserver:::cell_eval("y <- 2"))
+  expect_identical(getOption("max.print"), 99999L)
+})
