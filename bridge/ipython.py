@@ -152,8 +152,8 @@ class RMagics(Magics):
         try:
             with session.plots(spec.width, spec.height, spec.dpi, spec.format, on_plot=display), \
                     _warnings_as_r_prints_them():
-                if cell is None:
-                    result = session.eval(code)
+                if cell is None:   # the value is returned: IPython shows it (a plot object once, as PNG)
+                    result = session.call("rserver:::line_eval", code)
                 else:
                     shown = session.call("rserver:::cell_eval", code)
                     if shown is not None:

@@ -41,3 +41,7 @@ complete_code <- function(line) {
   list(token = get("token", envir = utils::getFromNamespace(".CompletionEnv", "utils")),
        completions = as.list(as.character(utils::getFromNamespace(".retrieveCompletions", "utils")())))
 }
+
+# A %R line: its value, which the notebook shows; a plot object is not drawn
+# here (IPython shows the returned object itself, once).
+line_eval <- function(code) eval_code(code, globalenv())

@@ -42,7 +42,7 @@ def text_of(outputs: list, name: str = "stdout") -> str:
 
 
 def test_magics_in_a_real_notebook():
-    load, ggplot, stream, table, error, back, line, other, isolated, unknown = run(
+    load, ggplot, stream, table, error, back, line, other, isolated, unknown, line_plot, assigned = run(
         "%load_ext bridge.ipython\nimport pandas as pd\ndf = pd.DataFrame({'x': [1.0, 2.0, 3.0], 'g': list('aab')})",
         "%%R -w 6 -h 4 -u in -r 100\nlibrary(ggplot2)\nggplot(mtcars, aes(wt, mpg)) + geom_point()",
         "%%R\ncat('first\\n'); Sys.sleep(0.2); message('to stderr'); print(1:3); warning('careful')",
@@ -53,6 +53,8 @@ def test_magics_in_a_real_notebook():
         "import bridge\nother = bridge.connect()\n%R -s other z <- 41\n%R -s other -o z z + 1\nprint(z)",
         "%R exists('z')",
         "%R -s nothing 1",
+        "%R -w 300 -h 200 library(ggplot2); ggplot(mtcars, aes(wt, mpg)) + geom_point()",
+        "%R -n p <- ggplot(mtcars, aes(wt, mpg)) + geom_point()",
         allow_errors=True)
     assert not any(o.output_type == "error" for o in load + ggplot + stream + table + back + line)
     assert pngs(ggplot) == [(600, 400)]
@@ -71,6 +73,8 @@ def test_magics_in_a_real_notebook():
     [result] = [o for o in isolated if o.output_type == "execute_result"]
     assert result.data["text/plain"] == "False"                           # z is in the other session only
     assert "UsageError: -s nothing: there is no bridge.Session" in text_of(unknown, "stderr")   # IPython's way
+    assert len(pngs(line_plot)) == 1                 # %R returns the ggplot; IPython shows it once
+    assert pngs(assigned) == [] and assigned == []    # -n: nothing returned, nothing drawn
 
 
 def test_plots_of_any_call_show_inline_and_objects_display_richly():
