@@ -167,8 +167,9 @@ class RMagics(Magics):
 
 @contextlib.contextmanager
 def _warnings_as_r_prints_them() -> Iterator[None]:
-    """R's warnings printed as R prints them, rather than as Python warnings
-    pointing at a line of IPython's internals."""
+    """R's warnings that still reach Python (the R helpers print most as they
+    happen) printed as R prints them, rather than as Python warnings pointing
+    at a line of IPython's internals."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RWarning)
         try:

@@ -9,7 +9,7 @@ cell_eval <- function(code, envir = globalenv()) {
   if (!is.character(code) || length(code) != 1L || is.na(code)) stop("'code' must be a single string")
   exprs <- parse(text = code, keep.source = FALSE)
   for (i in seq_along(exprs)) {
-    shown <- withVisible(rbridge_eval(exprs[[i]], envir))
+    shown <- streaming_warnings(withVisible(rbridge_eval(exprs[[i]], envir)))
     if (!shown$visible) next
     value <- shown$value
     if (inherits(value, GRAPHICS_CLASSES)) draw_visible(value)
@@ -44,4 +44,18 @@ complete_code <- function(line) {
 
 # A %R line: its value, which the notebook shows; a plot object is not drawn
 # here (IPython shows the returned object itself, once).
-line_eval <- function(code) eval_code(code, globalenv())
+line_eval <- function(code) streaming_warnings(eval_code(code, globalenv()))
+
+# Warnings printed to stderr as they happen, as R does with options(warn = 1),
+# so that they stream into the cell while R runs (the client's own warnings
+# come only with the reply). They are muffled after printing.
+streaming_warnings <- function(expr) {
+  withCallingHandlers(expr, warning = function(w) {
+    call <- conditionCall(w)
+    top <- is.null(call) || identical(call, quote(eval(expr, envir)))   # the cell's own code (rbridge_eval)
+    where <- if (top) "Warning: "
+             else paste0("Warning in ", paste(deparse(call, nlines = 1L), collapse = ""), " : ")
+    message(where, conditionMessage(w))
+    invokeRestart("muffleWarning")
+  })
+}

@@ -59,7 +59,7 @@ def test_magics_in_a_real_notebook():
     assert not any(o.output_type == "error" for o in load + ggplot + stream + table + back + line)
     assert pngs(ggplot) == [(600, 400)]
     assert text_of(stream) == "first\n[1] 1 2 3\n"
-    assert "to stderr" in text_of(stream, "stderr") and "Warning message:\ncareful" in text_of(stream, "stderr")
+    assert text_of(stream, "stderr") == "to stderr\nWarning: careful\n"   # in order, as they happened
     html = [o.data["text/html"] for o in table if "text/html" in o.get("data", {})]
     assert len(html) == 1 and "<table" in html[0] and "3 rows x 3 columns" in html[0] and "<td>4</td>" in html[0]
     [err] = [o for o in error if o.output_type == "error"]

@@ -83,3 +83,12 @@ test_that("a notebook cell prints each visible value, bounded, and returns a clo
   expect_null(rserver:::cell_eval("y <- 2"))
   expect_identical(getOption("max.print"), 99999L)
 })
+
+test_that("a notebook's warnings are printed as they happen, as R does with warn = 1", {
+  msgs <- character()
+  withCallingHandlers(
+    rserver:::cell_eval("f <- function() warning('inside f')\nf()\nwarning('top')\nas.integer('x')"),
+    message = function(m) { msgs <<- c(msgs, conditionMessage(m)); invokeRestart("muffleMessage") },
+    warning = function(w) stop("a warning was not muffled: ", conditionMessage(w)))
+  expect_identical(msgs, c("Warning in f() : inside f\n", "Warning: top\n", "Warning: NAs introduced by coercion\n"))
+})
