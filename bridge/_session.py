@@ -241,7 +241,7 @@ class _Core:
         if isinstance(event, Display):
             spec = inline_spec()
             if spec is not None:
-                show_inline(Plot(event.data, event.mime, event.width, event.height, spec.dpi))
+                show_inline(_plot_of(event, spec))
             return
         if isinstance(event, Warned):
             _warn_at_caller(RWarning(event.message, event.rclass, event.call))
@@ -361,7 +361,7 @@ class _Core:
         def listener(event: Output | Warned | Display) -> bool:
             if not isinstance(event, Display):
                 return False
-            take(Plot(event.data, event.mime, event.width, event.height, spec.dpi))
+            take(_plot_of(event, spec))
             return True
         self.listeners.append(listener)
         self.plot_specs.append(spec)
@@ -373,8 +373,8 @@ class _Core:
 
     def draw(self, obj: RObject) -> Any:
         """A plot object drawn as PNG at the plot defaults (RObject._repr_png_)."""
-        spec = default_spec("png")
-        with self.session.plots(spec.width, spec.height, spec.dpi, spec.format) as plots:
+        plots: list[Plot] = []
+        with self.capturing_plots(default_spec("png"), plots.append):
             self.session.call("rserver:::draw_visible", obj)
         return plots[0]._repr_png_() if plots else None
 
@@ -423,6 +423,10 @@ class _Core:
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _plot_of(event: Display, spec: PlotSpec) -> Plot:
+    return Plot(event.data, event.mime, event.width, event.height, spec.dpi)
 
 
 def output_text(event: Output) -> str:

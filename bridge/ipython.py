@@ -21,11 +21,7 @@ with Tab in ``%R`` lines.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import sys
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -33,7 +29,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from ._errors import RError, RWarning
+from ._errors import RError
 from ._plots import PlotSpec, default_spec
 from ._session import Session, connect
 
@@ -135,7 +131,7 @@ class RMagics(Magics):
     @argument("-r", "--res", type=float, help="resolution of plots, pixels per inch")
     @argument("-n", "--noreturn", action="store_true", help="%%R returns nothing")
     @argument("-s", "--session", help="the Python variable of a bridge.Session to use")
-    @argument("code", nargs="*", help="R code (%%R: the first line; the cell follows)")
+    @argument("code", nargs="*", help="R code (with %%%%R: the first line; the cell follows)")
     @line_cell_magic
     def R(self, line: str, cell: str | None = None) -> Any:  # noqa: N802 (the magic's name)
         """Runs R code; see ``bridge.ipython``."""
@@ -150,8 +146,7 @@ class RMagics(Magics):
         spec = self._plot_spec(args)
         result = None
         try:
-            with session.plots(spec.width, spec.height, spec.dpi, spec.format, on_plot=display), \
-                    _warnings_as_r_prints_them():
+            with session.plots(spec.width, spec.height, spec.dpi, spec.format, on_plot=display):
                 if cell is None:   # the value is returned: IPython shows it (a plot object once, as PNG)
                     result = session.call("rserver:::line_eval", code)
                 else:
@@ -163,24 +158,6 @@ class RMagics(Magics):
         for name in _names(args.output):
             self.shell.user_ns[name] = session.get(name)
         return None if (cell is not None or args.noreturn) else result
-
-
-@contextlib.contextmanager
-def _warnings_as_r_prints_them() -> Iterator[None]:
-    """R's warnings that still reach Python (the R helpers print most as they
-    happen) printed as R prints them, rather than as Python warnings pointing
-    at a line of IPython's internals."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RWarning)
-        try:
-            yield
-        finally:
-            for w in caught:
-                if isinstance(w.message, RWarning):
-                    where = f"In {w.message.call} : " if w.message.call else ""
-                    sys.stderr.write(f"Warning message:\n{where}{w.message.message}\n")
-                else:
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def complete_r(session: Session, code: str, symbol: str) -> list[str]:

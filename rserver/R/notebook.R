@@ -4,18 +4,16 @@
 # most CELL_MAX_PRINT entries, R's max.print, so a huge value cannot flood the
 # notebook), and a plot object drawn (into the request's plot device, SPEC
 # §5b). A data frame that ends the cell is not printed but returned as HTML
-# and bounded text, for the notebook to show as a table.
-cell_eval <- function(code, envir = globalenv()) {
-  if (!is.character(code) || length(code) != 1L || is.na(code)) stop("'code' must be a single string")
-  exprs <- parse(text = code, keep.source = FALSE)
+# and bounded text, for the notebook to show as a table. Warnings stream.
+cell_eval <- function(code, envir = globalenv()) streaming_warnings(run_cell(parse_code(code), envir))
+
+run_cell <- function(exprs, envir) {
   for (i in seq_along(exprs)) {
-    shown <- streaming_warnings(withVisible(rbridge_eval(exprs[[i]], envir)))
-    if (!shown$visible) next
-    value <- shown$value
-    if (inherits(value, GRAPHICS_CLASSES)) draw_visible(value)
-    else if (i == length(exprs) && is.data.frame(value))
-      return(list(html = html_of(value), text = repr_short(value, seconds = 5)))
-    else print_bounded(value)
+    shown <- withVisible(rbridge_eval(exprs[[i]], envir))
+    if (!shown$visible || draw_visible(shown$value)) next
+    if (i == length(exprs) && is.data.frame(shown$value))
+      return(list(html = html_of(shown$value), text = repr_short(shown$value, seconds = 5)))
+    print_bounded(shown$value)
   }
   invisible(NULL)
 }
@@ -32,7 +30,7 @@ print_bounded <- function(value) {
 # rcompgen, as R's console uses): the token it completed ("mtcars$m") and
 # whole tokens that replace it ("mtcars$mpg").
 complete_code <- function(line) {
-  if (!is.character(line) || length(line) != 1L || is.na(line)) stop("'line' must be a single string")
+  single_string(line, "line")
   complete <- utils::getFromNamespace(".completeToken", "utils")
   utils::getFromNamespace(".assignLinebuffer", "utils")(line)
   utils::getFromNamespace(".assignEnd", "utils")(nchar(line))

@@ -10,8 +10,10 @@ run_op <- function(ctx, msg) {
     stop("'mode' must be one of ", paste(RESULT_MODES, collapse = ", "))
   handler <- OP_HANDLERS[[msg$op]]
   if (is.null(handler)) stop("unknown op '", msg$op, "'")
-  capture <- plots_begin(msg$plots)
-  on.exit(plots_end(capture, ctx))
+  if (!is.null(msg$plots)) {   # most requests capture nothing: no cost for them
+    capture <- plots_begin(msg$plots)
+    on.exit(plots_end(capture, ctx))
+  }
   handler(ctx, msg, mode)
 }
 
@@ -47,9 +49,8 @@ rbridge_eval <- function(expr, envir) eval(expr, envir)
 # draw: a request that captures plots draws each visible plot object (a
 # ggplot, a lattice plot), as R's console would.
 eval_code <- function(code, envir, draw = FALSE) {
-  if (!is.character(code) || length(code) != 1L || is.na(code)) stop("'code' must be a single string")
   value <- NULL
-  for (expr in parse(text = code, keep.source = FALSE)) {
+  for (expr in parse_code(code)) {
     if (!draw) {
       value <- rbridge_eval(expr, envir)
       next
@@ -59,4 +60,11 @@ eval_code <- function(code, envir, draw = FALSE) {
     if (shown$visible) draw_visible(value)
   }
   value
+}
+
+parse_code <- function(code) parse(text = single_string(code, "code"), keep.source = FALSE)
+
+single_string <- function(x, name) {
+  if (!is.character(x) || length(x) != 1L || is.na(x)) stop("'", name, "' must be a single string")
+  x
 }

@@ -33,9 +33,8 @@ check_plot_spec <- function(spec) {
        dpi = as.double(spec$dpi))
 }
 
-# Starts capturing for one request (spec: the envelope's `plots`, or NULL).
+# Starts capturing for one request (spec: the envelope's `plots`).
 plots_begin <- function(spec) {
-  if (is.null(spec)) return(NULL)
   capture <- new.env(parent = emptyenv())
   capture$spec <- check_plot_spec(spec)
   capture$dir <- NULL
@@ -68,7 +67,6 @@ open_capture <- function(capture) {
 # Ends a request's capture: closes its devices, sends each page that is not
 # blank, removes the files. Never fails: the request's own reply comes next.
 plots_end <- function(capture, ctx) {
-  if (is.null(capture)) return(invisible())
   options(capture$saved)
   if (is.null(capture$dir)) return(invisible())   # nothing drew
   tryCatch({
@@ -111,14 +109,16 @@ svg_is_blank <- function(text) {
   !grepl("<(path|use|image|rect|text|line|polyline|polygon|circle|ellipse)\\b", page, perl = TRUE)
 }
 
-# Values that draw when printed at R's console: a visible one is drawn while
-# a request captures plots, as the console would show it.
+# Values that draw when printed at R's console (GRAPHICS_CLASSES): a visible
+# one is drawn while a request captures plots, as the console would show it.
+# Returns whether the value was one.
 draw_visible <- function(value) {
-  if (inherits(value, c("ggplot", "trellis", "recordedplot"))) {
-    print(value)
-  } else if (inherits(value, "grob")) {
+  if (!inherits(value, GRAPHICS_CLASSES)) return(FALSE)
+  if (inherits(value, "grob")) {   # a grob's print() describes it; grid.draw() draws it
     grid::grid.newpage()
     grid::grid.draw(value)
+  } else {
+    print(value)
   }
-  invisible()
+  TRUE
 }

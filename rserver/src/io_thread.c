@@ -692,18 +692,23 @@ static void check_timers(io_state *st) {
   }
 }
 
+/* The earlier of `until` and a timer set for `at` (0: not set). */
+static double sooner(double until, double at) { return at > 0 && at < until ? at : until; }
+
+/* Timers that fire once a grace has passed wake just after it. */
+#define PAST 0.01
+
 static int poll_timeout_ms(io_state *st) {
   rb_io_shared *sh = st->sh;
   double tick = sh->heartbeat_ms > 0 ? IDLE_TICK : st->parent_fd >= 0 ? SESSION_IDLE_TICK : SESSION_IDLE_TICK_NO_PIDFD;
   double now = rb_monotonic(), until = now + tick;
   pthread_mutex_lock(&sh->mu);
-  for (int i = 0; i < watched_depth(sh); i++)
-    if (sh->levels[i].deadline > 0 && sh->levels[i].deadline < until) until = sh->levels[i].deadline;
-  if (sh->interrupt_grace > 0 && sh->unanswered_at > 0 && sh->unanswered_at + sh->interrupt_grace + 0.01 < until)
-    until = sh->unanswered_at + sh->interrupt_grace + 0.01;
+  for (int i = 0; i < watched_depth(sh); i++) until = sooner(until, sh->levels[i].deadline);
+  if (sh->interrupt_grace > 0 && sh->unanswered_at > 0)
+    until = sooner(until, sh->unanswered_at + sh->interrupt_grace + PAST);
   pthread_mutex_unlock(&sh->mu);
-  if (st->orphaned_at > 0 && st->orphaned_at + ORPHAN_GRACE + 0.01 < until) until = st->orphaned_at + ORPHAN_GRACE + 0.01;
-  if (st->check_at > 0 && st->check_at < until) until = st->check_at;
+  if (st->orphaned_at > 0) until = sooner(until, st->orphaned_at + ORPHAN_GRACE + PAST);
+  until = sooner(until, st->check_at);
   return until <= now ? 0 : (int)((until - now) * 1000.0) + 1;
 }
 

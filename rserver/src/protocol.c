@@ -166,4 +166,3 @@ void rb_pack_error_reply(msgpack_packer *pk, uint64_t id, const char *cls, const
   rb_pack_cstr(pk, "warnings");
   msgpack_pack_array(pk, 0);
 }
-
