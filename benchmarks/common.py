@@ -45,6 +45,8 @@ WORKLOADS = {
     "session_start": "server: connect() to the first result of a new session (stats, methods, 100 MB preloaded)",
     "dbl_r2py_curve": "1e7 doubles R -> Python with CURVE encryption (server: frames; wire: bare pyzmq)",
     "dbl_py2r_curve": "1e7 doubles Python -> R with CURVE encryption (server: frames; wire: bare pyzmq)",
+    "dbl_r2py_curve_chunks": "the same with CURVE, in the chunks rbridge sends (wire only)",
+    "dbl_py2r_curve_chunks": "the same with CURVE, in the chunks rbridge sends (wire only)",
     "clients_50": "server: 50 concurrent clients, 1,000 small calls each: aggregate calls per second",
     "session_private_mem": "server: a session's own memory, not shared with the preloaded parent (median)",
     "idle_cpu_sessions": "server: CPU of the whole server with 50 idle sessions, share of one core over 10 s "

@@ -3,7 +3,7 @@
 A payload is one Arrow IPC stream. The envelope refers to it with an ext 3
 value (``protocol/SPEC.md``, "Arrow payloads"): ``b"f"`` + u32 frame number;
 ``b"F"`` + u32 first frame + u32 count, for a stream sent as several frames so
-that large buffers go out without a copy; ``b"a"`` + u64 offset + u64 length +
+that large buffers go out without a copy and in chunks; ``b"a"`` + u64 offset + u64 length +
 u32 slot + name, a region of a shared-memory arena (``_arena``); or ``b"m"`` +
 u64 length + name, a one-off shared-memory segment. Segments are private
 (mode 0600), unguessably named ``/rbridge-<c|w><pid>-<32 hex>``, unlinked by
@@ -33,10 +33,17 @@ EXT_PAYLOAD = 3
 SHM_MIN = 1 << 20
 #: pyzmq copies smaller frames anyway (zmq.COPY_THRESHOLD).
 ZERO_COPY_MIN = 1 << 16
-#: Buffers at least this big get a frame of their own, sent without a copy ...
+#: Buffers at least this big get frames of their own, sent without a copy ...
 OWN_FRAME_MIN = 1 << 20
-#: ... up to this many per payload (the worker takes 1024 frames per message).
+#: ... up to this many per payload.
 MAX_OWN_FRAMES = 64
+#: A large payload goes in chunks: frames of at least CHUNK_MIN bytes, about
+#: MAX_CHUNKS of them. With CURVE, one whole frame is encrypted, sent and
+#: decrypted one step after the other; chunks overlap those steps.
+CHUNK_MIN = 1 << 20
+MAX_CHUNKS = 64
+#: Frames in one message the worker takes (the envelope's included).
+MAX_FRAMES = 1024
 SHM_DIR = "/dev/shm"
 _NAME = re.compile(r"/rbridge-([cw])([0-9]+)-[0-9a-f]{32}")
 
@@ -148,9 +155,26 @@ def _stream_chunks(table: pa.Table | pa.RecordBatch) -> list[Any]:
     return sink.chunks
 
 
-def _frames_of(chunks: list[Any]) -> list[Any]:
-    """Frames of a stream: each large buffer alone (not copied), what lies
-    between them joined."""
+def chunk_size(size: int) -> int:
+    """The size of the chunks a payload of ``size`` bytes is sent in."""
+    per = max(CHUNK_MIN, -(-size // MAX_CHUNKS))
+    return (per + 4095) & ~4095
+
+
+def _split(frame: Any, size: int) -> list[Any]:
+    """``frame`` in pieces of at most ``size`` bytes, none copied."""
+    n = memoryview(frame).nbytes
+    if n <= size:
+        return [frame]
+    if isinstance(frame, pa.Buffer):
+        return [frame.slice(at, min(size, n - at)) for at in range(0, n, size)]
+    view = memoryview(frame)
+    return [view[at:at + size] for at in range(0, n, size)]
+
+
+def _frames_of(chunks: list[Any], room: int) -> list[Any]:
+    """Frames of a stream: each large buffer alone (not copied) and in chunks,
+    what lies between them joined; unchunked when more frames than ``room``."""
     big = [isinstance(c, pa.Buffer) and c.size >= OWN_FRAME_MIN for c in chunks]
     if sum(big) > MAX_OWN_FRAMES:
         big = [False] * len(big)
@@ -166,7 +190,9 @@ def _frames_of(chunks: list[Any]) -> list[Any]:
         frames.append(chunk)
     if small or not frames:
         frames.append(b"".join(small))
-    return frames
+    size = chunk_size(sum(memoryview(f).nbytes for f in frames))
+    pieces = [piece for frame in frames for piece in _split(frame, size)]
+    return pieces if len(pieces) <= room else frames
 
 
 def _copy_chunks(chunks: list[Any], dest: memoryview) -> None:
@@ -200,7 +226,7 @@ class PayloadWriter:
                 except OSError:   # /dev/shm full or too small (64 MB in a default container)
                     pass          # the payload travels as frames instead
         first = len(self.frames) + 1
-        self.frames.extend(_frames_of(chunks))
+        self.frames.extend(_frames_of(chunks, MAX_FRAMES - first))
         count = len(self.frames) - first + 1
         if count == 1:
             return msgpack.ExtType(EXT_PAYLOAD, b"f" + struct.pack("<I", first))

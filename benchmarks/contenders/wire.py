@@ -14,6 +14,8 @@ import time
 
 import zmq
 
+from bridge._payloads import chunk_size
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from common import (  # noqa: E402
     COLD_REPEATS,
@@ -32,23 +34,30 @@ from common import (  # noqa: E402
 SERVER = """
 import sys, zmq
 ctx = zmq.Context(); s = ctx.socket(zmq.ROUTER)
-if len(sys.argv) > 3:   # CURVE, with this secret key (no ZAP handler: any client key)
+if sys.argv[3]:   # CURVE, with this secret key (no ZAP handler: any client key)
     s.curve_server = True
     s.curve_secretkey = sys.argv[3].encode()
 s.bind(sys.argv[1])
 blob = bytearray(int(sys.argv[2]))
+size = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+chunks = [memoryview(blob)[at:at + size] for at in range(0, len(blob), size)]
 while True:
-    rid, msg = s.recv_multipart(copy=False)
+    rid, msg, *more = s.recv_multipart(copy=False)
     b = msg.bytes if len(msg) < 64 else b""
     if b == b"stop":
         s.send_multipart([rid, b"bye"]); break
     elif b == b"give":
         s.send_multipart([rid.bytes, blob], copy=False)
-    elif len(msg) > 64:
+    elif b == b"give chunks":
+        s.send_multipart([rid.bytes, *chunks], copy=False)
+    elif len(msg) > 64 or more:
         s.send_multipart([rid.bytes, b"ok"])
     else:
         s.send_multipart([rid.bytes, msg.bytes])
 """
+
+#: rbridge's chunks for a payload of this many bytes (bridge._payloads.chunk_size).
+CHUNK_BYTES = chunk_size(N_DOUBLES * 8)
 
 
 class EchoClient:
@@ -59,7 +68,7 @@ class EchoClient:
         self.endpoint = endpoint
         server_public, server_secret = zmq.curve_keypair()
         self.server = subprocess.Popen([sys.executable, "-c", SERVER, endpoint, str(blob_bytes),
-                                        *([server_secret.decode()] if curve else [])])
+                                        server_secret.decode() if curve else "", str(CHUNK_BYTES)])
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         if curve:
@@ -87,6 +96,11 @@ def pull(sock: zmq.Socket) -> None:
     sock.recv(copy=False)
 
 
+def pull_chunks(sock: zmq.Socket) -> None:
+    sock.send(b"give chunks")
+    sock.recv_multipart(copy=False)
+
+
 def main() -> None:
     transport = sys.argv[1]
     tmp = tempfile.mkdtemp(prefix="wire-")
@@ -97,6 +111,12 @@ def main() -> None:
 
     def push(sock: zmq.Socket) -> None:
         sock.send(payload, copy=False)
+        sock.recv()
+
+    chunks = [memoryview(payload)[at:at + CHUNK_BYTES] for at in range(0, nbytes, CHUNK_BYTES)]
+
+    def push_chunks(sock: zmq.Socket) -> None:
+        sock.send_multipart(chunks, copy=False)
         sock.recv()
 
     results: dict = {}
@@ -117,6 +137,9 @@ def main() -> None:
         secure = EchoClient("tcp://127.0.0.1:5796", nbytes, curve=True)
         errors_as_na(results, "dbl_r2py_curve", lambda: bulk(lambda: pull(secure.sock)))
         errors_as_na(results, "dbl_py2r_curve", lambda: bulk(lambda: push(secure.sock)))
+        # in the chunks rbridge sends: what CURVE costs at best
+        errors_as_na(results, "dbl_r2py_curve_chunks", lambda: bulk(lambda: pull_chunks(secure.sock)))
+        errors_as_na(results, "dbl_py2r_curve_chunks", lambda: bulk(lambda: push_chunks(secure.sock)))
         secure.close()
     errors_as_na(results, "dbl_r2py_cold", lambda: cold(fresh, pull, lambda s: s.close(linger=0)))
     errors_as_na(results, "dbl_py2r_cold", lambda: cold(fresh, push, lambda s: s.close(linger=0)))

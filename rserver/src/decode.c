@@ -140,6 +140,50 @@ static SEXP frame_backing(void *p, int seg) {
   return VECTOR_ELT(ctx->backings, f);
 }
 
+/* A stream sent in chunks is gathered into one buffer, read in place as one
+ * frame would be: one copy of the stream, and R vectors view it (a column
+ * read across frames would be copied twice, into a part and into R). */
+typedef struct {
+  zmq_msg_t whole;
+  SEXP backing;   /* made on the first view */
+  rb_view_spans *viewed;
+} gathered;
+
+static SEXP gathered_backing(void *p, int seg) {
+  (void)seg;
+  gathered *g = p;
+  if (g->backing == R_NilValue) R_PreserveObject(g->backing = rb_backing_frame(&g->whole));
+  return g->backing;
+}
+
+static SEXP decode_gathered_stream(void *p) {
+  gathered *g = p;
+  ar_span seg = {zmq_msg_data(&g->whole), zmq_msg_size(&g->whole)};
+  rb_arrow_input in = {&seg, 1, gathered_backing, g, g->viewed};
+  return rb_arrow_to_r_input(&in);
+}
+
+static void gathered_done(void *p, Rboolean jump) {
+  (void)jump;
+  gathered *g = p;
+  zmq_msg_close(&g->whole);   /* views keep their own reference */
+  if (g->backing != R_NilValue) R_ReleaseObject(g->backing);
+}
+
+static SEXP decode_gathered(decode_ctx *ctx, uint32_t first, uint32_t count) {
+  size_t total = 0;
+  for (uint32_t i = 0; i < count; i++) total += zmq_msg_size(&ctx->frames[first - 1 + i]);
+  gathered g = {.backing = R_NilValue, .viewed = ctx->viewed};
+  if (zmq_msg_init_size(&g.whole, total)) Rf_error("rbridge: out of memory for a payload of %zu bytes", total);
+  char *at = zmq_msg_data(&g.whole);
+  for (uint32_t i = 0; i < count; i++) {
+    zmq_msg_t *m = &ctx->frames[first - 1 + i];
+    if (zmq_msg_size(m)) memcpy(at, zmq_msg_data(m), zmq_msg_size(m));
+    at += zmq_msg_size(m);
+  }
+  return R_UnwindProtect(decode_gathered_stream, &g, gathered_done, &g, NULL);
+}
+
 static SEXP decode_frames(decode_ctx *ctx, uint32_t first, uint32_t count) {
   if (first < 1 || count < 1 || count > (uint32_t)ctx->nframes || first > (uint32_t)ctx->nframes - count + 1) {
     if (count == 1)
@@ -147,13 +191,11 @@ static SEXP decode_frames(decode_ctx *ctx, uint32_t first, uint32_t count) {
     Rf_error("rbridge: a payload refers to frames %u to %u, but the message has %d payload frame(s)", first,
              first + count - 1, ctx->nframes);
   }
-  ar_span *segs = (ar_span *)R_alloc(count, sizeof *segs);
-  for (uint32_t i = 0; i < count; i++) {
-    zmq_msg_t *m = &ctx->frames[first - 1 + i];
-    segs[i] = (ar_span){zmq_msg_data(m), zmq_msg_size(m)};
-  }
+  if (count > 1) return decode_gathered(ctx, first, count);
+  zmq_msg_t *m = &ctx->frames[first - 1];
+  ar_span seg = {zmq_msg_data(m), zmq_msg_size(m)};
   frames_source src = {ctx, (int)first - 1};
-  rb_arrow_input in = {segs, (int)count, frame_backing, &src, ctx->viewed};
+  rb_arrow_input in = {&seg, 1, frame_backing, &src, ctx->viewed};
   return rb_arrow_to_r_input(&in);
 }
 

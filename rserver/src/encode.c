@@ -104,8 +104,8 @@ static void pack_handle(rb_encoder *e, SEXP x) {
 
 /* ext 3 from the worker (SPEC "Arrow payloads"): a region of the client's
  * arena ('a' + u64 LE offset + u64 LE length + u32 LE slot + name), a one-off
- * segment when the arena has no room ('m' + u64 LE length + name), or a frame
- * ('f' + u32 LE frame number). */
+ * segment when the arena has no room ('m' + u64 LE length + name), or frames
+ * ('f' + u32 LE frame number; a large one in chunks, 'F' + first + count). */
 static size_t put_le(uint8_t *p, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; i++) p[i] = (uint8_t)(v >> (8 * i));
   return (size_t)bytes;
@@ -155,9 +155,12 @@ static void pack_payload(rb_encoder *e, SEXP x, SEXP extra_meta) {
     pl->len = len;
     rb_arrow_write(plan, pl->data);
     uint32_t frame = 1;   /* frames are numbered among frame payloads only */
-    for (int i = 0; i < e->npayloads; i++) frame += e->payloads[i].data != NULL;
-    ref[0] = 'f';
+    for (int i = 0; i < e->npayloads; i++) frame += e->payloads[i].nframes;
+    pl->nframes = rb_chunk_count(len);
+    if (frame + pl->nframes > RB_MAX_FRAMES) pl->nframes = 1;   /* what a client takes in one message */
+    ref[0] = pl->nframes > 1 ? 'F' : 'f';
     ref_len += put_le(ref + ref_len, frame, 4);
+    if (pl->nframes > 1) ref_len += put_le(ref + ref_len, pl->nframes, 4);
   }
   e->npayloads++;
   rb_arrow_plan_free(plan);

@@ -46,7 +46,7 @@ static int send_message(const rb_request *rq, msgpack_sbuffer *sb, rb_payload *p
   void *data = msgpack_sbuffer_release(sb);
   int nframes = 2;
   for (int i = 0; i < npl; i++) {
-    if (pl[i].data) nframes++;
+    if (pl[i].data) nframes += (int)pl[i].nframes;
     else if (pl[i].segment[0]) rb_shm_track(pl[i].segment, rq->rid, rq->client_len);   /* unlinked later if unread */
   }
   zmq_msg_t *f = malloc((size_t)nframes * sizeof *f);
@@ -61,7 +61,10 @@ static int send_message(const rb_request *rq, msgpack_sbuffer *sb, rb_payload *p
   zmq_msg_init_data(&f[1], data, n, free_data, NULL);
   for (int i = 0, k = 2; i < npl; i++) {
     if (!pl[i].data) continue;
-    zmq_msg_init_data(&f[k++], pl[i].data, pl[i].len, rb_sendbuf_put, (void *)(uintptr_t)pl[i].cap);
+    /* out of memory leaves the payload's frames empty: the client reports an
+     * undecodable payload rather than waiting for a reply */
+    rb_sendbuf_frames(&f[k], pl[i].data, pl[i].len, pl[i].cap, pl[i].nframes);
+    k += (int)pl[i].nframes;
     pl[i].data = NULL;
   }
   /* a request's final reply lets the socket side take that client's next request */

@@ -275,6 +275,10 @@ int rb_send_to_client(const rb_request *rq, msgpack_sbuffer *sb);
 void *rb_sendbuf_get(size_t len, size_t *cap);   /* malloc'd, or the kept buffer */
 void rb_sendbuf_put(void *data, void *hint);     /* zmq_free_fn; hint = capacity */
 void rb_sendbuf_trim(int all);                   /* drops the kept buffer when idle (or always) */
+#define RB_CHUNK_MIN ((size_t)1 << 20)   /* a payload's frames (chunks): at least this big ... */
+#define RB_MAX_CHUNKS 64                 /* ... and at most this many */
+uint32_t rb_chunk_count(size_t len);     /* the frames a payload of len bytes is sent in */
+int rb_sendbuf_frames(zmq_msg_t *f, void *data, size_t len, size_t cap, uint32_t count);
 
 /* ---- shm.c ----------------------------------------------------------------- */
 int rb_shm_name_ok(const char *name, size_t n, char kind);

@@ -25,6 +25,7 @@ typedef struct {
   rb_arena *arena;              /* a region of the client's arena, or NULL */
   uint32_t slot;
   size_t len, cap;
+  uint32_t nframes;             /* frames (chunks) the data goes out in */
   char segment[RB_SHM_NAME_MAX];   /* a payload in shared memory: its segment's name */
 } rb_payload;
 

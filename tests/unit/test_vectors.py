@@ -151,6 +151,7 @@ def test_the_client_has_the_numbers_of_constants_json():
         "arena_header": _arena.HEADER, "arena_states": _arena.STATES, "arena_slots": _arena.SLOTS,
         "arena_magic": _arena.MAGIC.decode(), "arena_align": _arena.ALIGN,
         "client_key_bytes": _session.CLIENT_KEY_BYTES, "heartbeat_ms": _transport.HEARTBEAT_MS,
-        "liveness": _protocol.LIVENESS,
+        "liveness": _protocol.LIVENESS, "max_frames": _payloads.MAX_FRAMES, "chunk_min": _payloads.CHUNK_MIN,
+        "max_chunks": _payloads.MAX_CHUNKS,
     }
     assert have == {k: want[k] for k in have}

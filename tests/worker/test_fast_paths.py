@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import zmq
 from helpers import raw_exchange, run_in_threads, wait_until
 
 import bridge
@@ -121,15 +122,29 @@ def test_results_kept_by_the_user_stay_intact(fresh):
 
 # ---- streams over several frames ------------------------------------------------------------------
 
-def test_large_buffers_go_out_as_their_own_frames():
+def test_large_buffers_go_out_in_chunks_of_their_own_memory():
     values = np.arange(BIG, dtype=np.float64)
     writer = _payloads.PayloadWriter(None)
     ref = writer.add(pa.table({"a": values, "b": values * 2}))
     assert ref.data[:1] == b"F"
     first, count = struct.unpack("<II", ref.data[1:])
     assert (first, count) == (1, len(writer.frames)) and count >= 3
-    big = [f for f in writer.frames if isinstance(f, pa.Buffer) and f.size == values.nbytes]
-    assert big and big[0].address == values.ctypes.data      # the numpy memory itself, not a copy
+    start, end = values.ctypes.data, values.ctypes.data + values.nbytes
+    mine = [f for f in writer.frames if isinstance(f, pa.Buffer) and start <= f.address < end]
+    # the numpy memory itself, not a copy, in consecutive chunks of at most chunk_size bytes
+    assert [f.address for f in mine] == list(range(start, end, mine[0].size))
+    assert sum(f.size for f in mine) == values.nbytes and len(mine) >= 2
+    assert max(memoryview(f).nbytes for f in writer.frames) <= _payloads.chunk_size(values.nbytes * 2 + 4096)
+
+
+def test_payloads_are_chunked_only_while_the_message_has_room():
+    values = np.arange(BIG, dtype=np.float64)       # 2.4 MB: three chunks, between two small frames
+    writer = _payloads.PayloadWriter(None)
+    spans = [struct.unpack("<II", writer.add(pa.table({"a": values})).data[1:]) for _ in range(300)]
+    for (first, count), (after, _) in zip(spans, spans[1:], strict=False):
+        assert after == first + count                      # consecutive frames
+        assert count == (5 if first + 4 <= _payloads.MAX_FRAMES - 1 else 3)
+    assert spans[0][1] == 5 and spans[-1][1] == 3
 
 
 def test_split_streams_round_trip_over_tcp(tcp_worker):
@@ -138,6 +153,39 @@ def test_split_streams_round_trip_over_tcp(tcp_worker):
                               "c": np.where(np.arange(BIG) % 3 == 0, "x", "yz")})
         s.assign("df", frame)
         assert s.eval("identical(df$a, as.numeric(0:299999)) && identical(df$b, 0:299999) && df$c[2] == 'yz'")
+
+
+def test_large_results_arrive_in_chunks(tcp_worker):
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(tcp_worker[0])
+    try:
+        sock.send(msgpack.packb({"v": 1, "id": 3, "op": "eval", "code": "as.numeric(seq_len(3e6))"}))
+        assert sock.poll(20000)
+        envelope, *frames = sock.recv_multipart()
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    ref = msgpack.unpackb(envelope, raw=False)["value"].data
+    first, count = struct.unpack("<II", ref[1:])
+    assert ref[:1] == b"F" and (first, count) == (1, len(frames))
+    stream = b"".join(frames)
+    assert count == -(-len(stream) // _payloads.chunk_size(len(stream)))       # the sender's chunks
+    assert max(len(f) for f in frames) <= _payloads.chunk_size(len(stream))
+    values = pa.ipc.open_stream(stream).read_all().column(0).to_numpy()
+    assert np.array_equal(values, np.arange(1, 3_000_001, dtype=np.float64))
+
+
+def test_large_results_and_arguments_in_chunks_through_the_client(tcp_worker):
+    with bridge.connect(tcp_worker[0], shm=False) as s:
+        frame = s.eval("data.frame(a = as.numeric(1:1e6), b = 1:1e6, c = rep(c('x', 'yz'), 5e5))")
+        assert frame["a"].iloc[-1] == 1e6 and frame["b"].dtype == np.int32 and frame["c"].iloc[1] == "yz"
+        x = np.random.default_rng(1).normal(size=3_000_000)
+        s.assign("x", x)
+        assert s.eval("length(x)") == len(x) and s.eval("sum(x)") == pytest.approx(x.sum())
+        # the chunks are gathered once, and R views the gathered stream
+        assert "rbridge view" in "".join(s.eval("capture.output(.Internal(inspect(x)))"))
+        np.testing.assert_array_equal(s["x"], x)
 
 
 def _assign(ref: bytes) -> bytes:
