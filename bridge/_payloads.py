@@ -207,10 +207,12 @@ class PayloadWriter:
     """Collects the payloads of one outgoing message. ``frames`` go after the
     envelope; ``segments`` must be unlinked once the message's reply is in
     (the worker unlinks them as it reads them; this covers the case where it
-    never does). With ``arenas``, large payloads go through shared memory."""
+    never does). With ``arenas``, large payloads go through shared memory;
+    with ``chunks``, frames of large payloads are split into chunks."""
 
-    def __init__(self, arenas: ArenaWriter | None) -> None:
+    def __init__(self, arenas: ArenaWriter | None, chunks: bool = False) -> None:
         self.arenas = arenas
+        self.chunks = chunks
         self.frames: list[Any] = []
         self.segments: list[str] = []
         self.regions: list[tuple[Any, int]] = []   # (arena, slot) handed over
@@ -226,7 +228,7 @@ class PayloadWriter:
                 except OSError:   # /dev/shm full or too small (64 MB in a default container)
                     pass          # the payload travels as frames instead
         first = len(self.frames) + 1
-        self.frames.extend(_frames_of(chunks, MAX_FRAMES - first))
+        self.frames.extend(_frames_of(chunks, MAX_FRAMES - first if self.chunks else 0))
         count = len(self.frames) - first + 1
         if count == 1:
             return msgpack.ExtType(EXT_PAYLOAD, b"f" + struct.pack("<I", first))

@@ -136,10 +136,12 @@ class Protocol:
             msg["timeout"] = float(timeout)
         return msg
 
-    def hello(self, probe: tuple[str, bytes] | None) -> dict[str, Any]:
+    def hello(self, probe: tuple[str, bytes] | None, chunks: bool = False) -> dict[str, Any]:
         msg = self.message("hello", versions=[_codec.PROTOCOL_VERSION])
         if probe is not None:
             msg["shm_probe"] = {"name": probe[0], "token": probe[1]}
+        if chunks:
+            msg["chunks"] = True
         return msg
 
     def interrupt(self, target: int | None = None) -> dict[str, Any]:

@@ -263,7 +263,7 @@ class _Core:
     def outgoing(self, **values: Any) -> tuple[dict[str, Any], PayloadWriter]:
         """The wire forms of ``values`` (see _convert.to_wire) and the Arrow
         payloads they refer to; nothing is left behind when one cannot be sent."""
-        payloads = PayloadWriter(self.arena_writer)
+        payloads = PayloadWriter(self.arena_writer, chunks=self.keys is not None)
         try:
             wire = {k: to_wire(v, self.reference, payloads) for k, v in values.items() if k != "args"}
             if "args" in values:   # the positional arguments, each its own value
@@ -764,7 +764,7 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
     if shm is not False:
         with contextlib.suppress(OSError):
             probe = make_probe()
-    hello = core.protocol.hello(probe)
+    hello = core.protocol.hello(probe, chunks=keys is not None)   # with CURVE, large payloads go in chunks
     try:
         reply = core.channel.request(hello, timeout=startup_timeout)
     except (WorkerDied, RTimeout, AuthenticationError) as exc:

@@ -141,6 +141,8 @@ R_WORKER_INFO = ('list(r_version = "4.2.2", rserver_version = "0.1.0", pid = 424
 ENTRIES: list[tuple[str, str, dict[str, Any], str, str | None]] = [
     ("hello_request", "client->worker", env(1, "hello", versions=[1]),
      'list(v = 1L, id = 1L, op = "hello", versions = list(1L))', "same"),
+    ("hello_request_chunks", "client->worker", env(1, "hello", versions=[1], chunks=True),
+     'list(v = 1L, id = 1L, op = "hello", versions = list(1L), chunks = TRUE)', "same"),
     ("hello_reply", "worker->client", env(1, "hello", version=1, worker=WORKER_INFO),
      f'list(v = 1L, id = 1L, op = "hello", version = 1L, worker = {R_WORKER_INFO})', "same"),
     ("eval_request", "client->worker", env(2, "eval", code="x <- rnorm(5); sum(1:10)"),

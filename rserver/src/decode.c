@@ -1,6 +1,7 @@
 /* msgpack -> R objects, on R's main thread. The conversion rules are in
  * protocol/SPEC.md ("Values"). Input is treated as hostile even though the
  * I/O thread validated it: this decoder is also used directly by tests. */
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #include <sys/mman.h>
@@ -140,9 +141,11 @@ static SEXP frame_backing(void *p, int seg) {
   return VECTOR_ELT(ctx->backings, f);
 }
 
-/* A stream sent in chunks is gathered into one buffer, read in place as one
- * frame would be: one copy of the stream, and R vectors view it (a column
- * read across frames would be copied twice, into a part and into R). */
+/* A stream from a client that sends chunks (SPEC "Arrow payloads") is
+ * gathered into one buffer and read in place as one frame would be: one copy
+ * of the stream, and R vectors view it (a column read across frames would be
+ * copied twice, into a part and into R). Other clients send each large
+ * buffer in a frame of its own, read in place without a copy. */
 typedef struct {
   zmq_msg_t whole;
   SEXP backing;   /* made on the first view */
@@ -174,8 +177,12 @@ static SEXP decode_gathered(decode_ctx *ctx, uint32_t first, uint32_t count) {
   size_t total = 0;
   for (uint32_t i = 0; i < count; i++) total += zmq_msg_size(&ctx->frames[first - 1 + i]);
   gathered g = {.backing = R_NilValue, .viewed = ctx->viewed};
-  if (zmq_msg_init_size(&g.whole, total)) Rf_error("rbridge: out of memory for a payload of %zu bytes", total);
-  char *at = zmq_msg_data(&g.whole);
+  size_t cap;
+  char *at = rb_sendbuf_get(total, &cap);   /* memory already mapped, when a payload's buffer is back */
+  if (!at || zmq_msg_init_data(&g.whole, at, total, rb_sendbuf_put, (void *)(uintptr_t)cap)) {
+    free(at);
+    Rf_error("rbridge: out of memory for a payload of %zu bytes", total);
+  }
   for (uint32_t i = 0; i < count; i++) {
     zmq_msg_t *m = &ctx->frames[first - 1 + i];
     if (zmq_msg_size(m)) memcpy(at, zmq_msg_data(m), zmq_msg_size(m));
@@ -191,11 +198,14 @@ static SEXP decode_frames(decode_ctx *ctx, uint32_t first, uint32_t count) {
     Rf_error("rbridge: a payload refers to frames %u to %u, but the message has %d payload frame(s)", first,
              first + count - 1, ctx->nframes);
   }
-  if (count > 1) return decode_gathered(ctx, first, count);
-  zmq_msg_t *m = &ctx->frames[first - 1];
-  ar_span seg = {zmq_msg_data(m), zmq_msg_size(m)};
+  if (count > 1 && ctx->rq && ctx->rq->chunks) return decode_gathered(ctx, first, count);
+  ar_span *segs = (ar_span *)R_alloc(count, sizeof *segs);
+  for (uint32_t i = 0; i < count; i++) {
+    zmq_msg_t *m = &ctx->frames[first - 1 + i];
+    segs[i] = (ar_span){zmq_msg_data(m), zmq_msg_size(m)};
+  }
   frames_source src = {ctx, (int)first - 1};
-  rb_arrow_input in = {&seg, 1, frame_backing, &src, ctx->viewed};
+  rb_arrow_input in = {segs, (int)count, frame_backing, &src, ctx->viewed};
   return rb_arrow_to_r_input(&in);
 }
 

@@ -156,7 +156,7 @@ static void pack_payload(rb_encoder *e, SEXP x, SEXP extra_meta) {
     rb_arrow_write(plan, pl->data);
     uint32_t frame = 1;   /* frames are numbered among frame payloads only */
     for (int i = 0; i < e->npayloads; i++) frame += e->payloads[i].nframes;
-    pl->nframes = rb_chunk_count(len);
+    pl->nframes = e->client && e->client->chunks ? rb_chunk_count(len) : 1;
     if (frame + pl->nframes > RB_MAX_FRAMES) pl->nframes = 1;   /* what a client takes in one message */
     ref[0] = pl->nframes > 1 ? 'F' : 'f';
     ref_len += put_le(ref + ref_len, frame, 4);

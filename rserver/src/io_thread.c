@@ -72,7 +72,7 @@ typedef struct queued {
   struct queued *next;
   double arrived;            /* when it was queued */
   size_t bytes;
-  int flags;                 /* inbox: RB_ARRIVAL_SHM; hand-off: FINAL */
+  int flags;                 /* inbox: RB_ARRIVAL_*; hand-off: FINAL */
   int n;
   zmq_msg_t f[];             /* routing id, envelope, payload frames */
 } queued;
@@ -89,6 +89,7 @@ typedef struct {
   uint8_t rid_len[SOCKETS_PER_CLIENT];
   int n_rids;
   int shm;                   /* its handshake probe proved shared memory */
+  int chunks;                /* its handshake asked for payloads in chunks */
   double unreachable_since;  /* 0 = reachable at the last check */
   int in_flight;             /* requests forwarded to R, not yet answered */
   msg_queue backlog;         /* its requests, not yet forwarded */
@@ -210,8 +211,12 @@ static void reply_hello(io_state *st, const void *rid, size_t rid_len, const rb_
   /* shared memory is used only when this process can read the client's probe */
   int shm = pk_in->probe_name[0] && rb_shm_probe(pk_in->probe_name, pk_in->probe_token, pk_in->probe_token_len);
   client_entry *c = rid_len <= RB_MAX_ROUTING_ID ? note_client(st, rid, rid_len) : NULL;
-  if (c) c->shm = shm;
-  else shm = 0;
+  if (c) {
+    c->shm = shm;
+    c->chunks = pk_in->chunks;
+  } else {
+    shm = 0;
+  }
   rb_pack_header(&pk, 6, pk_in->id, "hello");
   rb_pack_cstr(&pk, "version");
   msgpack_pack_uint8(&pk, RB_PROTOCOL_VERSION);
@@ -407,9 +412,9 @@ static void close_frames(zmq_msg_t *f, int n) {
 /* Queues a client's request (frames f[0..n): routing id, envelope, payloads)
  * for R's main thread, with the time it arrived here (the start of its
  * timeout: the time it waits behind other clients' requests counts) and
- * whether its client's handshake proved shared memory. */
-static void forward(io_state *st, zmq_msg_t *f, int n, double arrived, int shm) {
-  enqueue(&st->inbox, f, n, arrived, shm ? RB_ARRIVAL_SHM : 0);
+ * what its client's handshake settled (shared memory, chunks). */
+static void forward(io_state *st, zmq_msg_t *f, int n, double arrived, const client_entry *c) {
+  enqueue(&st->inbox, f, n, arrived, (c->shm ? RB_ARRIVAL_SHM : 0) | (c->chunks ? RB_ARRIVAL_CHUNKS : 0));
 }
 
 /* Moves frames f[0..n) to the end of a queue. */
@@ -457,7 +462,7 @@ static void clear_queue(msg_queue *mq) {
 static void pump(io_state *st, client_entry *c) {
   while (c->backlog.head && c->in_flight < MAX_IN_FLIGHT && !c->evicted && !c->out.head) {
     queued *q = c->backlog.head;
-    forward(st, q->f, q->n, q->arrived, c->shm);
+    forward(st, q->f, q->n, q->arrived, c);
     pop_queued(&c->backlog);
     c->in_flight++;
   }
@@ -533,7 +538,7 @@ static void on_client_message(io_state *st) {
                (pk.has_parent && c->in_flight < MAX_IN_FLIGHT + RB_MAX_LEVELS && runs_on_top(st, c))) {
       /* replies to callbacks, and calls made from inside a callback of its
        * running request (as deep as callbacks nest), are not held back */
-      forward(st, f, n, now, c->shm);
+      forward(st, f, n, now, c);
       if (!is_reply) c->in_flight++;
     } else if (c->backlog.count < MAX_BACKLOG) {
       enqueue(&c->backlog, f, n, now, 0);
@@ -950,6 +955,7 @@ int rb_io_wait(int timeout_ms, zmq_pollitem_t *extra, int nextra, volatile int *
       queued *q = take_head(&st->inbox);
       req->arrived = q->arrived;
       req->shm = (q->flags & RB_ARRIVAL_SHM) != 0;
+      req->chunks = (q->flags & RB_ARRIVAL_CHUNKS) != 0;
       req->n = q->n;
       req->f = q->f;
       req->hold = q;

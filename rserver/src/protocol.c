@@ -50,6 +50,8 @@ int rb_peek_envelope(const void *buf, size_t len, rb_peek *pk, const char **err)
       pk->has_parent = val.kind != MP_NIL && read_u64(&val, &parent) == 0;   /* informative */
     } else if (mp_str_eq(&key, "shm")) {
       pk->shm = val.kind == MP_BOOL && val.v.b;
+    } else if (mp_str_eq(&key, "chunks")) {
+      pk->chunks = val.kind == MP_BOOL && val.v.b;
     } else if (mp_str_eq(&key, "shm_probe")) {
       /* {"name": str, "token": bin}; anything else means no probe */
       if (val.kind != MP_MAP) { r.pos = vpos; if (mp_skip_value(&r, RB_MAX_DEPTH)) { *err = r.err; return -1; } continue; }

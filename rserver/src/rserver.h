@@ -20,7 +20,7 @@
  *   shm.c           shared-memory segments for payloads on one host (pure C)
  *   arena.c         shared-memory arenas: payload regions reused per client (pure C)
  *   views.c         zero-copy R vectors over received payload memory (ALTREP)
- *   sendbuf.c       reuse of large payload buffers sent to clients (pure C)
+ *   sendbuf.c       large payload buffers: their reuse, and the chunks they are sent in (pure C)
  *   handles.c       the table of R objects held for clients
  *   console.c       capture of R console output per request
  *   plots.c         plot capture: display messages (R/plots.R)
@@ -93,6 +93,7 @@ typedef struct {
   int has_parent;         /* a call made from inside a callback */
   int versions_ok;        /* hello: client offers our version */
   int shm;                /* request: the client takes shared-memory payloads */
+  int chunks;             /* hello: the client asks for payloads in chunks */
   char probe_name[RB_SHM_NAME_MAX];   /* hello: shm_probe */
   uint8_t probe_token[32];
   size_t probe_token_len;
@@ -164,10 +165,12 @@ typedef struct {
 #define RB_CLIENT_GRACE 2.0      /* seconds a client may be unreachable and keep its state */
 #define RB_MAX_EXTRA 64          /* R's input handlers polled with the socket */
 #define RB_ARRIVAL_SHM 1
+#define RB_ARRIVAL_CHUNKS 2
 /* A client's request, as R's main thread takes it from the inbox. */
 typedef struct {
   double arrived;           /* monotonic seconds: when the socket took it */
   int shm;                  /* its client's handshake proved shared memory */
+  int chunks;               /* its client's handshake asked for payloads in chunks */
   int n;
   zmq_msg_t *f;             /* routing id, envelope, payload frames */
   void *hold;               /* what rb_arrival_free frees */
@@ -256,6 +259,7 @@ typedef struct rb_request {
   int done;
   int is_reply;               /* a client's reply to a callback, not a request */
   int shm;                    /* the client takes shared-memory payloads */
+  int chunks;                 /* the client takes frame payloads in chunks */
   int level;                  /* index in the stack (rb_io_shared.levels) */
   int stop;                   /* RB_STOP_* taken when it left the stack */
   void *frames;               /* zmq_msg_t[nframes]: payload frames after the envelope */

@@ -1,9 +1,11 @@
-/* Large payload buffers sent to clients: their reuse, and their chunks.
+/* Large payload buffers, sent to clients or gathered from their chunks: their
+ * reuse, and the chunks they are sent in.
  *
  * A fresh 80 MB malloc costs tens of milliseconds of page faults (the kernel
  * zeroes every page), far more than writing the payload; keeping the last
- * buffer zmq hands back lets the next payload of a similar size be written
- * into memory already mapped. One buffer is kept, and dropped after
+ * buffer given back (by zmq once sent, by R's garbage collector once no view
+ * of a gathered stream is left) lets the next payload of a similar size be
+ * written into memory already mapped. One buffer is kept, and dropped after
  * RB_SENDBUF_IDLE seconds unused. zmq frees sent frames from its I/O thread,
  * hence the mutex and the atomic chunk counts. No R API.
  *

@@ -75,7 +75,7 @@ static SEXP receive_request(rb_arrival *a) {
     frames = NULL;
   }
   free(frames);
-  int shm = a->shm;
+  int shm = a->shm, chunks = a->chunks;
   rb_arrival_free(a);
   if (!rq) Rf_error("rbridge: out of memory");
   rb_peek pk;
@@ -90,6 +90,7 @@ static SEXP receive_request(rb_arrival *a) {
   memcpy(rq->op, pk.op, RB_OP_MAX);
   rq->timeout = pk.timeout;
   rq->shm = pk.shm && shm;   /* only once the handshake proved it */
+  rq->chunks = chunks;
   /* A new outermost request means the client has read every earlier reply:
    * shared-memory segments it left unread (an abandoned reply) go now. */
   if (!rb_active_request()) rb_shm_forget(rq->rid, rq->client_len);

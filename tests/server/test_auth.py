@@ -11,6 +11,7 @@ import sys
 import time
 
 import msgpack
+import numpy as np
 import pytest
 import zmq
 import zmq.auth
@@ -69,6 +70,17 @@ def test_an_allowed_key_gets_an_encrypted_session_that_knows_its_key(server, key
     _, secret = zmq.auth.load_certificate(keys / "alice.key_secret")
     with bridge.connect(server.endpoint, server_key=public_server.decode(), client_key=secret.decode()) as r:
         assert r.sum(2) == 2
+
+
+def test_large_payloads_cross_curve_in_chunks_both_ways(server, keys):
+    x = np.random.default_rng(2).normal(size=3_000_000)      # 24 MB: about 23 chunks each way
+    with connect_as(server, keys, "alice", shm=False) as r:
+        r.assign("x", x)
+        assert r.eval("length(x)") == len(x) and r.eval("sum(x)") == pytest.approx(x.sum())
+        assert "rbridge view" in "".join(r.eval("capture.output(.Internal(inspect(x)))"))
+        np.testing.assert_array_equal(r["x"], x)
+        frame = r.eval("data.frame(a = as.numeric(1:1e6), b = 1:1e6, c = rep(c('x', 'yz'), 5e5))")
+        assert frame["a"].iloc[-1] == 1e6 and frame["b"].dtype == np.int32 and frame["c"].iloc[1] == "yz"
 
 
 @pytest.mark.parametrize("who", ["mallory", "wrong-server-key", "plaintext"])

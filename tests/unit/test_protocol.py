@@ -87,6 +87,12 @@ def test_the_golden_plot_messages_are_what_the_protocol_builds_and_reads():
     assert isinstance(p.receive(vectors["display_png"], [], hook, 24), Ignored)   # of an abandoned request
 
 
+def test_the_golden_hello_messages_are_what_the_protocol_builds():
+    vectors = {v["name"]: bytes.fromhex(v["hex"]) for v in json.loads((VECTOR_DIR / "messages.json").read_text())}
+    assert pack(Protocol(ids=[1]).hello(None)) == vectors["hello_request"]
+    assert pack(Protocol(ids=[1]).hello(None, chunks=True)) == vectors["hello_request_chunks"]
+
+
 @pytest.mark.parametrize("bad", [dict(format="jpeg"), dict(width=0), dict(height=-1), dict(dpi=True),
                                  dict(width="7")])
 def test_a_bad_plot_spec_is_refused_before_anything_is_sent(bad):

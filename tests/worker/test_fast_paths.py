@@ -20,7 +20,7 @@ import zmq
 from helpers import raw_exchange, run_in_threads, wait_until
 
 import bridge
-from bridge import _arena, _payloads
+from bridge import _arena, _arrow, _payloads
 
 BIG = 300_000        # doubles: 2.4 MB, above the shared-memory and view thresholds
 
@@ -122,9 +122,20 @@ def test_results_kept_by_the_user_stay_intact(fresh):
 
 # ---- streams over several frames ------------------------------------------------------------------
 
-def test_large_buffers_go_out_in_chunks_of_their_own_memory():
+def test_large_buffers_go_out_as_their_own_frames():
     values = np.arange(BIG, dtype=np.float64)
     writer = _payloads.PayloadWriter(None)
+    ref = writer.add(pa.table({"a": values, "b": values * 2}))
+    assert ref.data[:1] == b"F"
+    first, count = struct.unpack("<II", ref.data[1:])
+    assert (first, count) == (1, len(writer.frames)) and count >= 3
+    big = [f for f in writer.frames if isinstance(f, pa.Buffer) and f.size == values.nbytes]
+    assert big and big[0].address == values.ctypes.data      # the numpy memory itself, not a copy
+
+
+def test_with_chunks_large_buffers_go_out_in_chunks_of_their_own_memory():
+    values = np.arange(BIG, dtype=np.float64)
+    writer = _payloads.PayloadWriter(None, chunks=True)
     ref = writer.add(pa.table({"a": values, "b": values * 2}))
     assert ref.data[:1] == b"F"
     first, count = struct.unpack("<II", ref.data[1:])
@@ -139,7 +150,7 @@ def test_large_buffers_go_out_in_chunks_of_their_own_memory():
 
 def test_payloads_are_chunked_only_while_the_message_has_room():
     values = np.arange(BIG, dtype=np.float64)       # 2.4 MB: three chunks, between two small frames
-    writer = _payloads.PayloadWriter(None)
+    writer = _payloads.PayloadWriter(None, chunks=True)
     spans = [struct.unpack("<II", writer.add(pa.table({"a": values})).data[1:]) for _ in range(300)]
     for (first, count), (after, _) in zip(spans, spans[1:], strict=False):
         assert after == first + count                      # consecutive frames
@@ -155,18 +166,31 @@ def test_split_streams_round_trip_over_tcp(tcp_worker):
         assert s.eval("identical(df$a, as.numeric(0:299999)) && identical(df$b, 0:299999) && df$c[2] == 'yz'")
 
 
-def test_large_results_arrive_in_chunks(tcp_worker):
+def _after_hello(endpoint: str, hello: dict, frames: list) -> list[bytes]:
+    """The reply to ``frames`` from a bare DEALER that said ``hello`` first."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
-    sock.connect(tcp_worker[0])
+    sock.connect(endpoint)
     try:
-        sock.send(msgpack.packb({"v": 1, "id": 3, "op": "eval", "code": "as.numeric(seq_len(3e6))"}))
+        sock.send(msgpack.packb({"v": 1, "id": 1, "op": "hello", "versions": [1], **hello}))
+        assert sock.poll(20000) and msgpack.unpackb(sock.recv(), raw=False)["op"] == "hello"
+        sock.send_multipart(frames)
         assert sock.poll(20000)
-        envelope, *frames = sock.recv_multipart()
+        return sock.recv_multipart()
     finally:
         sock.close(linger=0)
         ctx.term()
-    ref = msgpack.unpackb(envelope, raw=False)["value"].data
+
+
+def _large_result(endpoint: str, hello: dict) -> tuple[bytes, list[bytes]]:
+    """A 24 MB result, to a client that said ``hello``."""
+    envelope, *frames = _after_hello(endpoint, hello, [msgpack.packb(
+        {"v": 1, "id": 3, "op": "eval", "code": "as.numeric(seq_len(3e6))"})])
+    return msgpack.unpackb(envelope, raw=False)["value"].data, frames
+
+
+def test_large_results_come_in_chunks_to_a_client_that_asked(tcp_worker):
+    ref, frames = _large_result(tcp_worker[0], {"chunks": True})
     first, count = struct.unpack("<II", ref[1:])
     assert ref[:1] == b"F" and (first, count) == (1, len(frames))
     stream = b"".join(frames)
@@ -174,18 +198,34 @@ def test_large_results_arrive_in_chunks(tcp_worker):
     assert max(len(f) for f in frames) <= _payloads.chunk_size(len(stream))
     values = pa.ipc.open_stream(stream).read_all().column(0).to_numpy()
     assert np.array_equal(values, np.arange(1, 3_000_001, dtype=np.float64))
+    ref, frames = _large_result(tcp_worker[0], {})                               # and in one frame otherwise
+    assert ref == b"f" + struct.pack("<I", 1) and len(frames) == 1 and len(frames[0]) == len(stream)
 
 
-def test_large_results_and_arguments_in_chunks_through_the_client(tcp_worker):
-    with bridge.connect(tcp_worker[0], shm=False) as s:
-        frame = s.eval("data.frame(a = as.numeric(1:1e6), b = 1:1e6, c = rep(c('x', 'yz'), 5e5))")
-        assert frame["a"].iloc[-1] == 1e6 and frame["b"].dtype == np.int32 and frame["c"].iloc[1] == "yz"
-        x = np.random.default_rng(1).normal(size=3_000_000)
-        s.assign("x", x)
-        assert s.eval("length(x)") == len(x) and s.eval("sum(x)") == pytest.approx(x.sum())
-        # the chunks are gathered once, and R views the gathered stream
-        assert "rbridge view" in "".join(s.eval("capture.output(.Internal(inspect(x)))"))
-        np.testing.assert_array_equal(s["x"], x)
+@pytest.mark.parametrize("chunks", [True, False])
+def test_a_stream_in_chunks_is_read_whole(fresh, chunks):
+    x = np.random.default_rng(1).normal(size=3_000_000)
+    writer = _payloads.PayloadWriter(None, chunks=True)
+    ref = writer.add(_arrow.numpy_to_table(x))
+    assert len(writer.frames) > 3
+    reply = _after_hello(fresh.endpoint, {"chunks": chunks}, [_assign(ref.data), *writer.frames])
+    assert msgpack.unpackb(reply[0], raw=False)["op"] == "result", reply
+    assert fresh.eval("length(x)") == len(x) and fresh.eval("sum(x)") == pytest.approx(x.sum())
+    np.testing.assert_array_equal(fresh["x"], x)
+    # from a client that sends chunks they are gathered once, and R views the gathered stream
+    viewed = "rbridge view" in "".join(fresh.eval("capture.output(.Internal(inspect(x)))"))
+    assert viewed == chunks
+
+
+def test_a_large_buffer_in_a_frame_of_its_own_is_viewed_in_place(fresh):
+    x = np.random.default_rng(1).normal(size=3_000_000)
+    writer = _payloads.PayloadWriter(None)
+    ref = writer.add(_arrow.numpy_to_table(x))
+    assert len(writer.frames) == 3                     # before, the buffer, after
+    reply = raw_exchange(fresh.endpoint, [_assign(ref.data), *writer.frames], timeout_ms=20000)
+    assert reply["op"] == "result", reply
+    assert "rbridge view" in "".join(fresh.eval("capture.output(.Internal(inspect(x)))"))
+    np.testing.assert_array_equal(fresh["x"], x)
 
 
 def _assign(ref: bytes) -> bytes:
