@@ -107,6 +107,7 @@ class _Core:
         self.worker = worker
         self.liveness = liveness
         self.keys = keys
+        self.chunks = keys is not None   # large frame payloads in chunks (SPEC "Arrow payloads")
         self.info: dict[str, Any] = {}   # the worker's, from the handshake
         self.context = zmq.Context()
         self.protocol = Protocol()   # one id sequence for every socket of the session
@@ -263,7 +264,7 @@ class _Core:
     def outgoing(self, **values: Any) -> tuple[dict[str, Any], PayloadWriter]:
         """The wire forms of ``values`` (see _convert.to_wire) and the Arrow
         payloads they refer to; nothing is left behind when one cannot be sent."""
-        payloads = PayloadWriter(self.arena_writer, chunks=self.keys is not None)
+        payloads = PayloadWriter(self.arena_writer, chunks=self.chunks)
         try:
             wire = {k: to_wire(v, self.reference, payloads) for k, v in values.items() if k != "args"}
             if "args" in values:   # the positional arguments, each its own value
@@ -787,6 +788,7 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
     core.info = reply.get("worker") or {}
     if core.info.get("session"):
         core.channel.become_session()
+        core.chunks = True   # a session's front relays every payload: chunks spare it 80 MB buffers
     core.protocol.worker_pid = core.info.get("pid")
     core.shm = bool(reply.get("shm"))
     core.arena_writer = ArenaWriter(create_segment) if core.shm else None

@@ -35,7 +35,8 @@ serve <- function(endpoint = Sys.getenv("RBRIDGE_ENDPOINT", "tcp://127.0.0.1:555
   info <- .Call(C_mp_encode, worker_info(endpoint, max_envelope, session))
   # two steps: a server of sessions forks between them (no thread, no ZeroMQ context yet)
   .Call(C_server_prepare, endpoint, as.numeric(max_envelope), as.numeric(max_frame),
-        as.numeric(parent_pid), as.numeric(liveness), as.numeric(interrupt_grace), as.numeric(heartbeat), info)
+        as.numeric(parent_pid), as.numeric(liveness), as.numeric(interrupt_grace), as.numeric(heartbeat), info,
+        !is.null(session))
   bound <- .Call(C_server_start_io)
   on.exit(.Call(C_server_stop), add = TRUE)
   owned <- Sys.getenv("RBRIDGE_OWNED_DIR")   # a private worker's directory

@@ -11,7 +11,7 @@ void rb_views_init(DllInfo *dll);
 #define CALLDEF(name, n) {#name, (DL_FUNC)(void (*)(void))&name, n}
 
 static const R_CallMethodDef call_methods[] = {
-  CALLDEF(C_server_prepare, 8),
+  CALLDEF(C_server_prepare, 9),
   CALLDEF(C_sessions_start, 1),
   CALLDEF(C_sessions_next, 0),
   CALLDEF(C_session_exit, 1),

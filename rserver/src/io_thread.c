@@ -213,7 +213,7 @@ static void reply_hello(io_state *st, const void *rid, size_t rid_len, const rb_
   client_entry *c = rid_len <= RB_MAX_ROUTING_ID ? note_client(st, rid, rid_len) : NULL;
   if (c) {
     c->shm = shm;
-    c->chunks = pk_in->chunks;
+    c->chunks = pk_in->chunks || st->sh->session;   /* a front relays a session's payloads */
   } else {
     shm = 0;
   }

@@ -147,6 +147,7 @@ typedef struct {
   double liveness;        /* seconds of silence after which a client's connection is dropped */
   double interrupt_grace; /* a session: seconds R may ignore an interrupt before it ends; 0 = no limit */
   int heartbeat_ms;       /* ZMTP heartbeat interval; 0 = none (a session: its front is on this host) */
+  int session;            /* a session of a server: large payloads go in chunks (its front relays them) */
   char worker_info[1024]; /* msgpack map bytes for hello, built by main */
   size_t worker_info_len;
   pthread_t main_thread;

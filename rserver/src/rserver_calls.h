@@ -4,7 +4,7 @@
 #ifndef RSERVER_CALLS_H
 #define RSERVER_CALLS_H
 
-SEXP C_server_prepare(SEXP, SEXP, SEXP, SEXP, SEXP, SEXP, SEXP, SEXP);
+SEXP C_server_prepare(SEXP, SEXP, SEXP, SEXP, SEXP, SEXP, SEXP, SEXP, SEXP);
 SEXP C_sessions_start(SEXP);
 SEXP C_sessions_next(void);
 SEXP C_session_exit(SEXP);

@@ -314,7 +314,7 @@ SEXP C_request_release(SEXP ctx) {
 /* ---- lifecycle ---------------------------------------------------------- */
 
 SEXP C_server_prepare(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP parent_pid, SEXP liveness,
-                      SEXP interrupt_grace, SEXP heartbeat, SEXP info) {
+                      SEXP interrupt_grace, SEXP heartbeat, SEXP info, SEXP session) {
   if (server.running) Rf_error("rbridge: a server is already running in this R process");
   const char *ep = CHAR(STRING_ELT(endpoint, 0));
   rb_io_shared *sh = &server.shared;
@@ -332,6 +332,7 @@ SEXP C_server_prepare(SEXP endpoint, SEXP max_envelope, SEXP max_frame, SEXP par
   sh->liveness = Rf_asReal(liveness);
   sh->interrupt_grace = Rf_asReal(interrupt_grace);
   sh->heartbeat_ms = (int)(Rf_asReal(heartbeat) * 1000);
+  sh->session = Rf_asLogical(session) == TRUE;
   memcpy(sh->worker_info, RAW(info), (size_t)XLENGTH(info));
   sh->worker_info_len = (size_t)XLENGTH(info);
   server.prepared = 1;

@@ -83,6 +83,16 @@ def test_what_works_against_a_private_worker_works_against_a_session(server):
         assert r.eval("1 + 1") == 2
 
 
+def test_a_sessions_large_payloads_go_in_chunks_without_curve_too(server):
+    # the front relays every payload, so a session and its client use chunks even in plaintext
+    x = np.random.default_rng(3).normal(size=3_000_000)
+    with bridge.connect(server.endpoint, shm=False) as r:
+        r.assign("x", x)
+        assert "rbridge view" in "".join(r.eval("capture.output(.Internal(inspect(x)))"))   # gathered
+        assert r.eval("sum(x)") == pytest.approx(x.sum())
+        np.testing.assert_array_equal(r["x"], x)
+
+
 def test_a_session_ends_with_its_client_and_leaves_nothing(server):
     r = bridge.connect(server.endpoint)
     pid = r.call("Sys.getpid")

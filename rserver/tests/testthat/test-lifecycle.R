@@ -8,7 +8,7 @@ threads <- function() {
 test_that("preparing a server makes no thread and no ZeroMQ context, so a process can fork after it", {
   before <- threads()
   info <- rserver:::mp_encode(list(pid = Sys.getpid()))
-  .Call(rserver:::C_server_prepare, "tcp://127.0.0.1:*", 2^20, 2^20, 0, 30, 0, 1, info)
+  .Call(rserver:::C_server_prepare, "tcp://127.0.0.1:*", 2^20, 2^20, 0, 30, 0, 1, info, FALSE)
   expect_equal(threads(), before)
   child <- parallel::mcparallel({
     bound <- .Call(rserver:::C_server_start_io)   # in the fork: its own context and I/O thread
