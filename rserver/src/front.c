@@ -80,7 +80,7 @@ typedef struct {
 } front_state;
 
 static front_state fr;
-static zmq_msg_t frames[RB_MAX_FRAMES + 1];   /* one message at a time */
+static zmq_msg_t frames[RB_MAX_FRAMES + 1];   /* one message from a client at a time */
 
 /* ---- paths, shared with the fork server ------------------------------------- */
 
@@ -414,25 +414,59 @@ static int flush_held(session_t *s) {
 
 /* Messages from a session to its client, until one cannot be delivered yet
  * (then it is held, and this session is not read until it goes). */
+static zmq_msg_t *session_frames;   /* [routing id, message...]: grows as needed */
+static int session_frames_cap;
+
+/* Takes one whole message from a session into session_frames[1..]: all of
+ * its frames, however many (a session's payloads are its client's, and a
+ * client takes any number); 0 when none was waiting or out of memory. */
+static int recv_session_message(void *sock) {
+  int n = 1, more = 1;
+  size_t sz = sizeof more;
+  while (more) {
+    if (n >= session_frames_cap) {
+      int cap = session_frames_cap ? 2 * session_frames_cap : RB_MAX_FRAMES + 1;
+      zmq_msg_t *grown = realloc(session_frames, (size_t)cap * sizeof *grown);
+      if (!grown) {   /* the rest of the message is dropped: the client reports missing frames */
+        zmq_msg_t extra;
+        zmq_msg_init(&extra);
+        while (more && zmq_msg_recv(&extra, sock, ZMQ_DONTWAIT) >= 0 &&
+               zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0) {}
+        zmq_msg_close(&extra);
+        break;
+      }
+      session_frames = grown;
+      session_frames_cap = cap;
+    }
+    zmq_msg_t *m = &session_frames[n];
+    zmq_msg_init(m);
+    if (zmq_msg_recv(m, sock, ZMQ_DONTWAIT) < 0) { zmq_msg_close(m); break; }
+    n++;
+    if (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) < 0) more = 0;
+  }
+  return n - 1;
+}
+
 static void on_session_message(session_t *s, link_t *l) {
   for (int k = 0; k < RELAY_BATCH && !s->held; k++) {
-    int overflow, n = recv_message(l->dealer, frames + 1, RB_MAX_FRAMES, &overflow);
+    int n = recv_session_message(l->dealer);
     if (n == 0) return;
     n++;
-    zmq_msg_init_size(&frames[0], l->len);
-    memcpy(zmq_msg_data(&frames[0]), l->rid, l->len);
+    zmq_msg_t *sf = session_frames;
+    zmq_msg_init_size(&sf[0], l->len);
+    memcpy(zmq_msg_data(&sf[0]), l->rid, l->len);
     rb_peek pk;
     const char *err;
-    if (rb_peek_envelope(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), &pk, &err) == 0) note_reply(s, &pk);
+    if (rb_peek_envelope(zmq_msg_data(&sf[1]), zmq_msg_size(&sf[1]), &pk, &err) == 0) note_reply(s, &pk);
     s->active_at = rb_monotonic();
-    if (deliver(frames, n) < 0) {
+    if (deliver(sf, n) < 0) {
       s->held = malloc((size_t)n * sizeof *s->held);
       if (s->held) {
-        for (int i = 0; i < n; i++) { zmq_msg_init(&s->held[i]); zmq_msg_move(&s->held[i], &frames[i]); }
+        for (int i = 0; i < n; i++) { zmq_msg_init(&s->held[i]); zmq_msg_move(&s->held[i], &sf[i]); }
         s->nheld = n;
       }
     }
-    close_frames(frames, n);
+    close_frames(sf, n);
   }
 }
 

@@ -93,6 +93,14 @@ def test_a_sessions_large_payloads_go_in_chunks_without_curve_too(server):
         np.testing.assert_array_equal(r["x"], x)
 
 
+def test_a_result_of_more_frames_than_a_request_may_have_reaches_the_client(server):
+    # 1,100 vectors of 5,000 doubles: a payload frame each, more than the 1,024 frames of a request
+    with bridge.connect(server.endpoint, shm=False) as r:
+        parts = r.eval("lapply(1:1100, function(i) as.numeric(seq_len(5000)) + i)")
+        assert len(parts) == 1100 and parts[0][0] == 2 and parts[-1][-1] == 6100
+        assert r.sum(1, 2) == 3
+
+
 def test_a_session_ends_with_its_client_and_leaves_nothing(server):
     r = bridge.connect(server.endpoint)
     pid = r.call("Sys.getpid")
