@@ -173,8 +173,9 @@ def _split(frame: Any, size: int) -> list[Any]:
 
 
 def _frames_of(chunks: list[Any], room: int) -> list[Any]:
-    """Frames of a stream: each large buffer alone (not copied) and in chunks,
-    what lies between them joined; unchunked when more frames than ``room``."""
+    """Frames of a stream: each large buffer alone (not copied), what lies
+    between them joined; split into chunks when at most ``room`` frames (0:
+    never)."""
     big = [isinstance(c, pa.Buffer) and c.size >= OWN_FRAME_MIN for c in chunks]
     if sum(big) > MAX_OWN_FRAMES:
         big = [False] * len(big)
@@ -190,6 +191,8 @@ def _frames_of(chunks: list[Any], room: int) -> list[Any]:
         frames.append(chunk)
     if small or not frames:
         frames.append(b"".join(small))
+    if room <= len(frames):
+        return frames
     size = chunk_size(sum(memoryview(f).nbytes for f in frames))
     pieces = [piece for frame in frames for piece in _split(frame, size)]
     return pieces if len(pieces) <= room else frames

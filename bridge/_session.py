@@ -765,7 +765,7 @@ def connect(endpoint: str | None = None, *, timeout: float | None = None,
     if shm is not False:
         with contextlib.suppress(OSError):
             probe = make_probe()
-    hello = core.protocol.hello(probe, chunks=keys is not None)   # with CURVE, large payloads go in chunks
+    hello = core.protocol.hello(probe, chunks=core.chunks)
     try:
         reply = core.channel.request(hello, timeout=startup_timeout)
     except (WorkerDied, RTimeout, AuthenticationError) as exc:

@@ -141,54 +141,64 @@ static SEXP frame_backing(void *p, int seg) {
   return VECTOR_ELT(ctx->backings, f);
 }
 
+/* ---- a stream in one span of memory, whose backing is made on its first view ---- */
+
+typedef struct span_source {
+  ar_span seg;
+  SEXP backing;   /* preserved until decoding ends; views keep their own reference */
+  rb_view_spans *viewed;
+  SEXP (*make_backing)(struct span_source *);
+} span_source;
+
+static SEXP span_backing(void *p, int seg) {
+  (void)seg;
+  span_source *s = p;
+  if (s->backing == R_NilValue) R_PreserveObject(s->backing = s->make_backing(s));
+  return s->backing;
+}
+
+static SEXP decode_span(void *p) {
+  span_source *s = p;
+  rb_arrow_input in = {&s->seg, 1, span_backing, s, s->viewed};
+  return rb_arrow_to_r_input(&in);
+}
+
 /* A stream from a client that sends chunks (SPEC "Arrow payloads") is
  * gathered into one buffer and read in place as one frame would be: one copy
  * of the stream, and R vectors view it (a column read across frames would be
  * copied twice, into a part and into R). Other clients send each large
  * buffer in a frame of its own, read in place without a copy. */
 typedef struct {
+  span_source span;   /* first: the decoder's callbacks get this struct */
   zmq_msg_t whole;
-  SEXP backing;   /* made on the first view */
-  rb_view_spans *viewed;
 } gathered;
 
-static SEXP gathered_backing(void *p, int seg) {
-  (void)seg;
-  gathered *g = p;
-  if (g->backing == R_NilValue) R_PreserveObject(g->backing = rb_backing_frame(&g->whole));
-  return g->backing;
-}
-
-static SEXP decode_gathered_stream(void *p) {
-  gathered *g = p;
-  ar_span seg = {zmq_msg_data(&g->whole), zmq_msg_size(&g->whole)};
-  rb_arrow_input in = {&seg, 1, gathered_backing, g, g->viewed};
-  return rb_arrow_to_r_input(&in);
-}
+static SEXP gathered_backing(span_source *s) { return rb_backing_frame(&((gathered *)s)->whole); }
 
 static void gathered_done(void *p, Rboolean jump) {
   (void)jump;
   gathered *g = p;
-  zmq_msg_close(&g->whole);   /* views keep their own reference */
-  if (g->backing != R_NilValue) R_ReleaseObject(g->backing);
+  zmq_msg_close(&g->whole);
+  if (g->span.backing != R_NilValue) R_ReleaseObject(g->span.backing);
 }
 
 static SEXP decode_gathered(decode_ctx *ctx, uint32_t first, uint32_t count) {
   size_t total = 0;
   for (uint32_t i = 0; i < count; i++) total += zmq_msg_size(&ctx->frames[first - 1 + i]);
-  gathered g = {.backing = R_NilValue, .viewed = ctx->viewed};
+  gathered g = {.span = {.backing = R_NilValue, .viewed = ctx->viewed, .make_backing = gathered_backing}};
   size_t cap;
   char *at = rb_sendbuf_get(total, &cap);   /* memory already mapped, when a payload's buffer is back */
   if (!at || zmq_msg_init_data(&g.whole, at, total, rb_sendbuf_put, (void *)(uintptr_t)cap)) {
     free(at);
     Rf_error("rbridge: out of memory for a payload of %zu bytes", total);
   }
+  g.span.seg = (ar_span){(const uint8_t *)at, total};
   for (uint32_t i = 0; i < count; i++) {
     zmq_msg_t *m = &ctx->frames[first - 1 + i];
     if (zmq_msg_size(m)) memcpy(at, zmq_msg_data(m), zmq_msg_size(m));
     at += zmq_msg_size(m);
   }
-  return R_UnwindProtect(decode_gathered_stream, &g, gathered_done, &g, NULL);
+  return R_UnwindProtect(decode_span, &g, gathered_done, &g, NULL);
 }
 
 static SEXP decode_frames(decode_ctx *ctx, uint32_t first, uint32_t count) {
@@ -212,32 +222,21 @@ static SEXP decode_frames(decode_ctx *ctx, uint32_t first, uint32_t count) {
 /* ---- a region of a client's arena: 'a' + u64 offset + u64 length + u32 slot + name ---- */
 
 typedef struct {
+  span_source span;   /* first; its backing, once made, releases the region */
   rb_arena *arena;
   uint32_t slot;
-  size_t len;
-  ar_span seg;
-  SEXP backing;   /* made on the first view; it then releases the region */
-  rb_view_spans *viewed;
 } region_source;
 
-static SEXP region_backing(void *p, int seg) {
-  (void)seg;
-  region_source *r = p;
-  if (r->backing == R_NilValue) R_PreserveObject(r->backing = rb_backing_region(r->arena, r->slot, r->len));
-  return r->backing;
-}
-
-static SEXP decode_region_stream(void *p) {
-  region_source *r = p;
-  rb_arrow_input in = {&r->seg, 1, region_backing, r, r->viewed};
-  return rb_arrow_to_r_input(&in);
+static SEXP region_backing(span_source *s) {
+  region_source *r = (region_source *)s;
+  return rb_backing_region(r->arena, r->slot, s->seg.n);
 }
 
 static void region_done(void *p, Rboolean jump) {
   (void)jump;
   region_source *r = p;
-  if (r->backing == R_NilValue) rb_arena_release(r->arena, r->slot);   /* nothing views it */
-  else R_ReleaseObject(r->backing);
+  if (r->span.backing == R_NilValue) rb_arena_release(r->arena, r->slot);   /* nothing views it */
+  else R_ReleaseObject(r->span.backing);
 }
 
 static SEXP decode_region(decode_ctx *ctx, const uint8_t *p, uint32_t len) {
@@ -249,10 +248,10 @@ static SEXP decode_region(decode_ctx *ctx, const uint8_t *p, uint32_t len) {
   rb_arena *a = rb_arena_attach(name, ctx->rq->rid, ctx->rq->client_len, &err);
   if (!a) Rf_error("rbridge: shared-memory arena %s: %s", name, err);
   uint64_t off = le64(p + 1), n = le64(p + 9);
-  region_source r = {a, le32(p + 17), (size_t)n, {NULL, (size_t)n}, R_NilValue, ctx->viewed};
-  r.seg.p = rb_arena_region(a, off, n, r.slot, &err);
-  if (!r.seg.p) Rf_error("rbridge: shared-memory arena %s: %s", name, err);
-  return R_UnwindProtect(decode_region_stream, &r, region_done, &r, NULL);
+  region_source r = {{{NULL, (size_t)n}, R_NilValue, ctx->viewed, region_backing}, a, le32(p + 17)};
+  r.span.seg.p = rb_arena_region(a, off, n, r.slot, &err);
+  if (!r.span.seg.p) Rf_error("rbridge: shared-memory arena %s: %s", name, err);
+  return R_UnwindProtect(decode_span, &r, region_done, &r, NULL);
 }
 
 /* ---- a one-off segment: 'm' + u64 length + name ---- */

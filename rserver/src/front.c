@@ -80,7 +80,18 @@ typedef struct {
 } front_state;
 
 static front_state fr;
-static zmq_msg_t frames[RB_MAX_FRAMES + 1];   /* one message from a client at a time */
+/* Room for one message at a time: a client's has at most RB_MAX_FRAMES frames
+ * after its routing id; a session's grows as needed (its payloads are its
+ * client's, and a client takes any number). */
+typedef struct {
+  zmq_msg_t *f;
+  int cap;
+  int grows;
+} frame_buf;
+
+static zmq_msg_t client_frames[RB_MAX_FRAMES + 1];
+static frame_buf from_client = {client_frames, RB_MAX_FRAMES + 1, 0};
+static frame_buf from_session = {NULL, 0, 1};
 
 /* ---- paths, shared with the fork server ------------------------------------- */
 
@@ -113,20 +124,33 @@ static void close_frames(zmq_msg_t *f, int n) {
   for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
 }
 
-/* Takes one whole message from sock into f[0..max); *overflow when it had
- * more frames (they are dropped). Returns the count, 0 when none was waiting. */
-static int recv_message(void *sock, zmq_msg_t *f, int max, int *overflow) {
-  int n = 0, more = 1;
+/* Whether b has room for frame n, growing it if it may. */
+static int room_for(frame_buf *b, int n) {
+  if (n < b->cap) return 1;
+  if (!b->grows) return 0;
+  int cap = b->cap ? 2 * b->cap : RB_MAX_FRAMES + 1;
+  zmq_msg_t *grown = realloc(b->f, (size_t)cap * sizeof *grown);
+  if (!grown) return 0;
+  b->f = grown;
+  b->cap = cap;
+  return 1;
+}
+
+/* Takes one whole message from sock into b->f[at..]; *overflow when b had no
+ * room for all of it (the rest is dropped). Returns the count, 0 when none
+ * was waiting. */
+static int recv_message(void *sock, frame_buf *b, int at, int *overflow) {
+  int n = at, more = 1;
   size_t sz = sizeof more;
   *overflow = 0;
   while (more) {
-    zmq_msg_t extra, *m = n < max ? &f[n] : &extra;
+    zmq_msg_t extra, *m = room_for(b, n) ? &b->f[n] : &extra;
     zmq_msg_init(m);
     if (zmq_msg_recv(m, sock, ZMQ_DONTWAIT) < 0) { zmq_msg_close(m); break; }
     if (m == &extra) { zmq_msg_close(m); *overflow = 1; } else n++;
     if (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) < 0) more = 0;
   }
-  return n;
+  return n - at;
 }
 
 static void free_sb(void *data, void *hint) { (void)hint; free(data); }
@@ -333,7 +357,8 @@ static void reply_status(const void *rid, size_t rid_len, uint64_t id);
 /* ---- the public socket ---------------------------------------------------------- */
 
 static void on_client_message(void) {
-  int overflow, n = recv_message(fr.router, frames, RB_MAX_FRAMES + 1, &overflow);
+  zmq_msg_t *frames = from_client.f;
+  int overflow, n = recv_message(fr.router, &from_client, 0, &overflow);
   if (n == 0) return;
   const uint8_t *rid = zmq_msg_data(&frames[0]);
   size_t rid_len = zmq_msg_size(&frames[0]);
@@ -413,60 +438,29 @@ static int flush_held(session_t *s) {
 }
 
 /* Messages from a session to its client, until one cannot be delivered yet
- * (then it is held, and this session is not read until it goes). */
-static zmq_msg_t *session_frames;   /* [routing id, message...]: grows as needed */
-static int session_frames_cap;
-
-/* Takes one whole message from a session into session_frames[1..]: all of
- * its frames, however many (a session's payloads are its client's, and a
- * client takes any number); 0 when none was waiting or out of memory. */
-static int recv_session_message(void *sock) {
-  int n = 1, more = 1;
-  size_t sz = sizeof more;
-  while (more) {
-    if (n >= session_frames_cap) {
-      int cap = session_frames_cap ? 2 * session_frames_cap : RB_MAX_FRAMES + 1;
-      zmq_msg_t *grown = realloc(session_frames, (size_t)cap * sizeof *grown);
-      if (!grown) {   /* the rest of the message is dropped: the client reports missing frames */
-        zmq_msg_t extra;
-        zmq_msg_init(&extra);
-        while (more && zmq_msg_recv(&extra, sock, ZMQ_DONTWAIT) >= 0 &&
-               zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0) {}
-        zmq_msg_close(&extra);
-        break;
-      }
-      session_frames = grown;
-      session_frames_cap = cap;
-    }
-    zmq_msg_t *m = &session_frames[n];
-    zmq_msg_init(m);
-    if (zmq_msg_recv(m, sock, ZMQ_DONTWAIT) < 0) { zmq_msg_close(m); break; }
-    n++;
-    if (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) < 0) more = 0;
-  }
-  return n - 1;
-}
-
+ * (then it is held, and this session is not read until it goes). Out of
+ * memory for a message's frames, the rest of it is dropped: the client
+ * reports the missing frames. */
 static void on_session_message(session_t *s, link_t *l) {
   for (int k = 0; k < RELAY_BATCH && !s->held; k++) {
-    int n = recv_session_message(l->dealer);
+    int overflow, n = recv_message(l->dealer, &from_session, 1, &overflow);
     if (n == 0) return;
     n++;
-    zmq_msg_t *sf = session_frames;
-    zmq_msg_init_size(&sf[0], l->len);
-    memcpy(zmq_msg_data(&sf[0]), l->rid, l->len);
+    zmq_msg_t *frames = from_session.f;
+    zmq_msg_init_size(&frames[0], l->len);
+    memcpy(zmq_msg_data(&frames[0]), l->rid, l->len);
     rb_peek pk;
     const char *err;
-    if (rb_peek_envelope(zmq_msg_data(&sf[1]), zmq_msg_size(&sf[1]), &pk, &err) == 0) note_reply(s, &pk);
+    if (rb_peek_envelope(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), &pk, &err) == 0) note_reply(s, &pk);
     s->active_at = rb_monotonic();
-    if (deliver(sf, n) < 0) {
+    if (deliver(frames, n) < 0) {
       s->held = malloc((size_t)n * sizeof *s->held);
       if (s->held) {
-        for (int i = 0; i < n; i++) { zmq_msg_init(&s->held[i]); zmq_msg_move(&s->held[i], &sf[i]); }
+        for (int i = 0; i < n; i++) { zmq_msg_init(&s->held[i]); zmq_msg_move(&s->held[i], &frames[i]); }
         s->nheld = n;
       }
     }
-    close_frames(sf, n);
+    close_frames(frames, n);
   }
 }
 
