@@ -123,8 +123,14 @@ def pack(message: dict[str, Any]) -> bytes:
     return msgpack.packb(message, use_bin_type=True)
 
 
-def unpack(frame: bytes, ext_hook: Callable[[int, bytes], Any] = _ext_hook) -> dict[str, Any]:
-    """Decodes one envelope frame."""
+def packer() -> Callable[[dict[str, Any]], bytes]:
+    """A reusable :func:`pack`, which saves a buffer per message. Like the
+    socket it feeds, one must not be used by two threads at once."""
+    return msgpack.Packer(use_bin_type=True).pack
+
+
+def unpack(frame: Any, ext_hook: Callable[[int, bytes], Any] = _ext_hook) -> dict[str, Any]:
+    """Decodes one envelope frame (bytes, or a buffer such as a zmq Frame)."""
     try:
         msg = msgpack.unpackb(frame, raw=False, ext_hook=ext_hook, strict_map_key=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:

@@ -126,12 +126,21 @@ def _travels_as_arrow(array: np.ndarray) -> bool:
     return array.ndim != 1 or len(array) >= ARROW_MIN_LENGTH or array.dtype.kind not in "biufUO"
 
 
+#: The types whose values are their own wire form.
+_PLAIN = frozenset({type(None), bool, float, str, bytes})
+
+
 def to_wire(value: Any, reference: Callable[[Any], Any], payloads: PayloadWriter | None) -> Any:
     """Converts a Python value for the envelope. ``reference`` gives the wire
     form of objects bound to the session (RObjects, R functions by name, Python
     callables), or None for anything else; it raises for one of another session.
     Tables and large arrays are added to ``payloads`` (see _payloads)."""
-    if value is None or isinstance(value, (bool, float, str, bytes)):
+    kind = type(value)
+    if kind in _PLAIN:   # the common case first, without isinstance() checks
+        return value
+    if kind is int:
+        return _int_value(value)
+    if isinstance(value, (bool, float, str, bytes)):
         return value
     if isinstance(value, int):
         return _int_value(value)

@@ -125,7 +125,7 @@ class Protocol:
                 parent: int | None = None, shm: bool = False,
                 plots: dict[str, Any] | None = None) -> dict[str, Any]:
         """A request envelope with the common keys of SPEC §3."""
-        msg = self.message(op, **fields)
+        msg = {"v": _codec.PROTOCOL_VERSION, "id": next(self._ids), "op": op, **fields}
         if plots is not None:
             msg["plots"] = plots
         if shm:
@@ -204,8 +204,9 @@ class Protocol:
         """The warnings a final reply carries, as events."""
         return [Warned(str(w.get("message", "")), w.get("class"), w.get("call")) for w in reply.get("warnings") or ()]
 
-    def receive(self, frame: bytes, payloads: list[Any], ext_hook: ExtHook, awaited: int) -> Event:
-        """Decodes an envelope (``payloads``: the frames after it) and interprets it."""
+    def receive(self, frame: Any, payloads: list[Any], ext_hook: ExtHook, awaited: int) -> Event:
+        """Decodes an envelope (bytes or a buffer such as a zmq Frame;
+        ``payloads``: the frames after it) and interprets it."""
         msg = _codec.unpack(frame, lambda code, data: ext_hook(code, data, payloads))
         return self.interpret(msg, awaited)
 

@@ -265,10 +265,14 @@ class _Core:
         """The wire forms of ``values`` (see _convert.to_wire) and the Arrow
         payloads they refer to; nothing is left behind when one cannot be sent."""
         payloads = PayloadWriter(self.arena_writer, chunks=self.chunks)
+        reference = self.reference
         try:
-            wire = {k: to_wire(v, self.reference, payloads) for k, v in values.items() if k != "args"}
-            if "args" in values:   # the positional arguments, each its own value
-                wire = {"args": [to_wire(v, self.reference, payloads) for v in values["args"]], **wire}
+            wire = {}
+            args = values.pop("args", None)
+            if args is not None:   # the positional arguments, each its own value
+                wire["args"] = [to_wire(v, reference, payloads) for v in args]
+            for k, v in values.items():
+                wire[k] = to_wire(v, reference, payloads)
             return wire, payloads
         except BaseException:
             payloads.discard(sent=False)
@@ -278,11 +282,24 @@ class _Core:
                 payloads: PayloadWriter | None = None) -> Any:
         """Sends one request and returns the ``value`` of its result."""
         try:
-            return self._request(op, fields, timeout, payloads)
+            self.check_usable()
+            with self.channel.lock:
+                reply = self._exchange(op, fields, timeout, payloads)
+            if reply.get("warnings"):
+                for warned in Protocol.warnings_of(reply):
+                    self.emit(warned)
+            if reply["op"] == "error":
+                error = error_from_reply(reply.get("error") or {})
+                if "python_error" in error.rclass and self.callback_errors:
+                    raise error from self.callback_errors[-1]
+                raise error
+            if reply["op"] != "result":
+                raise ProtocolError(f"unexpected reply {reply['op']!r} to {op}")
+            return reply.get("value")
         finally:
             if payloads is not None:
                 payloads.discard()   # the worker unlinks segments it read; this covers the rest
-            if not self.callbacks_running:
+            if self.sent_segments and not self.callbacks_running:
                 for name in self.sent_segments:
                     unlink_segment(name)
                 self.sent_segments.clear()
@@ -295,37 +312,26 @@ class _Core:
         spec = self.plot_specs[-1] if self.plot_specs else inline_spec()
         return spec.wire() if spec is not None else None
 
-    def _request(self, op: str, fields: dict[str, Any], timeout: float | None,
-                 payloads: PayloadWriter | None) -> Any:
-        self.check_usable()
-        with self.channel.lock:
+    def _exchange(self, op: str, fields: dict[str, Any], timeout: float | None,
+                  payloads: PayloadWriter | None) -> dict[str, Any]:
+        """Sends the request and returns its final reply (under the channel's lock)."""
+        if self.protocol.pending_releases:
             self._send_releases()
-            # a call into R from inside a callback names it as its parent
-            parent = self.callbacks_running[-1] if self.callbacks_running else None
-            if parent is None:
-                self.callback_errors.clear()
-            msg = self.protocol.request(op, fields, timeout=timeout, parent=parent, shm=self.shm,
-                                        plots=self.plot_spec(op))
-            try:
-                frames = payloads.frames if payloads else ()
-                reply = self.channel.request(msg, frames=frames, timeout=timeout,
-                                             on_interrupt=self._interrupt_on_main)
-            except WorkerDied:
-                self.dead = True
-                raise
-            except RTimeout:
-                self.channel.send(self.protocol.interrupt(msg["id"]))
-                raise
-        for warned in Protocol.warnings_of(reply):
-            self.emit(warned)
-        if reply["op"] == "error":
-            error = error_from_reply(reply.get("error") or {})
-            if "python_error" in error.rclass and self.callback_errors:
-                raise error from self.callback_errors[-1]
-            raise error
-        if reply["op"] != "result":
-            raise ProtocolError(f"unexpected reply {reply['op']!r} to {op}")
-        return reply.get("value")
+        # a call into R from inside a callback names it as its parent
+        parent = self.callbacks_running[-1] if self.callbacks_running else None
+        if parent is None:
+            self.callback_errors.clear()
+        msg = self.protocol.request(op, fields, timeout=timeout, parent=parent, shm=self.shm,
+                                    plots=self.plot_spec(op))
+        try:
+            return self.channel.request(msg, frames=payloads.frames if payloads else (), timeout=timeout,
+                                        on_interrupt=self._interrupt_on_main)
+        except WorkerDied:
+            self.dead = True
+            raise
+        except RTimeout:
+            self.channel.send(self.protocol.interrupt(msg["id"]))
+            raise
 
     def _interrupt_on_main(self, request_id: int) -> None:
         self.channel.send(self.protocol.interrupt(request_id))
@@ -481,7 +487,7 @@ class Session:
         handle, with positional and named arguments."""
         target = fn if isinstance(fn, str) else _codec.handle_ext(self._handle_of(fn))
         fields, payloads = self._core.outgoing(args=args, kwargs=kwargs)
-        return self._request("call", _payloads=payloads, fn=target, **fields)
+        return self._request_with(self._options, "call", payloads, fn=target, **fields)
 
     def get(self, name: str) -> Any:
         """The value of an R variable, looked up from the global environment."""

@@ -112,6 +112,7 @@ class Channel:
         #: thread) and CallablesReleased.
         self.on_event: Callable[[Event], None] | None = None
         self.sent: Counter[str] = Counter()   # messages sent, by op
+        self._pack = _codec.packer()   # used under self.lock, as the socket is
         self.closed = False
 
     @property
@@ -163,7 +164,7 @@ class Channel:
     def send(self, message: dict[str, Any], frames: Sequence[Any] = ()) -> None:
         """Sends without waiting; the reply, if any, is dropped when it comes.
         ``frames`` (payloads) follow the envelope; large ones are not copied."""
-        envelope = _codec.pack(message)
+        envelope = self._pack(message)
         self.sent[message["op"]] += 1
         if not frames:
             self._sock.send(envelope)
@@ -191,12 +192,20 @@ class Channel:
             raise
 
     def _wait(self, request_id: int, timeout: float | None) -> dict[str, Any]:
-        wait = self.protocol.wait(request_id, time.monotonic(), timeout, self.liveness, self._ping_liveness)
+        # A small call's reply usually comes before the first poll interval
+        # ends: the liveness bookkeeping (Wait) starts only when one has passed.
+        sock = self._sock
+        started = heard = time.monotonic()
+        wait = None
         while True:
             try:
-                frame = self._sock.recv()
+                # as a Frame: its `more` is far cheaper than getsockopt(RCVMORE)
+                frame = sock.recv(copy=False)
             except zmq.Again:
                 now = time.monotonic()
+                if wait is None:
+                    wait = self.protocol.wait(request_id, started, timeout, self.liveness, self._ping_liveness)
+                    wait.heard(heard)
                 if not self._is_alive():
                     raise WorkerDied(f"the R worker at {self.endpoint} exited") from None
                 if self._connection_lost(now):
@@ -204,13 +213,18 @@ class Channel:
                 if wait.idle(now) == PING:
                     self.send(self.protocol.message("ping"))
                 continue
-            wait.heard(time.monotonic())
             payloads: list[Any] = []     # received without copying, read in place
-            while self._sock.getsockopt(zmq.RCVMORE):
-                payloads.append(self._sock.recv(copy=False))
+            more = frame.more
+            while more:
+                part = sock.recv(copy=False)
+                payloads.append(part)
+                more = part.more
             event = self.protocol.receive(frame, payloads, self._ext_hook, request_id)
             if isinstance(event, Reply):
                 return event.message
+            heard = time.monotonic()
+            if wait is not None:
+                wait.heard(heard)
             if not isinstance(event, Ignored) and self.on_event is not None:
                 self.on_event(event)   # output, callbacks, released callables
 

@@ -31,7 +31,12 @@ calls_state$recent <- list()                             # label -> its newest p
 calls_state$serial <- 0                                  # numbers the weak references
 calls_state$records <- new.env(parent = emptyenv())      # records_call() answers, by function and class
 
-call_function <- function(fn, args, kwargs) {
+# The call op's handler (ops.R): msg$fn called with msg$args and msg$kwargs.
+# It is the handler itself, a closure less per call than a wrapper would be.
+call_op <- function(ctx, msg) {
+  fn <- msg$fn
+  args <- msg$args
+  kwargs <- msg$kwargs
   made <- .Call(C_make_call, fn, args, kwargs)   # a call of scalars, list(target, f), or NULL
   if (is.call(made)) return(rbridge_eval(made, globalenv()))
   if (is.null(made)) {   # pkg::name, or underscores that may stand for dots
@@ -45,6 +50,8 @@ call_function <- function(fn, args, kwargs) {
   built <- build_call(target, f, args, kwargs)
   rbridge_eval(built[[1L]], built[[2L]])
 }
+
+call_function <- function(fn, args, kwargs) call_op(NULL, list(fn = fn, args = args, kwargs = kwargs))
 
 # list(call, environment to evaluate it in). The values are bound in C
 # (src/calls.c, C_bind_call); R decides the names and where formulas go.

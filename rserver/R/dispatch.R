@@ -14,6 +14,7 @@ new_loop_state <- function() {
   state$callable <- NULL     # the callable whose reply ends this loop
   state$client_gone <- FALSE
   state$interrupted <- FALSE
+  state$idle_wait_ms <- getOption("rserver.idle_wait_ms", 1000L)   # longest wait for a request; a session's is longer
   state
 }
 
@@ -59,7 +60,11 @@ serve_requests <- function(state) {
   repeat {
     if (!is.null(state$waiting_for) && is.null(state$pending) && callback_wait_over(state)) return(invisible())
     ctx <- state$pending   # already state$ctx (serve_nested)
-    if (is.null(ctx)) ctx <- .Call(C_server_next, idle_wait_ms(), state) else state$pending <- NULL
+    if (is.null(ctx)) {
+      wait <- state$idle_wait_ms
+      if (.Call(C_later_loaded)) wait <- later_wait_ms(wait)
+      ctx <- .Call(C_server_next, wait, state)
+    } else state$pending <- NULL
     if (is.null(ctx)) {
       run_idle_tasks()
       next
@@ -73,10 +78,8 @@ serve_requests <- function(state) {
       }
       next   # kept for a wait further down, or one nobody waits for any more
     }
-    state$ctx <- ctx   # C_server_next has set it already
-    state$warnings <- list()
-    state$trace <- NULL
-    msg <- .Call(C_request_decode, ctx)   # also when expired: that gives shared memory back
+    # state$ctx, warnings and trace; decoded also when expired: that gives shared memory back
+    msg <- .Call(C_request_begin, ctx, state)
     if (.Call(C_request_timed_out, ctx)) stop(interrupt_condition(ctx))   # expired while queued
     out <- run_op(ctx, msg)
     .Call(C_reply_value, ctx, out$value, state$warnings, out$mode)
@@ -86,7 +89,7 @@ serve_requests <- function(state) {
       state$stop <- TRUE
       return(invisible())
     }
-    run_event_loop()
+    if (.Call(C_later_loaded)) run_later_tasks()
     if (out$stop) {
       state$stop <- TRUE
       return(invisible())
@@ -109,21 +112,22 @@ callback_wait_over <- function(state) {
 
 # R's event loop between requests. Input handlers (sockets, pipes of other
 # packages) are polled by C_server_next itself; the `later` package runs its
-# tasks only when asked outside an interactive console, so it is asked here
-# whenever a task is due, and the wait for requests ends when the next is due.
-run_event_loop <- function() {
-  if (isNamespaceLoaded("later") && later::next_op_secs() <= 0) later::run_now()
+# tasks only when asked outside an interactive console, so when it is loaded
+# it is asked after each request and while idle, and the wait for requests
+# ends when its next task is due. (C_later_loaded costs less than
+# isNamespaceLoaded(), which would run per request.)
+run_later_tasks <- function() {
+  if (later::next_op_secs() <= 0) later::run_now()
 }
 
 # While idle: the names of values passed from Python that are gone leave the search path.
 run_idle_tasks <- function() {
   if (.Call(C_args_bound_since_sweep) > 0L) sweep_args()
-  run_event_loop()
+  if (.Call(C_later_loaded)) run_later_tasks()
 }
 
-idle_wait_ms <- function() {
-  most <- getOption("rserver.idle_wait_ms", 1000L)   # a session's is longer
-  if (!isNamespaceLoaded("later")) return(most)
+# The wait for a request, at most `most` ms: until later's next task is due.
+later_wait_ms <- function(most) {
   secs <- later::next_op_secs()
   if (!is.finite(secs)) return(most)
   as.integer(max(0, min(most, ceiling(secs * 1000))))

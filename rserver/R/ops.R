@@ -5,37 +5,40 @@
 RESULT_MODES <- c("convert", "handle", "arrow")
 
 run_op <- function(ctx, msg) {
-  mode <- if (is.null(msg$mode)) "convert" else msg$mode
-  if (!is.character(mode) || length(mode) != 1L || !mode %in% RESULT_MODES)
+  mode <- msg$mode
+  if (is.null(mode)) mode <- "convert"   # the common case checks nothing more
+  else if (!is.character(mode) || length(mode) != 1L || !mode %in% RESULT_MODES)
     stop("'mode' must be one of ", paste(RESULT_MODES, collapse = ", "))
-  handler <- OP_HANDLERS[[msg$op]]
-  if (is.null(handler)) stop("unknown op '", msg$op, "'")
+  op <- msg$op
+  handler <- OP_HANDLERS[[op]]
+  if (is.null(handler)) stop("unknown op '", op, "'")
   if (!is.null(msg$plots)) {   # most requests capture nothing: no cost for them
     capture <- plots_begin(msg$plots)
     on.exit(plots_end(capture, ctx))
   }
-  handler(ctx, msg, mode)
+  # call, eval and get return a value in the client's `mode`; the others a converted status
+  list(value = handler(ctx, msg), mode = if (op == "call" || op == "eval" || op == "get") mode else "convert",
+       stop = op == "shutdown")
 }
 
 # R's side of the op table (src/protocol.c has the whole table): the ops that
 # run on the main thread, and client_gone, which only the I/O thread makes.
+# Each returns its result's value.
 OP_HANDLERS <- list(
-  call = function(ctx, msg, mode) result(call_function(msg$fn, msg$args, msg$kwargs), mode),
-  eval = function(ctx, msg, mode) result(eval_code(msg$code, target_env(msg$env), draw = !is.null(msg$plots)), mode),
-  get = function(ctx, msg, mode) result(get(msg$name, envir = target_env(msg$env)), mode),
-  assign = function(ctx, msg, mode) {
+  call = call_op,
+  eval = function(ctx, msg) eval_code(msg$code, target_env(msg$env), draw = !is.null(msg$plots)),
+  get = function(ctx, msg) get(msg$name, envir = target_env(msg$env)),
+  assign = function(ctx, msg) {
     assign(msg$name, msg$value, envir = target_env(msg$env))
-    result(NULL)
+    NULL
   },
-  release = function(ctx, msg, mode) {
+  release = function(ctx, msg) {
     counts <- .Call(C_request_release, ctx)
-    result(list(released = counts[[1L]], live = counts[[2L]]))
+    list(released = counts[[1L]], live = counts[[2L]])
   },
-  shutdown = function(ctx, msg, mode) list(value = NULL, mode = "convert", stop = TRUE),
-  client_gone = function(ctx, msg, mode) result(.Call(C_request_release_client, ctx))
+  shutdown = function(ctx, msg) NULL,
+  client_gone = function(ctx, msg) .Call(C_request_release_client, ctx)
 )
-
-result <- function(value, mode = "convert") list(value = value, mode = mode, stop = FALSE)
 
 target_env <- function(env) {
   if (is.null(env)) return(globalenv())

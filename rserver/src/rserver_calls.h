@@ -15,6 +15,8 @@ SEXP C_constants(void);
 SEXP C_ops(void);
 SEXP C_server_next(SEXP, SEXP);
 SEXP C_request_decode(SEXP);
+SEXP C_request_begin(SEXP, SEXP);
+SEXP C_later_loaded(void);
 SEXP C_request_release(SEXP);
 SEXP C_request_timed_out(SEXP);
 SEXP C_interrupt_was_own(void);

@@ -145,6 +145,12 @@ SEXP C_server_next(SEXP timeout_ms, SEXP state) {
   return R_NilValue;
 }
 
+/* Whether the `later` package is loaded, whose tasks the serve loop runs:
+ * cheaper than isNamespaceLoaded(), which the loop would call per request. */
+SEXP C_later_loaded(void) {
+  return Rf_ScalarLogical(Rf_findVarInFrame3(R_NamespaceRegistry, Rf_install("later"), FALSE) != R_UnboundValue);
+}
+
 /* ---- replies ------------------------------------------------------------ */
 
 /* Each condition is list(class, message, call) from R/conditions.R: the class
@@ -230,6 +236,19 @@ SEXP C_request_decode(SEXP ctx) {
   free_frames(rq);   /* the payloads are R objects now: free their memory early */
   UNPROTECT(1);
   return x;
+}
+
+/* The serve loop starts request `ctx`: it becomes state$ctx, with no warnings
+ * and no error trace yet, before its envelope is decoded (so that a decoding
+ * error is answered to it). Returns the envelope. One call, because assigning
+ * the three from R costs more than the rest of a small call's R code. */
+SEXP C_request_begin(SEXP ctx, SEXP state) {
+  if (TYPEOF(state) != ENVSXP) Rf_error("rbridge: bad loop state");
+  Rf_defineVar(Rf_install("ctx"), ctx, state);
+  Rf_defineVar(Rf_install("warnings"), PROTECT(Rf_allocVector(VECSXP, 0)), state);
+  UNPROTECT(1);
+  Rf_defineVar(Rf_install("trace"), R_NilValue, state);
+  return C_request_decode(ctx);
 }
 
 /* The id of the callback a client's reply answers (raw(8)), or NULL for a request. */
