@@ -39,6 +39,7 @@ typedef struct {
   uint8_t rid[RB_MAX_ROUTING_ID];
   size_t len;
   void *dealer;              /* to the session, with this routing id */
+  int used;                  /* used since poll_sockets() last asked it */
 } link_t;
 
 typedef struct {
@@ -232,12 +233,14 @@ static link_t *link_of(session_t *s, const uint8_t *rid, size_t len) {
   memcpy(l->rid, rid, len);
   l->len = len;
   l->dealer = d;
+  l->used = 1;
   return l;
 }
 
 /* Relays a client's message f[1..n) (after its routing id) on its link:
  * -1, with nothing sent, when the session's queue is full. */
 static int relay(link_t *l, zmq_msg_t *f, int n) {
+  l->used = 1;
   if (zmq_msg_send(&f[1], l->dealer, ZMQ_DONTWAIT | (n > 2 ? ZMQ_SNDMORE : 0)) < 0) return -1;
   for (int i = 2; i < n; i++) zmq_msg_send(&f[i], l->dealer, i + 1 < n ? ZMQ_SNDMORE : 0);
   return 0;
@@ -442,6 +445,7 @@ static int flush_held(session_t *s) {
  * memory for a message's frames, the rest of it is dropped: the client
  * reports the missing frames. */
 static void on_session_message(session_t *s, link_t *l) {
+  l->used = 1;
   for (int k = 0; k < RELAY_BATCH && !s->held; k++) {
     int overflow, n = recv_message(l->dealer, &from_session, 1, &overflow);
     if (n == 0) return;
@@ -716,28 +720,35 @@ void rb_front_main(const rb_front_config *cfg, int ctl) {
 
   int cap = 4 + cfg->max_sessions * LINKS_MAX;
   zmq_pollitem_t *items = calloc((size_t)cap, sizeof *items);
+  struct pollfd *fds = calloc((size_t)cap, sizeof *fds);
+  char *check = calloc((size_t)cap, 1);
   struct { session_t *s; link_t *l; } *who = calloc((size_t)cap, sizeof *who);
-  if (!items || !who) finish(1);
+  if (!items || !fds || !check || !who) finish(1);
   for (;;) {
     int n = 0;
+    /* the router, its monitor and ZAP are asked every time: every message uses the router */
     items[n++] = (zmq_pollitem_t){fr.router, 0, ZMQ_POLLIN, 0};
     items[n++] = (zmq_pollitem_t){fr.monitor, 0, ZMQ_POLLIN, 0};
     items[n++] = (zmq_pollitem_t){NULL, ctl, ZMQ_POLLIN, 0};
     if (fr.zap) items[n++] = (zmq_pollitem_t){fr.zap, 0, ZMQ_POLLIN, 0};
     int fixed = n, held = 0;
+    memset(check, 1, (size_t)fixed);
     for (int i = 0; i < cfg->max_sessions; i++) {
       session_t *s = &fr.sessions[i];
       held |= s->held != NULL;
       if (!s->number || s->held) continue;
       for (int j = 0; j < s->nlinks; j++) {
+        link_t *l = &s->links[j];
         who[n].s = s;
-        who[n].l = &s->links[j];
-        items[n++] = (zmq_pollitem_t){s->links[j].dealer, 0, ZMQ_POLLIN, 0};
+        who[n].l = l;
+        check[n] = (char)l->used;
+        l->used = 0;
+        items[n++] = (zmq_pollitem_t){l->dealer, 0, ZMQ_POLLIN, 0};
       }
     }
     long wait = fr.draining || fr.check_at > 0 ? 100 : 500;
     if (held) wait = (long)(HELD_RETRY * 1000) + 1;
-    if (zmq_poll(items, n, wait) < 0 && errno != EINTR) finish(1);
+    if (rb_poll(items, check, fds, n, wait) < 0 && errno != EINTR) finish(1);
     for (int k = 0; k < RELAY_BATCH && (items[0].revents & ZMQ_POLLIN); k++) {
       on_client_message();
       int ev = 0;

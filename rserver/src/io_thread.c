@@ -14,6 +14,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,12 +61,6 @@
 /* R's messages waiting for the I/O thread to send them */
 #define HANDOFF_MAX 64
 
-double rb_monotonic(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* A message waiting: a client's request in its backlog or in R's inbox, or
  * R's message in a client's out queue or in the hand-off queue. */
 typedef struct queued {
@@ -104,6 +99,7 @@ typedef struct {
   double orphaned_at;
   int parent_fd;             /* pidfd of the watched parent: readable when it exits; -1 = none */
   void *monitor;             /* disconnect events of the ROUTER */
+  int monitor_used;          /* read since rb_poll last asked it */
   int wakefd;                /* eventfd: the main thread wants the I/O thread's attention */
   int timerfd;               /* expires when the I/O thread may take the socket over */
   msg_queue inbox;           /* requests for R's main thread, in order */
@@ -626,6 +622,7 @@ static void from_main(io_state *st, zmq_msg_t *f, int n, int final) {
  * be reused by the next connection before this event is read), so every
  * client is checked by its routing ids, shortly after (check_clients). */
 static void on_monitor_event(io_state *st) {
+  st->monitor_used = 1;
   zmq_msg_t ev, addr;
   zmq_msg_init(&ev);
   zmq_msg_init(&addr);
@@ -724,16 +721,20 @@ static void set_int(void *s, int opt, int v) { zmq_setsockopt(s, opt, &v, sizeof
  * handles what came. Returns zmq_poll's count, -1 when a signal came. */
 static int serve_step(io_state *st, int wait_ms, zmq_pollitem_t *extra, int nextra) {
   zmq_pollitem_t items[3 + RB_MAX_EXTRA];
+  struct pollfd fds[3 + RB_MAX_EXTRA];
+  char check[3 + RB_MAX_EXTRA] = {1};   /* the router, used by every message, is always asked */
   if (nextra > RB_MAX_EXTRA) nextra = RB_MAX_EXTRA;
   items[0] = (zmq_pollitem_t){st->router, 0, ZMQ_POLLIN, 0};
   items[1] = (zmq_pollitem_t){st->monitor, 0, ZMQ_POLLIN, 0};
+  check[1] = (char)st->monitor_used;
+  st->monitor_used = 0;
   int fixed = 2;
   if (st->parent_fd >= 0) items[fixed++] = (zmq_pollitem_t){NULL, st->parent_fd, ZMQ_POLLIN, 0};
   for (int i = 0; i < nextra; i++) items[fixed + i] = extra[i];
   int due = poll_timeout_ms(st);
   if (st->held_clients && due > HELD_RETRY_MS) due = HELD_RETRY_MS;
   if (wait_ms < 0 || wait_ms > due) wait_ms = due;
-  int rc = zmq_poll(items, fixed + nextra, wait_ms);
+  int rc = rb_poll(items, check, fds, fixed + nextra, wait_ms);
   if (rc < 0) return -1;
   if (items[0].revents & ZMQ_POLLIN) on_client_message(st);
   if (items[1].revents & ZMQ_POLLIN) on_monitor_event(st);
@@ -883,6 +884,7 @@ int rb_io_open(rb_io_shared *sh, char *err, size_t errlen) {
   zmq_getsockopt(io.router, ZMQ_LAST_ENDPOINT, sh->bound_endpoint, &elen);
   zmq_socket_monitor(io.router, "inproc://rserver-monitor", ZMQ_EVENT_DISCONNECTED);
   io.monitor = zmq_socket(sh->zctx, ZMQ_PAIR);
+  io.monitor_used = 1;
   zmq_connect(io.monitor, "inproc://rserver-monitor");
 
   own.io_drives = own.wanted = own.stopping = own.main_sending = 0;

@@ -176,8 +176,13 @@ typedef struct {
   zmq_msg_t *f;             /* routing id, envelope, payload frames */
   void *hold;               /* what rb_arrival_free frees */
 } rb_arrival;
-double rb_monotonic(void);
 int rb_reachable(void *router, const uint8_t *rid, size_t len);   /* a ROUTER_MANDATORY probe */
+/* zmq_poll(items, n, wait_ms) with fewer system calls (poll.c): check[i] says
+ * socket i was used since it was last polled; fds has room for n. Returns the
+ * ready count, -1 on an error (or a signal before anything was ready). */
+double rb_monotonic(void);   /* seconds (poll.c) */
+struct pollfd;
+int rb_poll(zmq_pollitem_t *items, const char *check, struct pollfd *fds, int n, long wait_ms);
 /* R's main thread: */
 int rb_io_open(rb_io_shared *sh, char *err, size_t errlen);   /* binds; call before rb_io_start */
 int rb_io_start(pthread_t *tid, char *err, size_t errlen);
