@@ -118,15 +118,15 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise ProtocolError(f"unknown msgpack ext type {code}")
 
 
-def pack(message: dict[str, Any]) -> bytes:
-    """Encodes a message whose values are already wire values (see _convert)."""
-    return msgpack.packb(message, use_bin_type=True)
-
-
 def packer() -> Callable[[dict[str, Any]], bytes]:
     """A reusable :func:`pack`, which saves a buffer per message. Like the
     socket it feeds, one must not be used by two threads at once."""
     return msgpack.Packer(use_bin_type=True).pack
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    """Encodes a message whose values are already wire values (see _convert)."""
+    return packer()(message)
 
 
 def unpack(frame: Any, ext_hook: Callable[[int, bytes], Any] = _ext_hook) -> dict[str, Any]:

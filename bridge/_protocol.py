@@ -119,13 +119,16 @@ class Protocol:
 
     def message(self, op: str, **fields: Any) -> dict[str, Any]:
         """An envelope with a fresh request id."""
-        return {"v": _codec.PROTOCOL_VERSION, "id": self.next_id(), "op": op, **fields}
+        return self._envelope(op, fields)
+
+    def _envelope(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return {"v": _codec.PROTOCOL_VERSION, "id": next(self._ids), "op": op, **fields}
 
     def request(self, op: str, fields: dict[str, Any], *, timeout: float | None = None,
                 parent: int | None = None, shm: bool = False,
                 plots: dict[str, Any] | None = None) -> dict[str, Any]:
         """A request envelope with the common keys of SPEC §3."""
-        msg = {"v": _codec.PROTOCOL_VERSION, "id": next(self._ids), "op": op, **fields}
+        msg = self._envelope(op, fields)
         if plots is not None:
             msg["plots"] = plots
         if shm:

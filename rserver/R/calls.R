@@ -51,6 +51,7 @@ call_op <- function(ctx, msg) {
   rbridge_eval(built[[1L]], built[[2L]])
 }
 
+# The same, from its parts (the tests call it).
 call_function <- function(fn, args, kwargs) call_op(NULL, list(fn = fn, args = args, kwargs = kwargs))
 
 # list(call, environment to evaluate it in). The values are bound in C

@@ -78,7 +78,7 @@ serve_requests <- function(state) {
       }
       next   # kept for a wait further down, or one nobody waits for any more
     }
-    # state$ctx, warnings and trace; decoded also when expired: that gives shared memory back
+    # fresh warnings and trace; decoded also when expired: that gives shared memory back
     msg <- .Call(C_request_begin, ctx, state)
     if (.Call(C_request_timed_out, ctx)) stop(interrupt_condition(ctx))   # expired while queued
     out <- run_op(ctx, msg)

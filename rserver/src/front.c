@@ -39,7 +39,7 @@ typedef struct {
   uint8_t rid[RB_MAX_ROUTING_ID];
   size_t len;
   void *dealer;              /* to the session, with this routing id */
-  int used;                  /* used since poll_sockets() last asked it */
+  int used;                  /* used since rb_poll() last asked it */
 } link_t;
 
 typedef struct {

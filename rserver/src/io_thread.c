@@ -718,7 +718,7 @@ static void set_int(void *s, int opt, int v) { zmq_setsockopt(s, opt, &v, sizeof
 
 /* One round at the socket: waits up to wait_ms (less when a timer is due;
  * -1: until one is) for the socket, its monitor and extra[0..nextra), and
- * handles what came. Returns zmq_poll's count, -1 when a signal came. */
+ * handles what came. Returns rb_poll's count, -1 when a signal came. */
 static int serve_step(io_state *st, int wait_ms, zmq_pollitem_t *extra, int nextra) {
   zmq_pollitem_t items[3 + RB_MAX_EXTRA];
   struct pollfd fds[3 + RB_MAX_EXTRA];

@@ -43,11 +43,11 @@ int rb_poll(zmq_pollitem_t *items, const char *check, struct pollfd *fds, int n,
     }
     fds[i].revents = 0;
   }
-  double until = rb_monotonic() + (wait_ms < 0 ? 1e9 : wait_ms / 1000.0);
+  double until = rb_monotonic() + wait_ms / 1000.0;
   for (;;) {
-    double left = until - rb_monotonic();
-    int rc = poll(fds, (nfds_t)n, ready || left <= 0 ? 0 : left > 1e6 ? -1 : (int)(left * 1000) + 1);
-    if (rc < 0) return errno == EINTR && !ready ? -1 : ready;
+    double left = wait_ms < 0 ? 1 : until - rb_monotonic();   /* wait_ms < 0: no deadline */
+    int rc = poll(fds, (nfds_t)n, ready || left <= 0 ? 0 : wait_ms < 0 ? -1 : (int)(left * 1000) + 1);
+    if (rc < 0) return ready ? ready : -1;   /* errno tells a signal (EINTR) from an error */
     for (int i = 0; i < n && rc > 0; i++) {
       if (!fds[i].revents) continue;
       if (items[i].socket) {

@@ -177,10 +177,10 @@ typedef struct {
   void *hold;               /* what rb_arrival_free frees */
 } rb_arrival;
 int rb_reachable(void *router, const uint8_t *rid, size_t len);   /* a ROUTER_MANDATORY probe */
+double rb_monotonic(void);   /* seconds (poll.c) */
 /* zmq_poll(items, n, wait_ms) with fewer system calls (poll.c): check[i] says
  * socket i was used since it was last polled; fds has room for n. Returns the
  * ready count, -1 on an error (or a signal before anything was ready). */
-double rb_monotonic(void);   /* seconds (poll.c) */
 struct pollfd;
 int rb_poll(zmq_pollitem_t *items, const char *check, struct pollfd *fds, int n, long wait_ms);
 /* R's main thread: */

@@ -238,13 +238,12 @@ SEXP C_request_decode(SEXP ctx) {
   return x;
 }
 
-/* The serve loop starts request `ctx`: it becomes state$ctx, with no warnings
- * and no error trace yet, before its envelope is decoded (so that a decoding
- * error is answered to it). Returns the envelope. One call, because assigning
- * the three from R costs more than the rest of a small call's R code. */
+/* The serve loop starts request `ctx`, already state$ctx (C_server_next set
+ * it, or serve_nested for its first request): it has no warnings and no
+ * error trace yet. Returns its envelope, decoded. One call, because assigning
+ * these from R costs more than the rest of a small call's R code. */
 SEXP C_request_begin(SEXP ctx, SEXP state) {
   if (TYPEOF(state) != ENVSXP) Rf_error("rbridge: bad loop state");
-  Rf_defineVar(Rf_install("ctx"), ctx, state);
   Rf_defineVar(Rf_install("warnings"), PROTECT(Rf_allocVector(VECSXP, 0)), state);
   UNPROTECT(1);
   Rf_defineVar(Rf_install("trace"), R_NilValue, state);
