@@ -97,6 +97,22 @@ def wait_until(predicate, timeout: float) -> bool:
     return predicate()
 
 
+def is_unasked_pong(frame: bytes) -> bool:
+    """Whether ``frame`` is the worker checking that a client is still there (SPEC §8)."""
+    reply = msgpack.unpackb(frame, raw=False)
+    return reply.get("op") == "pong" and reply.get("id") == 0
+
+
+def recv_reply(sock: zmq.Socket, timeout_ms: int = 10000) -> list[bytes]:
+    """The next message on a bare DEALER other than an unasked pong, or an AssertionError."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        assert sock.poll(max(0, int((deadline - time.monotonic()) * 1000))), "no reply"
+        frames = sock.recv_multipart()
+        if not is_unasked_pong(frames[0]):
+            return frames
+
+
 def raw_exchange(endpoint: str, frames: list[bytes], timeout_ms: int = 5000) -> dict:
     """Sends raw frames with a bare DEALER and returns the decoded reply."""
     ctx = zmq.Context()
@@ -105,12 +121,7 @@ def raw_exchange(endpoint: str, frames: list[bytes], timeout_ms: int = 5000) -> 
     sock.connect(endpoint)
     try:
         sock.send_multipart(frames)
-        deadline = time.monotonic() + timeout_ms / 1000
-        while True:
-            assert sock.poll(max(0, int((deadline - time.monotonic()) * 1000))), "no reply to a malformed message"
-            reply = msgpack.unpackb(sock.recv_multipart()[0], raw=False)
-            if not (reply.get("op") == "pong" and reply.get("id") == 0):   # the worker checking we are there
-                return reply
+        return msgpack.unpackb(recv_reply(sock, timeout_ms)[0], raw=False)
     finally:
         sock.close()
         ctx.term()

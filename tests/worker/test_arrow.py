@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import zmq
-from helpers import VECTORS, raw_exchange, wait_until
+from helpers import VECTORS, raw_exchange, recv_reply, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -371,10 +371,9 @@ def test_an_unread_result_arena_goes_when_its_client_disconnects(tcp_worker):
         name, token = _payloads.make_probe()
         sock.send(msgpack.packb({"v": 1, "id": 1, "op": "hello", "versions": [1],
                                  "shm_probe": {"name": name, "token": token}}))
-        assert sock.poll(5000) and msgpack.unpackb(sock.recv())["shm"] is True
+        assert msgpack.unpackb(recv_reply(sock, 5000)[0])["shm"] is True
         sock.send(msgpack.packb({"v": 1, "id": 2, "op": "eval", "code": "runif(1e6)", "shm": True}))
-        assert sock.poll(10000)
-        reply = msgpack.unpackb(sock.recv(), raw=False, ext_hook=lambda c, d: (c, d))
+        reply = msgpack.unpackb(recv_reply(sock)[0], raw=False, ext_hook=lambda c, d: (c, d))
         code, ref = reply["value"]
         assert code == 3 and ref[:1] == b"a"          # a region of the worker's arena for this client
         seg = ref[21:].decode()

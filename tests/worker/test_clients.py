@@ -15,7 +15,7 @@ import time
 import msgpack
 import pytest
 import zmq
-from helpers import raw_exchange, seconds_until_raised, start_tcp_worker, wait_until
+from helpers import raw_exchange, recv_reply, seconds_until_raised, start_tcp_worker, wait_until
 
 import bridge
 
@@ -258,8 +258,7 @@ def test_shared_memory_is_used_only_after_the_clients_probe(tcp_worker):
         before = set(os.listdir("/dev/shm"))
         sock.send(msgpack.packb({"v": 1, "id": 1, "op": "eval", "code": "runif(5e5)", "mode": "arrow",
                                  "shm": True}))
-        assert sock.poll(10000)
-        frames = sock.recv_multipart()
+        frames = recv_reply(sock)
         assert len(frames) == 2                          # the payload came as a frame
         assert not [n for n in set(os.listdir("/dev/shm")) - before if n.startswith("rbridge-w")]
     finally:

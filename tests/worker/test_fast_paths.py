@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import zmq
-from helpers import raw_exchange, run_in_threads, wait_until
+from helpers import raw_exchange, recv_reply, run_in_threads, wait_until
 
 import bridge
 from bridge import _arena, _arrow, _payloads
@@ -173,10 +173,9 @@ def _after_hello(endpoint: str, hello: dict, frames: list) -> list[bytes]:
     sock.connect(endpoint)
     try:
         sock.send(msgpack.packb({"v": 1, "id": 1, "op": "hello", "versions": [1], **hello}))
-        assert sock.poll(20000) and msgpack.unpackb(sock.recv(), raw=False)["op"] == "hello"
+        assert msgpack.unpackb(recv_reply(sock, 20000)[0], raw=False)["op"] == "hello"
         sock.send_multipart(frames)
-        assert sock.poll(20000)
-        return sock.recv_multipart()
+        return recv_reply(sock, 20000)   # an unasked pong may come first: an earlier client left
     finally:
         sock.close(linger=0)
         ctx.term()
