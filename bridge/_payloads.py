@@ -25,7 +25,7 @@ from typing import Any
 import msgpack
 import pyarrow as pa
 
-from ._arena import ArenaReader, ArenaWriter
+from ._arena import ArenaReader, ArenaWriter, copy_into
 from ._errors import ProtocolError
 
 EXT_PAYLOAD = 3
@@ -98,18 +98,27 @@ def sweep_segments(pid: int | None = None) -> int:
     return removed
 
 
-def create_segment(size: int) -> tuple[str, mmap.mmap]:
+def create_segment(size: int, reserve: int | None = None) -> tuple[str, int, mmap.mmap]:
+    """A new private segment of ``size`` bytes, of which the first ``reserve``
+    (default: all) are reserved: a full /dev/shm fails here, not with SIGBUS
+    on first touch. Returns its name, an open descriptor and a mapping."""
     name = f"/rbridge-c{os.getpid()}-{secrets.token_hex(16)}"
     fd = os.open(_path(name), os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, 0o600)
     try:
         os.ftruncate(fd, size)
-        if size:   # reserve the pages: a full /dev/shm fails here, not with SIGBUS later
-            os.posix_fallocate(fd, 0, size)
+        reserve = size if reserve is None else min(reserve, size)
+        if reserve:
+            os.posix_fallocate(fd, 0, reserve)
         mm = mmap.mmap(fd, size) if size else mmap.mmap(-1, 1)
     except BaseException:
         os.close(fd)
         unlink_segment(name)
         raise
+    return name, fd, mm
+
+
+def _create_mapped(size: int) -> tuple[str, mmap.mmap]:
+    name, fd, mm = create_segment(size)
     os.close(fd)
     return name, mm
 
@@ -118,7 +127,7 @@ def make_probe() -> tuple[str, bytes]:
     """A small segment holding a random token, for the worker to read back
     during the handshake: proof that both sides see the same segments."""
     token = secrets.token_bytes(16)
-    name, mm = create_segment(len(token))
+    name, mm = _create_mapped(len(token))
     mm.write(token)
     mm.close()
     return name, token
@@ -198,14 +207,6 @@ def _frames_of(chunks: list[Any], room: int) -> list[Any]:
     return pieces if len(pieces) <= room else frames
 
 
-def _copy_chunks(chunks: list[Any], dest: memoryview) -> None:
-    at = 0
-    for chunk in chunks:
-        data = memoryview(chunk).cast("B")
-        dest[at:at + data.nbytes] = data
-        at += data.nbytes
-
-
 class PayloadWriter:
     """Collects the payloads of one outgoing message. ``frames`` go after the
     envelope; ``segments`` must be unlinked once the message's reply is in
@@ -242,23 +243,24 @@ class PayloadWriter:
         spot = self.arenas.allocate(size)
         if spot is None:
             return None
-        arena, slot, offset, view = spot
-        self.regions.append((arena, slot))
+        arena, slot, offset = spot
         try:
-            _copy_chunks(chunks, view)
-        finally:
-            view.release()
+            arena.write(offset, chunks)
+        except BaseException:
+            self.arenas.release(arena, slot)
+            raise
+        self.regions.append((arena, slot))
         if not arena.announced:   # the worker unlinks the name once mapped; so do we, after the reply
             arena.announced = True
             self.segments.append(arena.name)
         return msgpack.ExtType(EXT_PAYLOAD, b"a" + struct.pack("<QQI", offset, size, slot) + arena.name.encode())
 
     def _add_segment(self, chunks: list[Any], size: int) -> msgpack.ExtType:
-        name, mm = create_segment(size)
+        name, mm = _create_mapped(size)
         self.segments.append(name)
         try:
             with memoryview(mm) as view:
-                _copy_chunks(chunks, view)
+                copy_into(chunks, view)
         finally:
             mm.close()
         return msgpack.ExtType(EXT_PAYLOAD, b"m" + struct.pack("<Q", size) + name.encode())

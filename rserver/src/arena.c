@@ -29,7 +29,7 @@ struct rb_arena {
   uint8_t *base;
   size_t size;
   int fd;                  /* own: the segment, kept open to reserve more of it */
-  size_t reserved;         /* own: bytes reserved and mapped in so far (rb_shm_reserve) */
+  size_t reserved;         /* own: bytes reserved so far (rb_shm_reserve) */
   int own;                 /* created here, for writing */
   int attached;            /* still listed for its client */
   int holds;               /* views of regions in it */
@@ -186,9 +186,11 @@ int rb_arena_alloc(const uint8_t *rid, size_t rid_len, size_t len, rb_arena_ref 
     if (!(a = create_own(cap, rid, rid_len))) return -1;
     if ((slot = place(a, len, &off)) < 0) return -1;
   }
+  out->fd = -1;
   if (off + len > a->reserved) {   /* a full /dev/shm: the caller sends frames instead */
-    if (rb_shm_reserve(a->fd, a->base, a->reserved, off + len) != 0) return -1;
+    if (rb_shm_reserve(a->fd, a->base, a->reserved, off + len, 0) != 0) return -1;
     a->reserved = off + len;
+    out->fd = a->fd;   /* fresh pages: cheaper written through the file than faulted in */
   }
   a->slot[slot].used = 1;
   a->slot[slot].off = off;

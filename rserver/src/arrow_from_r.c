@@ -3,9 +3,11 @@
  * errors, and uses only R_alloc memory until its last step), and
  * rb_arrow_write() fills a destination of the planned size without calling
  * anything that can raise. Type rules: protocol/SPEC.md ("Arrow payloads"). */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #define R_NO_REMAP
 #include <Rinternals.h>
 #include "rserver.h"
@@ -20,6 +22,7 @@ struct rb_arrow_col {
   const int *ints;           /* the data of x, fetched once: INTEGER() and */
   const double *reals;       /* friends are calls outside R itself */
   const SEXP *strs;
+  int unexpanded;            /* a compact sequence, not expanded: read with *_GET_REGION */
   int kind;
   R_xlen_t n, nulls;
   int large;                 /* var-width data over 2^31-1 bytes: 64-bit offsets */
@@ -195,6 +198,18 @@ static double time_value(const wcol *c, R_xlen_t i) {
   return c->ints ? (double)c->ints[i] : c->reals[i];
 }
 
+/* Whether x is one of R's compact sequences, not yet expanded: its values are
+ * then written with *_GET_REGION, which R computes without allocating or
+ * raising, instead of asking for its data pointer, which would make R expand
+ * it first (80 MB for as.numeric(1:1e7)). */
+static int unexpanded_sequence(SEXP x, int kind) {
+  if (!ALTREP(x) || DATAPTR_OR_NULL(x) != NULL || (kind != CK_DBL && kind != CK_INT)) return 0;
+  SEXP info = ATTRIB(ALTREP_CLASS(x));   /* (class name, package, type) */
+  if (TYPEOF(info) != LISTSXP || TYPEOF(CAR(info)) != SYMSXP) return 0;
+  const char *cls = CHAR(PRINTNAME(CAR(info)));
+  return strcmp(cls, kind == CK_DBL ? "compact_realseq" : "compact_intseq") == 0;
+}
+
 static void plan_col(wcol *c, SEXP x, int kind, const char *name, double scale) {
   memset(c, 0, sizeof *c);
   c->scale = scale;
@@ -202,6 +217,10 @@ static void plan_col(wcol *c, SEXP x, int kind, const char *name, double scale) 
   c->kind = kind;
   c->n = XLENGTH(x);
   c->name = name;
+  if (unexpanded_sequence(x, kind)) {
+    c->unexpanded = 1;   /* a sequence has no NA */
+    return;
+  }
   switch (TYPEOF(x)) {
   case LGLSXP: c->ints = LOGICAL(x); break;
   case INTSXP: c->ints = INTEGER(x); break;
@@ -572,7 +591,47 @@ void rb_arrow_plan_free(rb_arrow_plan *p) {
 
 /* ---- writing ------------------------------------------------------------------------ */
 
-static uint8_t *write_buffer(uint8_t *dst, const wcol *c, int which) {
+/* Where a stream goes: memory, and optionally the file behind it (fd >= 0),
+ * at file_off for start. Large fixed-width buffers then go through the file:
+ * fresh pages of an arena cost less written that way than faulted in one by
+ * one (arena.c). */
+typedef struct {
+  const uint8_t *start;
+  int fd;
+  uint64_t file_off;
+} out_t;
+
+#define FILE_WRITE_MIN ((uint64_t)1 << 20)
+
+static int pwrite_all(int fd, const void *src, size_t len, uint64_t at) {
+  const uint8_t *p = src;
+  while (len) {
+    ssize_t k = pwrite(fd, p, len, (off_t)at);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return -1;
+    p += k; len -= (size_t)k; at += (uint64_t)k;
+  }
+  return 0;
+}
+
+/* Writes the values of an int or double column through the file; 0 when it
+ * did not (the caller then copies them into memory, whose pages exist). */
+static int values_to_file(const out_t *o, const uint8_t *dst, const wcol *c, uint64_t len) {
+  if (o->fd < 0 || len < FILE_WRITE_MIN) return 0;
+  uint64_t at = o->file_off + (uint64_t)(dst - o->start);
+  if (!c->unexpanded) return pwrite_all(o->fd, c->kind == CK_DBL ? (const void *)c->reals : (const void *)c->ints, len, at) == 0;
+  double stage[8192];   /* a sequence's values, computed a piece at a time */
+  size_t width = c->kind == CK_DBL ? 8 : 4, per = sizeof stage / width;
+  for (R_xlen_t i = 0; i < c->n; i += (R_xlen_t)per) {
+    R_xlen_t k = c->n - i < (R_xlen_t)per ? c->n - i : (R_xlen_t)per;
+    if (c->kind == CK_DBL) REAL_GET_REGION(c->x, i, k, stage);
+    else INTEGER_GET_REGION(c->x, i, k, (int *)stage);
+    if (pwrite_all(o->fd, stage, (size_t)k * width, at + (uint64_t)i * width)) return 0;
+  }
+  return 1;
+}
+
+static uint8_t *write_buffer(uint8_t *dst, const wcol *c, int which, const out_t *to) {
   uint64_t len = buffer_len(c, which);
   R_xlen_t n = c->n;
   if (which == BUF_VALIDITY && len) {
@@ -610,8 +669,16 @@ static uint8_t *write_buffer(uint8_t *dst, const wcol *c, int which) {
       memset(dst, 0, len);
       for (R_xlen_t i = 0; i < n; i++) if (c->ints[i] == 1) dst[i >> 3] |= (uint8_t)(1u << (i & 7));
       break;
-    case CK_INT: memcpy(dst, c->ints, (size_t)n * 4); break;
-    case CK_DBL: memcpy(dst, c->reals, (size_t)n * 8); break;
+    case CK_INT:
+      if (values_to_file(to, dst, c, len)) break;
+      if (c->unexpanded) INTEGER_GET_REGION(c->x, 0, n, (int *)dst);
+      else memcpy(dst, c->ints, (size_t)n * 4);
+      break;
+    case CK_DBL:
+      if (values_to_file(to, dst, c, len)) break;
+      if (c->unexpanded) REAL_GET_REGION(c->x, 0, n, (double *)dst);
+      else memcpy(dst, c->reals, (size_t)n * 8);
+      break;
     case CK_FACTOR:
       for (R_xlen_t i = 0; i < n; i++) {
         int32_t v = c->ints[i] == NA_INTEGER ? 0 : c->ints[i] - 1;
@@ -647,21 +714,24 @@ static uint8_t *write_message(uint8_t *dst, const fb_builder *b) {
   return dst + 8 + size;
 }
 
-static uint8_t *write_body(uint8_t *dst, const wcol *cols, int ncol) {
+static uint8_t *write_body(uint8_t *dst, const wcol *cols, int ncol, const out_t *to) {
   for (int i = 0; i < ncol; i++)
-    for (int k = 0; k < nbuffers(&cols[i]); k++) dst = write_buffer(dst, &cols[i], buffer_kind(&cols[i], k));
+    for (int k = 0; k < nbuffers(&cols[i]); k++) dst = write_buffer(dst, &cols[i], buffer_kind(&cols[i], k), to);
   return dst;
 }
 
-void rb_arrow_write(const rb_arrow_plan *p, uint8_t *dst) {
+void rb_arrow_write(const rb_arrow_plan *p, uint8_t *dst) { rb_arrow_write_file(p, dst, -1, 0); }
+
+void rb_arrow_write_file(const rb_arrow_plan *p, uint8_t *dst, int fd, uint64_t file_off) {
+  const out_t to = {dst, fd, file_off};
   dst = write_message(dst, &p->schema);
   for (int i = 0, d = 0; i < p->ncol; i++) {
     if (p->cols[i].kind != CK_FACTOR) continue;
     dst = write_message(dst, &p->dicts[d++]);
-    dst = write_body(dst, p->cols[i].levels, 1);
+    dst = write_body(dst, p->cols[i].levels, 1, &to);
   }
   dst = write_message(dst, &p->batch);
-  dst = write_body(dst, p->cols, p->ncol);
+  dst = write_body(dst, p->cols, p->ncol, &to);
   static const uint8_t eos[8] = {0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0};
   memcpy(dst, eos, 8);
 }

@@ -135,7 +135,7 @@ static void pack_payload(rb_encoder *e, SEXP x, SEXP extra_meta) {
   rb_arena_ref region;
   void *map;
   if (shm && rb_arena_alloc(e->client->rid, e->client->client_len, len, &region) == 0) {
-    rb_arrow_write(plan, region.data);
+    rb_arrow_write_file(plan, region.data, region.fd, region.off);
     pl->arena = region.arena;
     pl->slot = region.slot;
     ref[0] = 'a';

@@ -296,7 +296,7 @@ int rb_shm_probe(const char *name, const uint8_t *token, size_t n);
 const void *rb_shm_map(const char *name, size_t len, const char **err);
 void *rb_shm_map_rw(const char *name, size_t min_len, size_t *size, const char **err);
 void *rb_shm_create(size_t len, size_t reserve, char name[RB_SHM_NAME_MAX], int *fd);
-int rb_shm_reserve(int fd, uint8_t *base, size_t from, size_t to);
+int rb_shm_reserve(int fd, uint8_t *base, size_t from, size_t to, int populate);
 void rb_shm_sweep(void);
 void rb_shm_track(const char *name, const uint8_t *rid, size_t rid_len);
 void rb_shm_forget(const uint8_t *rid, size_t rid_len);
@@ -312,6 +312,7 @@ typedef struct {
   rb_arena *arena;
   uint8_t *data;
   uint64_t off;
+  int fd;                  /* >= 0: the region has fresh pages, best written through this fd */
   uint32_t slot;
   char name[RB_SHM_NAME_MAX];
 } rb_arena_ref;

@@ -72,6 +72,9 @@ SEXP rb_arrow_form(SEXP x);                /* list(object, extra metadata), or N
 rb_arrow_plan *rb_arrow_plan_new(SEXP x, SEXP extra_meta);
 size_t rb_arrow_plan_size(const rb_arrow_plan *p);
 void rb_arrow_write(const rb_arrow_plan *p, uint8_t *dst);   /* never raises */
+/* the same, with large int and double buffers written at file_off + their
+ * place in dst through fd, whose file dst maps (fd < 0: into memory) */
+void rb_arrow_write_file(const rb_arrow_plan *p, uint8_t *dst, int fd, uint64_t file_off);
 void rb_arrow_plan_free(rb_arrow_plan *p);
 
 /* views.c */

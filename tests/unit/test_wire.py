@@ -3,7 +3,10 @@ values, Arrow payloads (frames and shared memory) and arenas."""
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 
 import msgpack
 import numpy as np
@@ -104,10 +107,56 @@ def test_shared_memory_payloads_use_an_arena_and_regions_come_back():
 
 
 def test_a_payload_that_does_not_fit_in_shared_memory_goes_in_frames(monkeypatch):
-    def full(size):
+    def full(size, reserve=None):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("bridge._payloads.create_segment", full)   # /dev/shm is full (one-off segments too)
     payloads = PayloadWriter(ArenaWriter(full))
     ref = payloads.add(pa.table({"x": np.arange(300_000, dtype=np.float64)}))
     assert ref.data[:1] in (b"f", b"F") and payloads.frames          # frames (large buffers on their own)
+
+
+def test_fresh_arena_pages_are_written_through_the_file_and_then_through_the_mapping():
+    writer = ArenaWriter(create_segment)
+    rng = np.random.default_rng(3)
+    try:
+        for round_ in range(3):   # fresh pages, then the same pages again, then more
+            payloads = PayloadWriter(writer)
+            tables = [pa.table({"x": rng.normal(size=300_000)}) for _ in range(round_ + 1)]
+            refs = [payloads.add(t) for t in tables]
+            (arena,) = writer.arenas
+            for ref, table in zip(refs, tables, strict=True):
+                offset, size, slot = struct.unpack("<QQI", ref.data[1:21])
+                assert offset + size <= arena.reserved      # only what was written is taken to exist
+                assert pa.ipc.open_stream(pa.py_buffer(arena.mm[offset:offset + size])).read_all().equals(table)
+                struct.pack_into("<I", arena.mm, 64 + 4 * slot, 0)   # the reader gives it back
+            assert os.fstat(arena.fd).st_blocks * 512 >= arena.reserved
+            payloads.discard()
+    finally:
+        for arena in writer.arenas:
+            unlink_segment(arena.name)
+        writer.close()
+
+
+def test_a_write_that_fails_in_an_arena_gives_the_region_back_and_uses_frames():
+    # RLIMIT_FSIZE stands in for a full /dev/shm: writing fresh pages fails with EFBIG
+    code = """
+import resource, signal, struct, numpy as np, pyarrow as pa
+from bridge._arena import ArenaWriter
+from bridge._payloads import PayloadWriter, create_segment, unlink_segment
+writer = ArenaWriter(create_segment)
+table = pa.table({"x": np.arange(300_000, dtype=np.float64)})
+first = PayloadWriter(writer).add(table)
+(arena,) = writer.arenas
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (arena.reserved + 4096, resource.RLIM_INFINITY))
+payloads = PayloadWriter(writer)
+second = payloads.add(table)
+assert first.data[:1] == b"a" and second.data[:1] in (b"f", b"F"), (first, second)
+assert arena.reclaim() == 1 and pa.ipc.open_stream(b"".join(bytes(f) for f in payloads.frames)).read_all().equals(table)
+unlink_segment(arena.name)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert out.stdout.strip() == "ok", out.stderr

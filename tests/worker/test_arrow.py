@@ -346,6 +346,23 @@ def test_large_payloads_leave_no_segment_behind(r):
     assert shm_segments() == before
 
 
+def test_a_fresh_sessions_arenas_carry_values_right_the_first_time_and_after(fresh):
+    # fresh arena pages are written through the segment's file, reused ones
+    # through the mapping: both ways, on both sides, give the same values
+    n = 2_000_000
+    sent = np.random.default_rng(4).normal(size=n)
+    for round_ in range(3):
+        assert np.array_equal(fresh.eval(f"as.numeric(seq_len({n}))"), np.arange(1, n + 1, dtype=np.float64))
+        ints = fresh.eval(f"{n}:1")
+        assert ints.dtype == np.int32 and np.array_equal(ints, np.arange(n, 0, -1, dtype=np.int32))
+        assert np.array_equal(fresh.eval(f"x <- seq(0.5, by = 2, length.out = {n}); x[{round_ + 1}] <- NA; x")
+                              .filled(-1.0)[:4], np.where(np.arange(4) == round_, -1.0, 0.5 + 2 * np.arange(4)))
+        fresh.assign("y", sent + round_)
+        assert fresh.eval(f"y[{n}]") == float(sent[-1] + round_)
+        assert fresh.eval("sum(y)") == pytest.approx(float((sent + round_).sum()))
+    assert fresh.uses_shared_memory
+
+
 def test_segments_of_dead_processes_are_swept_at_start_up(tcp_worker):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

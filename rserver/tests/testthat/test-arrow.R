@@ -33,6 +33,17 @@ test_that("R objects survive a round trip through Arrow unchanged", {
   for (x in objects) expect_identical(dec(enc(x)), x)
 })
 
+test_that("compact sequences are written without being expanded, with the same bytes", {
+  expanded <- function(x) { y <- x; y[1] <- y[1]; y }   # the same values, in memory
+  for (x in list(seq_len(3e5), 3e5:1, as.numeric(seq_len(3e5)), seq(0.5, by = 2, length.out = 3e5),
+                 data.frame(i = seq_len(10), d = as.numeric(1:10)))) {
+    expect_identical(enc(x), enc(if (is.data.frame(x)) lapply(x, expanded) |> as.data.frame() else expanded(x)))
+  }
+  x <- as.numeric(seq_len(1e6))
+  expect_identical(dec(enc(x)), as.numeric(1:1e6))
+  expect_true(any(grepl("(compact)", capture.output(.Internal(inspect(x))), fixed = TRUE)))   # still not in memory
+})
+
 test_that("objects without an Arrow form are refused by the writer", {
   expect_error(enc(list(1, 2)), "no Arrow representation")
   expect_error(enc(array(1:8, c(2, 2, 2), dimnames = list(c("a", "b")))), "no Arrow representation")
