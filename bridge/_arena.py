@@ -12,7 +12,9 @@ region goes back to the worker when the last array using it is freed.
 
 Pages an arena has never held are written through its file, not its mapping:
 the kernel then allocates them without a page fault each in this process, which
-halves the cost of a session's first large transfer. Only the bytes below
+halves the cost of a session's first large transfer. Before they are first
+written through the mapping, one byte of each is read: the kernel maps pages
+in sixteen to a read fault, but one to a write fault. Only the bytes below
 ``Arena.reserved`` are known to exist, and only those are written through the
 mapping (a write to a page that tmpfs cannot allocate would be a SIGBUS).
 """
@@ -77,21 +79,25 @@ class Arena:
     fd: int                     # the segment, kept open to write fresh pages through
     mm: mmap.mmap
     reserved: int = HEADER      # bytes [0, reserved) exist in the segment
+    mapped: int = HEADER        # bytes [0, mapped) are mapped in here
     regions: dict[int, _Region] = field(default_factory=dict)   # slot -> region handed over
     announced: bool = False     # the worker has been sent its name
 
     def write(self, offset: int, chunks: list[Any]) -> None:
-        """Writes ``chunks`` one after another at ``offset``: through the
-        mapping where the pages exist, else through the file (see the module)."""
+        """Writes ``chunks`` one after another at ``offset``: fresh pages
+        through the file, the others through the mapping (see the module)."""
         end = offset + sum(memoryview(c).nbytes for c in chunks)
-        if end <= self.reserved:
-            with memoryview(self.mm) as view:
-                copy_into(chunks, view[offset:end])
+        if end > self.reserved:
+            if offset > self.reserved:   # alignment padding between regions
+                os.posix_fallocate(self.fd, self.reserved, offset - self.reserved)
+            _pwrite_all(self.fd, chunks, offset)   # OSError (ENOSPC) when /dev/shm is full
+            self.reserved = end
             return
-        if offset > self.reserved:   # alignment padding between regions
-            os.posix_fallocate(self.fd, self.reserved, offset - self.reserved)
-        _pwrite_all(self.fd, chunks, offset)   # OSError (ENOSPC) when /dev/shm is full
-        self.reserved = end
+        with memoryview(self.mm) as view:
+            if end > self.mapped:   # written through the file before: see the module
+                bytes(view[self.mapped:end:mmap.PAGESIZE])
+                self.mapped = end
+            copy_into(chunks, view[offset:end])
 
     def reclaim(self) -> int:
         """Takes back the regions the worker released; returns how many are out."""

@@ -30,6 +30,7 @@ struct rb_arena {
   size_t size;
   int fd;                  /* own: the segment, kept open to reserve more of it */
   size_t reserved;         /* own: bytes reserved so far (rb_shm_reserve) */
+  size_t mapped;           /* own: bytes [0, mapped) are mapped in here */
   int own;                 /* created here, for writing */
   int attached;            /* still listed for its client */
   int holds;               /* views of regions in it */
@@ -125,7 +126,7 @@ static rb_arena *create_own(size_t capacity, const uint8_t *rid, size_t rid_len)
   rb_arena *a = calloc(1, sizeof *a);
   if (!a) return NULL;
   a->size = RB_ARENA_HEADER + capacity;
-  a->reserved = RB_ARENA_HEADER;
+  a->reserved = a->mapped = RB_ARENA_HEADER;
   a->base = rb_shm_create(a->size, a->reserved, a->name, &a->fd);
   if (!a->base) { free(a); return NULL; }
   memcpy(a->base, RB_ARENA_MAGIC, 8);
@@ -135,6 +136,15 @@ static rb_arena *create_own(size_t capacity, const uint8_t *rid, size_t rid_len)
   rb_shm_track(a->name, rid, rid_len);   /* unlinked if the client never maps it */
   if (add(a)) { destroy(a); return NULL; }
   return a;
+}
+
+/* Maps in pages written through the file before, by reading a byte of each:
+ * the kernel maps sixteen pages to a read fault but one to a write fault. */
+static void map_in(const uint8_t *p, size_t len) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  volatile uint8_t sink = 0;
+  for (size_t i = 0; i < len; i += page) sink ^= p[i];
+  (void)sink;
 }
 
 /* Takes back the regions the reader released; returns how many are out. */
@@ -191,6 +201,9 @@ int rb_arena_alloc(const uint8_t *rid, size_t rid_len, size_t len, rb_arena_ref 
     if (rb_shm_reserve(a->fd, a->base, a->reserved, off + len, 0) != 0) return -1;
     a->reserved = off + len;
     out->fd = a->fd;   /* fresh pages: cheaper written through the file than faulted in */
+  } else if (off + len > a->mapped) {
+    map_in(a->base + a->mapped, off + len - a->mapped);
+    a->mapped = off + len;
   }
   a->slot[slot].used = 1;
   a->slot[slot].off = off;
