@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 
 import pytest
 from helpers import start_tcp_worker
@@ -33,6 +34,22 @@ def fresh():
     session = bridge.connect()
     yield session
     session.close()
+
+
+NAUGHTY_C = r"""
+#include <stdio.h>
+void spin(void) { volatile double x = 0; for (;;) x += 1; }   /* never checks for interrupts */
+void crash(void) { fprintf(stderr, "about to crash\n"); fflush(stderr); *(volatile int *)8 = 1; }
+"""
+
+
+@pytest.fixture(scope="session")
+def naughty(tmp_path_factory):
+    """A shared library of compiled code that misbehaves."""
+    d = tmp_path_factory.mktemp("naughty")
+    (d / "naughty.c").write_text(NAUGHTY_C)
+    subprocess.run(["R", "CMD", "SHLIB", "naughty.c"], cwd=d, check=True, capture_output=True)
+    return d / "naughty.so"
 
 
 @pytest.fixture

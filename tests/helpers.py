@@ -19,16 +19,17 @@ ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "protocol" / "vectors"
 
 
-def start_tcp_worker(tmp_path: Path, *extra_env: tuple[str, str]) -> tuple[str, subprocess.Popen]:
-    """Starts `rserver::serve()` from the shell on a free loopback port."""
+def start_tcp_worker(tmp_path: Path, *extra_env: tuple[str, str],
+                     endpoint: str = "tcp://127.0.0.1:*") -> tuple[str, subprocess.Popen]:
+    """Starts `rserver::serve()` from the shell, by default on a free loopback port."""
     log = tmp_path / f"worker-{time.monotonic_ns()}.log"
     env = dict(os.environ, **dict(extra_env))
     with open(log, "wb") as out:
-        proc = subprocess.Popen([shutil.which("Rscript"), "-e", 'rserver::serve("tcp://127.0.0.1:*")'],
+        proc = subprocess.Popen([shutil.which("Rscript"), "-e", f'rserver::serve("{endpoint}")'],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        found = re.search(r"listening on (tcp://\S+)", log.read_text())
+        found = re.search(r"listening on ((?:tcp|ipc)://\S+)", log.read_text())
         if found:
             return found.group(1), proc
         if proc.poll() is not None:

@@ -45,6 +45,10 @@ serve_loop <- function(state) {
         if (is.null(state$ctx) && !is.null(state$waiting_for)) {
           state$interrupted <- TRUE
           state$stop <- TRUE
+        } else if (.Call(C_terminate_requested)) {   # SIGTERM or SIGHUP (server.c)
+          if (!is.null(state$ctx)) reply_failure(state, NULL)
+          if (is.null(state$waiting_for)) message("rserver: terminated; stopping")
+          state$stop <- TRUE
         } else if (is.null(state$ctx) && !.Call(C_interrupt_was_own)) {
           message("rserver: interrupted; stopping")   # Ctrl-C at the terminal of an idle server
           state$stop <- TRUE

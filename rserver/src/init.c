@@ -25,6 +25,7 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_request_release, 1),
   CALLDEF(C_request_timed_out, 1),
   CALLDEF(C_interrupt_was_own, 0),
+  CALLDEF(C_terminate_requested, 0),
   CALLDEF(C_request_answered, 1),
   CALLDEF(C_active_request_stopped, 0),
   CALLDEF(C_constants, 0),

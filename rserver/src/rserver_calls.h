@@ -20,6 +20,7 @@ SEXP C_later_loaded(void);
 SEXP C_request_release(SEXP);
 SEXP C_request_timed_out(SEXP);
 SEXP C_interrupt_was_own(void);
+SEXP C_terminate_requested(void);
 SEXP C_request_answered(SEXP);
 SEXP C_active_request_stopped(void);
 SEXP C_reply_from_owner(SEXP, SEXP);

@@ -34,6 +34,37 @@ typedef struct {
 
 static rb_server server;
 
+/* SIGTERM and SIGHUP stop a serve() worker as Ctrl-C stops an idle one, also
+ * when it is busy: the request in progress is answered as interrupted, and
+ * serve() returns, so that its ipc:// socket file and shared memory go (a
+ * session's are its server's business: sessions.c). A second signal before
+ * that ends the process at once. */
+static volatile sig_atomic_t terminate_requested = 0;
+static struct sigaction old_term, old_hup;
+
+static void on_terminate(int sig) {
+  if (terminate_requested) _exit(128 + sig);
+  terminate_requested = 1;
+  raise(SIGINT);   /* R takes it as an interrupt where it can */
+}
+
+static void catch_terminate(int on) {
+  if (!on) {
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
+    return;
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_terminate;
+  sigemptyset(&sa.sa_mask);
+  terminate_requested = 0;
+  sigaction(SIGTERM, &sa, &old_term);
+  sigaction(SIGHUP, &sa, &old_hup);
+}
+
+SEXP C_terminate_requested(void) { return Rf_ScalarLogical(terminate_requested != 0); }
+
 static void free_frames(rb_request *rq) {
   zmq_msg_t *f = rq->frames;
   for (int i = 0; i < rq->nframes; i++) zmq_msg_close(&f[i]);
@@ -112,6 +143,9 @@ static SEXP receive_request(rb_arrival *a) {
  * a callback) is also stored as `ctx` in the environment `state`, if given. */
 SEXP C_server_next(SEXP timeout_ms, SEXP state) {
   if (!server.running) Rf_error("rbridge: the server is not running");
+  /* A termination outlives the interrupt that carried it: a wait for a
+   * callback's reply it ended hands over to the loop below, which stops too. */
+  if (terminate_requested) R_interrupts_pending = 1;
   /* A SIGINT that came while we were not waiting is only pending: R checks
    * once in a thousand evaluations, which an idle loop takes long to reach. */
   if (R_interrupts_pending) R_CheckUserInterrupt();
@@ -383,11 +417,13 @@ SEXP C_server_start_io(void) {
   }
   server.running = 1;
   rb_console_install();
+  if (!sh->session) catch_terminate(1);
   return Rf_mkString(sh->bound_endpoint);
 }
 
 SEXP C_server_stop(void) {
   if (!server.running) return R_NilValue;
+  if (!server.shared.session) catch_terminate(0);
   rb_console_restore();
   rb_shm_forget(NULL, 0);
   rb_arenas_detach(NULL, 0);

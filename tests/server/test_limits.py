@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 
@@ -15,21 +14,6 @@ import zmq
 from helpers import Server, pid_alive, raw_exchange, recv_reply, wait_until
 
 import bridge
-
-NAUGHTY_C = r"""
-#include <stdio.h>
-void spin(void) { volatile double x = 0; for (;;) x += 1; }   /* never checks for interrupts */
-void crash(void) { fprintf(stderr, "about to crash\n"); fflush(stderr); *(volatile int *)8 = 1; }
-"""
-
-
-@pytest.fixture(scope="module")
-def naughty(tmp_path_factory):
-    """A shared library of compiled code that misbehaves."""
-    d = tmp_path_factory.mktemp("naughty")
-    (d / "naughty.c").write_text(NAUGHTY_C)
-    subprocess.run(["R", "CMD", "SHLIB", "naughty.c"], cwd=d, check=True, capture_output=True)
-    return d / "naughty.so"
 
 
 @pytest.fixture(scope="module")

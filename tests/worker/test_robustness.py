@@ -350,3 +350,70 @@ def test_a_small_dev_shm_and_foreign_leftovers_never_stop_payloads():
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [leftover]
+
+
+def _worker_segments(pid: int) -> list[str]:
+    return [n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-w{pid}-")]
+
+
+def test_sigterm_stops_a_busy_serve_worker_and_leaves_nothing_behind(tmp_path):
+    socket_file = tmp_path / "w"
+    endpoint, proc = start_tcp_worker(tmp_path, endpoint=f"ipc://{socket_file}")
+    try:
+        r = bridge.connect(endpoint)
+        held = r.eval("runif(5e5)")                # a region of the worker's arena, still held here
+        assert r.uses_shared_memory
+        raised: list[BaseException] = []
+
+        def busy() -> None:
+            try:
+                r.eval("Sys.sleep(60)")
+            except BaseException as exc:
+                raised.append(exc)
+        waiter = threading.Thread(target=busy)
+        waiter.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        waiter.join(10)
+        assert not waiter.is_alive() and isinstance(raised[0], bridge.RInterrupted), raised
+        assert proc.wait(15) == 0                  # serve() returned: a clean exit
+        assert not socket_file.exists() and _worker_segments(proc.pid) == []
+        assert len(held) == 5e5                    # the mapping outlives the segment's name
+        r.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sighup_stops_an_idle_serve_worker_and_a_second_signal_ends_one_stuck_in_c(tmp_path, naughty):
+    endpoint, proc = start_tcp_worker(tmp_path, endpoint=f"ipc://{tmp_path / 'idle'}")
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(15) == 0 and not (tmp_path / "idle").exists()
+
+    endpoint, proc = start_tcp_worker(tmp_path)
+    try:
+        r = bridge.connect(endpoint)
+        r.call("dyn.load", str(naughty))
+        raised: list[BaseException] = []
+
+        def stuck() -> None:
+            try:
+                r.eval(".C('spin')")
+            except BaseException as exc:
+                raised.append(exc)
+        waiter = threading.Thread(target=stuck)
+        waiter.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)           # R never looks: the worker keeps spinning
+        time.sleep(1)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)           # the second ends it at once
+        assert proc.wait(10) == 128 + signal.SIGTERM
+        waiter.join(10)
+        assert isinstance(raised[0], bridge.WorkerDied), raised
+        r.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
