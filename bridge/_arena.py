@@ -83,10 +83,11 @@ class Arena:
     regions: dict[int, _Region] = field(default_factory=dict)   # slot -> region handed over
     announced: bool = False     # the worker has been sent its name
 
-    def write(self, offset: int, chunks: list[Any]) -> None:
-        """Writes ``chunks`` one after another at ``offset``: fresh pages
-        through the file, the others through the mapping (see the module)."""
-        end = offset + sum(memoryview(c).nbytes for c in chunks)
+    def write(self, offset: int, size: int, chunks: list[Any]) -> None:
+        """Writes ``chunks`` (``size`` bytes in all) one after another at
+        ``offset``: fresh pages through the file, the others through the
+        mapping (see the module)."""
+        end = offset + size
         if end > self.reserved:
             if offset > self.reserved:   # alignment padding between regions
                 os.posix_fallocate(self.fd, self.reserved, offset - self.reserved)

@@ -245,7 +245,7 @@ class PayloadWriter:
             return None
         arena, slot, offset = spot
         try:
-            arena.write(offset, chunks)
+            arena.write(offset, size, chunks)
         except BaseException:
             self.arenas.release(arena, slot)
             raise

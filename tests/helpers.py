@@ -39,6 +39,12 @@ def start_tcp_worker(tmp_path: Path, *extra_env: tuple[str, str],
     raise RuntimeError("worker did not start")
 
 
+def segments(kind: str, pid: int) -> set[str]:
+    """Names in /dev/shm of the shared-memory segments process ``pid`` made
+    (``kind`` "c": a client's, "w": a worker's)."""
+    return {n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-{kind}{pid}-")}
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -614,18 +614,26 @@ static int pwrite_all(int fd, const void *src, size_t len, uint64_t at) {
   return 0;
 }
 
+/* Values [i, i + k) of an int or double column, into buf. */
+static void values_at(const wcol *c, R_xlen_t i, R_xlen_t k, void *buf) {
+  if (c->unexpanded && c->kind == CK_DBL) REAL_GET_REGION(c->x, i, k, buf);
+  else if (c->unexpanded) INTEGER_GET_REGION(c->x, i, k, buf);
+  else if (c->kind == CK_DBL) memcpy(buf, c->reals + i, (size_t)k * 8);
+  else memcpy(buf, c->ints + i, (size_t)k * 4);
+}
+
 /* Writes the values of an int or double column through the file; 0 when it
- * did not (the caller then copies them into memory, whose pages exist). */
+ * did not (the caller then copies them into memory, whose pages exist). A
+ * sequence's values are computed into a small buffer a piece at a time. */
 static int values_to_file(const out_t *o, const uint8_t *dst, const wcol *c, uint64_t len) {
   if (o->fd < 0 || len < FILE_WRITE_MIN) return 0;
   uint64_t at = o->file_off + (uint64_t)(dst - o->start);
   if (!c->unexpanded) return pwrite_all(o->fd, c->kind == CK_DBL ? (const void *)c->reals : (const void *)c->ints, len, at) == 0;
-  double stage[8192];   /* a sequence's values, computed a piece at a time */
+  double stage[8192];
   size_t width = c->kind == CK_DBL ? 8 : 4, per = sizeof stage / width;
   for (R_xlen_t i = 0; i < c->n; i += (R_xlen_t)per) {
     R_xlen_t k = c->n - i < (R_xlen_t)per ? c->n - i : (R_xlen_t)per;
-    if (c->kind == CK_DBL) REAL_GET_REGION(c->x, i, k, stage);
-    else INTEGER_GET_REGION(c->x, i, k, (int *)stage);
+    values_at(c, i, k, stage);
     if (pwrite_all(o->fd, stage, (size_t)k * width, at + (uint64_t)i * width)) return 0;
   }
   return 1;
@@ -669,15 +677,8 @@ static uint8_t *write_buffer(uint8_t *dst, const wcol *c, int which, const out_t
       memset(dst, 0, len);
       for (R_xlen_t i = 0; i < n; i++) if (c->ints[i] == 1) dst[i >> 3] |= (uint8_t)(1u << (i & 7));
       break;
-    case CK_INT:
-      if (values_to_file(to, dst, c, len)) break;
-      if (c->unexpanded) INTEGER_GET_REGION(c->x, 0, n, (int *)dst);
-      else memcpy(dst, c->ints, (size_t)n * 4);
-      break;
-    case CK_DBL:
-      if (values_to_file(to, dst, c, len)) break;
-      if (c->unexpanded) REAL_GET_REGION(c->x, 0, n, (double *)dst);
-      else memcpy(dst, c->reals, (size_t)n * 8);
+    case CK_INT: case CK_DBL:
+      if (!values_to_file(to, dst, c, len)) values_at(c, 0, n, dst);
       break;
     case CK_FACTOR:
       for (R_xlen_t i = 0; i < n; i++) {

@@ -11,7 +11,7 @@ import time
 import msgpack
 import pytest
 import zmq
-from helpers import Server, pid_alive, raw_exchange, recv_reply, wait_until
+from helpers import Server, pid_alive, raw_exchange, recv_reply, segments, wait_until
 
 import bridge
 
@@ -96,7 +96,7 @@ def test_a_killed_session_is_reported_within_2_s_with_the_signal(server):
         with pytest.raises(bridge.WorkerDied, match="signal 9"):
             r.eval("Sys.sleep(30)")
         assert time.monotonic() - seen[0] < 2
-    assert wait_until(lambda: not [n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-w{pid}-")], 5)
+    assert wait_until(lambda: not segments("w", pid), 5)
 
 
 def test_a_segfault_is_reported_with_the_last_lines_of_the_session_output(server, naughty):

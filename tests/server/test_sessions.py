@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import Relay, Server, pid_alive, status_of, wait_until
+from helpers import Relay, Server, pid_alive, segments, status_of, wait_until
 
 import bridge
 
@@ -111,7 +111,7 @@ def test_a_session_ends_with_its_client_and_leaves_nothing(server):
     assert wait_until(lambda: not pid_alive(pid), 5)
     assert wait_until(lambda: not os.path.exists(tmp), 5)
     assert wait_until(lambda: status_of(server.endpoint)["server"]["sessions_open"] == 0, 5)
-    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-w{pid}-")]
+    assert not segments("w", pid)
 
 
 def test_a_session_whose_client_vanished_ends_after_the_grace(server):

@@ -17,16 +17,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import zmq
-from helpers import raw_exchange, recv_reply, run_in_threads, wait_until
+from helpers import raw_exchange, recv_reply, run_in_threads, segments, wait_until
 
 import bridge
 from bridge import _arena, _arrow, _payloads
 
 BIG = 300_000        # doubles: 2.4 MB, above the shared-memory and view thresholds
-
-
-def segments(kind: str, pid: int) -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-{kind}{pid}-")}
 
 
 def na_pattern_nan() -> float:

@@ -16,7 +16,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from helpers import pid_alive, raw_exchange, recv_reply, seconds_until_raised, start_tcp_worker, wait_until
+from helpers import pid_alive, raw_exchange, recv_reply, seconds_until_raised, segments, start_tcp_worker, wait_until
 
 import bridge
 
@@ -352,10 +352,6 @@ def test_a_small_dev_shm_and_foreign_leftovers_never_stop_payloads():
     assert done.stdout.split() == [leftover]
 
 
-def _worker_segments(pid: int) -> list[str]:
-    return [n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-w{pid}-")]
-
-
 def test_sigterm_stops_a_busy_serve_worker_and_leaves_nothing_behind(tmp_path):
     socket_file = tmp_path / "w"
     endpoint, proc = start_tcp_worker(tmp_path, endpoint=f"ipc://{socket_file}")
@@ -363,21 +359,10 @@ def test_sigterm_stops_a_busy_serve_worker_and_leaves_nothing_behind(tmp_path):
         r = bridge.connect(endpoint)
         held = r.eval("runif(5e5)")                # a region of the worker's arena, still held here
         assert r.uses_shared_memory
-        raised: list[BaseException] = []
-
-        def busy() -> None:
-            try:
-                r.eval("Sys.sleep(60)")
-            except BaseException as exc:
-                raised.append(exc)
-        waiter = threading.Thread(target=busy)
-        waiter.start()
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        waiter.join(10)
-        assert not waiter.is_alive() and isinstance(raised[0], bridge.RInterrupted), raised
+        assert seconds_until_raised(lambda: proc.send_signal(signal.SIGTERM), lambda: r.eval("Sys.sleep(60)"),
+                                    bridge.RInterrupted) < 10
         assert proc.wait(15) == 0                  # serve() returned: a clean exit
-        assert not socket_file.exists() and _worker_segments(proc.pid) == []
+        assert not socket_file.exists() and not segments("w", proc.pid)
         assert len(held) == 5e5                    # the mapping outlives the segment's name
         r.close()
     finally:
@@ -395,23 +380,15 @@ def test_sighup_stops_an_idle_serve_worker_and_a_second_signal_ends_one_stuck_in
     try:
         r = bridge.connect(endpoint)
         r.call("dyn.load", str(naughty))
-        raised: list[BaseException] = []
+        alive_after_one: list[bool] = []
 
-        def stuck() -> None:
-            try:
-                r.eval(".C('spin')")
-            except BaseException as exc:
-                raised.append(exc)
-        waiter = threading.Thread(target=stuck)
-        waiter.start()
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)           # R never looks: the worker keeps spinning
-        time.sleep(1)
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)           # the second ends it at once
-        assert proc.wait(10) == 128 + signal.SIGTERM
-        waiter.join(10)
-        assert isinstance(raised[0], bridge.WorkerDied), raised
+        def terminate_twice() -> None:
+            proc.send_signal(signal.SIGTERM)       # R never looks: the worker keeps spinning
+            time.sleep(1)
+            alive_after_one.append(proc.poll() is None)
+            proc.send_signal(signal.SIGTERM)       # the second ends it at once
+        assert seconds_until_raised(terminate_twice, lambda: r.eval(".C('spin')"), bridge.WorkerDied) < 10
+        assert alive_after_one == [True] and proc.wait(10) == 128 + signal.SIGTERM
         r.close()
     finally:
         if proc.poll() is None:
