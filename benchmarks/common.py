@@ -23,6 +23,8 @@ WORKLOADS = {
     "small_call_loaded": "round trip of sum(1) while a CPU-bound process runs on one of the cores, per call",
     "small_call_paired": "small call / bare echo on the same transport, batches interleaved in one process (ratio)",
     "small_call_loaded_paired": "the same ratio while a CPU-bound process runs on one of the cores",
+    "small_call_curve": "round trip of a 64-byte message with CURVE encryption (wire tcp only: what CURVE adds to "
+                        "the bare echo)",
     "seq_10k": "10,000 sequential small calls",
     "dbl_r2py": "1e7 doubles (80 MB) R -> Python",
     "dbl_py2r": "1e7 doubles (80 MB) Python -> R",

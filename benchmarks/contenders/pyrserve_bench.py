@@ -31,12 +31,14 @@ from common import (  # noqa: E402
     errors_as_na,
     make_wide,
     na,
+    paired_ratio,
     peak_rss_mb,
     reset_peak_rss,
     sequential,
     small_calls,
     timed,
 )
+from wire import EchoClient  # noqa: E402
 
 PORT = 6311
 
@@ -94,6 +96,11 @@ def main() -> None:
     # small calls first, in a clean session (a large heap slows R's garbage collector)
     errors_as_na(results, "small_call", lambda: small_calls(lambda: conn.eval("sum(1)")))
     errors_as_na(results, "seq_10k", lambda: sequential(lambda: conn.eval("sum(1)")))
+    # pyRserve against the bare ZeroMQ echo over tcp, interleaved: whether any
+    # ZeroMQ client (which crosses two I/O threads per side) can beat it here
+    echo = EchoClient("tcp://127.0.0.1:5795")
+    errors_as_na(results, "small_call_paired", lambda: paired_ratio(lambda: conn.eval("sum(1)"), echo))
+    echo.close()
     conn.eval(f"x <- as.numeric(seq_len({N_DOUBLES}))")
     arr = numpy.arange(N_DOUBLES, dtype=numpy.float64)
     frame = make_frame()

@@ -135,6 +135,7 @@ def main() -> None:
         return s
     if transport == "tcp":   # the same bytes with CURVE encryption: what it costs without R
         secure = EchoClient("tcp://127.0.0.1:5796", nbytes, curve=True)
+        errors_as_na(results, "small_call_curve", lambda: small_calls(secure))
         errors_as_na(results, "dbl_r2py_curve", lambda: bulk(lambda: pull(secure.sock)))
         errors_as_na(results, "dbl_py2r_curve", lambda: bulk(lambda: push(secure.sock)))
         # in the chunks rbridge sends: what CURVE costs at best
@@ -143,6 +144,8 @@ def main() -> None:
         secure.close()
     errors_as_na(results, "dbl_r2py_cold", lambda: cold(fresh, pull, lambda s: s.close(linger=0)))
     errors_as_na(results, "dbl_py2r_cold", lambda: cold(fresh, push, lambda s: s.close(linger=0)))
+    if transport != "tcp":
+        results["small_call_curve"] = na("CURVE runs over tcp only")
     results["idle_cpu"] = na("no worker")
     for paired in ("small_call_paired", "small_call_loaded_paired"):
         results[paired] = na("rbridge's ratio to this echo: see the rbridge columns")
