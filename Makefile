@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := r-base-core r-base-dev libzmq3-dev libmsgpack-dev r-cran-jsonlite
 # R packages the tests use: real workflows (tests/test_packages.py) and the R suite
 TEST_PACKAGES := r-cran-testthat r-cran-later r-cran-dplyr r-cran-tibble r-cran-ggplot2 r-cran-data.table \
-	r-cran-survival r-cran-lme4 r-cran-forecast
+	r-cran-survival r-cran-lme4 r-cran-forecast r-cran-zoo r-cran-xts r-cran-ttr
 RSERVER_SOURCES := $(shell find rserver -type f -not -name '*.o' -not -name '*.so')
 
 FUZZ_PACKAGES := clang-14 libclang-rt-14-dev

@@ -250,9 +250,36 @@ def _time_series_table(value: TimeSeries) -> pa.Table:
     return _table([column], [""], {**_vector_meta(), "rbridge.tsp": value.tsp})
 
 
+def _series_table(value: pd.Series | pd.DataFrame) -> pa.Table | None:
+    """A Series or DataFrame that came from a zoo or xts series (its
+    ``attrs["r_class"]`` says so) as that series again: the values, all of one
+    type, and, last, its index of dates, times or numbers. None for anything
+    else, which then travels as a vector or data.frame."""
+    if "zoo" not in value.attrs.get("r_class", ()) or value.index.nlevels != 1:
+        return None
+    index = _pandas_column(pd.Series(value.index), "the index")
+    if not (pa.types.is_date(index.type) or pa.types.is_timestamp(index.type)
+            or pa.types.is_integer(index.type) or pa.types.is_floating(index.type)):
+        return None
+    frame = value.to_frame() if isinstance(value, pd.Series) else value
+    names = [str(c) for c in frame.columns]
+    columns = _frame_columns(frame.reset_index(drop=True), names)
+    if not columns or len({c.type for c in columns}) != 1 or pa.types.is_dictionary(columns[0].type):
+        return None
+    meta = {"rbridge.kind": "data.frame", "rbridge.index": "vector" if isinstance(value, pd.Series) else "matrix",
+            "rbridge.r_class": json.dumps(value.attrs["r_class"])}
+    if isinstance(value, pd.DataFrame) and isinstance(value.columns, pd.RangeIndex):
+        meta["rbridge.colnames"] = "0"
+    return _table([*columns, index], [*names, "index"], meta)
+
+
 def series_to_table(series: pd.Series) -> pa.Table:
     """A pandas Series as an R vector; a non-default index becomes its names,
-    except a regular monthly, quarterly or yearly one, which makes a ``ts``."""
+    except a regular monthly, quarterly or yearly one, which makes a ``ts``,
+    and the index of a Series that came from a zoo or xts series."""
+    zoo = _series_table(series)
+    if zoo is not None:
+        return zoo
     if _is_default_index(series.index):
         return _table([_pandas_column(series)], [""], _vector_meta())
     tsp = _index_tsp(series.index)
@@ -281,7 +308,11 @@ def _frame_columns(frame: pd.DataFrame, names: list[str]) -> list[pa.Array]:
 def frame_to_table(frame: pd.DataFrame) -> pa.Table | pa.RecordBatch:
     """A pandas DataFrame as an R data.frame. Column names become strings. A
     unique index of strings or integers becomes row.names; any other
-    non-default index is turned into leading columns (``reset_index()``)."""
+    non-default index is turned into leading columns (``reset_index()``).
+    A frame that came from a zoo or xts series goes back as that series."""
+    zoo = _series_table(frame)
+    if zoo is not None:
+        return zoo
     meta = {"rbridge.kind": "data.frame"}
     row_names = None
     index = frame.index
@@ -509,6 +540,22 @@ def table_to_frame(table: pa.Table, backend: str = "numpy") -> pd.DataFrame:
     return frame
 
 
+def _series_to_pandas(table: pa.Table, meta: dict[bytes, bytes], backend: str) -> pd.Series | pd.DataFrame:
+    """A zoo or xts series (``rbridge.index``): a Series ("vector") or a
+    DataFrame ("matrix") indexed by the series' index, which is the last column."""
+    n = table.num_columns - 1
+    index = pd.Index(_pandas_values(table.column(n), backend)).rename(None)
+    out: pd.Series | pd.DataFrame
+    if meta[b"rbridge.index"] == b"vector":
+        out = _pandas_values(table.column(0), backend).rename(None)
+    else:
+        out = _frame_values(table.select(range(n)), backend)
+        out.columns = pd.RangeIndex(n) if meta.get(b"rbridge.colnames") == b"0" else table.column_names[:n]
+    out.index = index
+    out.attrs.update(_r_attrs(meta))
+    return out
+
+
 def _time_scalar(values: pa.Array) -> Any:
     """A length-1 Date, POSIXct or difftime as a scalar, as other length-1
     vectors are: ``datetime.date``, ``pd.Timestamp``, ``pd.Timedelta``; NA is None."""
@@ -550,6 +597,8 @@ def to_python(table: pa.Table, results: str, backend: str = "numpy") -> Any:
     plain = kind == b"vector" and b"rbridge.names" not in meta and b"rbridge.tsp" not in meta
     if results == "arrow":
         return _single(table.column(0)) if plain else table
+    if kind == b"data.frame" and b"rbridge.index" in meta and table.num_columns >= 2:
+        return _series_to_pandas(table, meta, backend)
     if kind in (b"data.frame", b"matrix"):
         return table_to_frame(table, backend)
     if kind == b"array":

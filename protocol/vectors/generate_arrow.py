@@ -91,6 +91,9 @@ PY_CASES: list[tuple[str, Callable[[], pa.Table], str]] = [
      "c(a = 1, b = 2)"),
     ("plain_table", lambda: pa.table({"x": pa.array([1.0]), "y": pa.array(["k"])}),   # no metadata at all
      "data.frame(x = 1, y = 'k')"),
+    ("zoo_series", lambda: pa.table({"": pa.array([1.5, None]), "index": pa.array([19723, 19724], pa.date32())})
+     .replace_schema_metadata({"rbridge.kind": "data.frame", "rbridge.index": "vector", "rbridge.r_class": '["zoo"]'}),
+     "zoo::zoo(c(1.5, NA), as.Date(c('2024-01-01', '2024-01-02')))"),
 ]
 
 R_CASES: list[tuple[str, str]] = [
@@ -104,6 +107,8 @@ R_CASES: list[tuple[str, str]] = [
     ("named_vector", "c(a = 1L, b = NA)"),
     ("ordered", "factor(c('lo', 'hi', 'lo'), levels = c('lo', 'hi'), ordered = TRUE)"),
     ("zero_columns", "data.frame(row.names = 1:3)"),
+    ("xts_series", "xts::xts(cbind(a = c(1.5, NA), b = 3:4), "
+                   "as.POSIXct(c(0, 3600), origin = '1970-01-01', tz = 'UTC'))"),
 ]
 
 

@@ -16,10 +16,12 @@ arrow_decode <- function(bytes) .Call(C_arrow_decode, bytes)
 #     of the frame and of its columns (labels, I()) as JSON;
 #   - matrices with dimnames, and tables: a data.frame of the columns, with
 #     rbridge.kind "matrix"; a 1-D table or array with names: a named vector;
-#   - time series (ts, mts): the values, with rbridge.tsp.
+#   - time series (ts, mts): the values, with rbridge.tsp;
+#   - zoo and xts series: the values and, last, the index, with rbridge.index.
 arrow_form <- function(x) {
   if (is.data.frame(x)) return(frame_form(x))
   if (stats::is.ts(x)) return(ts_form(x))
+  if (inherits(x, "zoo")) return(zoo_form(x))
   if (is.atomic(x) && !is.null(dimnames(x))) return(dimnames_form(x))
   NULL
 }
@@ -119,7 +121,67 @@ ts_form <- function(x) {
   list(as.vector(x), meta)
 }
 
+# A zoo or xts series whose index is a Date, a POSIXct or plain numbers and
+# whose values are a logical, integer, double or character vector or matrix:
+# a data.frame of the values' columns and, last, the index. Other indexes
+# (yearmon, yearqtr, ...) and values have no form: the series stays a handle.
+zoo_form <- function(x) {
+  if (!requireNamespace("zoo", quietly = TRUE)) return(NULL)
+  index <- zoo::index(x)
+  if (inherits(index, "POSIXlt")) index <- as.POSIXct(index)
+  if (!(inherits(index, c("Date", "POSIXct")) || (is.numeric(index) && is.null(oldClass(index))))) return(NULL)
+  # only what the type needs: an xts index also has tclass (and tzone on dates)
+  kept <- if (inherits(index, "POSIXct")) c("class", "tzone") else "class"
+  attributes(index) <- attributes(index)[intersect(names(attributes(index)), kept)]
+  core <- zoo::coredata(x)
+  if (!typeof(core) %in% c("logical", "integer", "double", "character") || !is.null(oldClass(core)) ||
+      length(dim(core)) > 2L) return(NULL)
+  meta <- c(rbridge.index = if (is.null(dim(core))) "vector" else "matrix",
+            rbridge.r_class = to_json(as.list(class(x))))
+  if (is.null(dim(core))) {
+    cols <- list(as.vector(core))
+    names <- ""
+  } else {
+    cols <- lapply(seq_len(ncol(core)), function(j) as.vector(core[, j]))
+    names <- colnames(core) %||% character(ncol(core))
+    if (is.null(colnames(core))) meta[["rbridge.colnames"]] <- "0"
+  }
+  df <- structure(c(cols, list(index)), names = c(names, "index"),
+                  row.names = c(NA_integer_, -length(index)), class = "data.frame")   # (compact even with no rows)
+  list(df, meta)
+}
+
 # ---- what Arrow payloads from clients can stand for beyond the C reader's forms
+
+# A data.frame read from a payload with rbridge.index (src/arrow_to_r.c): the
+# values' columns and, last, the index of a zoo series, an xts series when
+# rbridge.r_class names xts (and xts is installed); a plain data.frame, with a
+# warning, when zoo is not installed.
+as_zoo <- function(df, meta) {
+  shape <- meta[["index"]]
+  n <- length(df)
+  if (!is.data.frame(df) || n < 2L) stop("rbridge: a series payload needs a column of values and one for the index")
+  if (!shape %in% c("vector", "matrix")) stop("rbridge: malformed rbridge.index metadata '", shape, "'")
+  if (shape == "vector" && n != 2L) stop("rbridge: a vector series payload must have 2 columns")
+  index <- .subset2(df, n)
+  if (!(inherits(index, c("Date", "POSIXct")) || (is.numeric(index) && is.null(oldClass(index)))))
+    stop("rbridge: a series' index must be dates, times or numbers")
+  values <- unclass(df)[-n]
+  if (!all(vapply(values, function(v) is.atomic(v) && is.null(oldClass(v)), NA)) ||
+      length(unique(vapply(values, typeof, ""))) > 1L)
+    stop("rbridge: the values of a series must be plain vectors of one type")
+  if (!requireNamespace("zoo", quietly = TRUE)) {
+    warning("rbridge: the zoo package is not installed: the series arrives as a data.frame", call. = FALSE)
+    return(df)
+  }
+  core <- if (shape == "vector") values[[1L]] else do.call(cbind, values)
+  if (shape == "matrix") dimnames(core) <- if (identical(meta[["colnames"]], "0")) NULL else list(NULL, names(df)[-n])
+  cls <- if (is.na(meta[["r_class"]])) character()
+         else tryCatch(as.character(jsonlite::fromJSON(meta[["r_class"]])), error = function(e) character())
+  if ("xts" %in% cls && requireNamespace("xts", quietly = TRUE)) xts::xts(core, order.by = index)
+  else zoo::zoo(core, order.by = index)
+}
+
 
 # A data.frame read from a payload with rbridge.kind "matrix" (src/arrow_to_r.c).
 matrix_from_frame <- function(df, has_colnames) {

@@ -144,7 +144,7 @@ int rb_arrow_kind(SEXP x) {
 /* Objects that R/arrow.R's arrow_form() may give a form the writer knows. */
 static int may_have_form(SEXP x) {
   if (!OBJECT(x) && Rf_getAttrib(x, R_DimNamesSymbol) == R_NilValue) return 0;
-  return Rf_inherits(x, "data.frame") || Rf_inherits(x, "ts") ||
+  return Rf_inherits(x, "data.frame") || Rf_inherits(x, "ts") || Rf_inherits(x, "zoo") ||
          (Rf_isVectorAtomic(x) && Rf_getAttrib(x, R_DimNamesSymbol) != R_NilValue);
 }
 

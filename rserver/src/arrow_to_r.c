@@ -364,11 +364,10 @@ static SEXP call_rserver(const char *fn, SEXP x, SEXP arg) {
 
 static SEXP build_object(const ar_stream *s, ar_span kind);
 
-/* c(r_class = , r_attributes = ) from the schema metadata (NA when absent). */
-static SEXP class_meta(const ar_stream *s) {
-  static const char *keys[] = {"rbridge.r_class", "rbridge.r_attributes"};
-  SEXP out = PROTECT(Rf_allocVector(STRSXP, 2)), names = PROTECT(Rf_allocVector(STRSXP, 2));
-  for (int i = 0; i < 2; i++) {
+/* The values of these schema metadata keys, named without "rbridge." (NA when absent). */
+static SEXP meta_strings(const ar_stream *s, const char *const *keys, int n) {
+  SEXP out = PROTECT(Rf_allocVector(STRSXP, n)), names = PROTECT(Rf_allocVector(STRSXP, n));
+  for (int i = 0; i < n; i++) {
     ar_span v;
     SET_STRING_ELT(out, i, ar_schema_meta(s, keys[i], &v) ? STRING_ELT(mk_span_string(v), 0) : NA_STRING);
     SET_STRING_ELT(names, i, Rf_mkChar(keys[i] + 8));
@@ -377,6 +376,9 @@ static SEXP class_meta(const ar_stream *s) {
   UNPROTECT(2);
   return out;
 }
+
+static const char *const CLASS_KEYS[] = {"rbridge.r_class", "rbridge.r_attributes"};
+static const char *const SERIES_KEYS[] = {"rbridge.index", "rbridge.colnames", "rbridge.r_class"};
 
 /* The object a stream stands for (SPEC "Arrow payloads"): kind "matrix" is
  * read as a data.frame of its columns, and rbridge.tsp makes a time series. */
@@ -396,8 +398,12 @@ static SEXP build(const ar_stream *s) {
     UNPROTECT(2);
     PROTECT(x);
   }
-  if (!matrix && span_is(kind, "data.frame") && ar_schema_meta(s, "rbridge.r_class", &meta)) {
-    x = call_rserver("restore_form", x, PROTECT(class_meta(s)));
+  if (!matrix && span_is(kind, "data.frame") && ar_schema_meta(s, "rbridge.index", &meta)) {
+    x = call_rserver("as_zoo", x, PROTECT(meta_strings(s, SERIES_KEYS, 3)));   /* a zoo or xts series */
+    UNPROTECT(2);
+    PROTECT(x);
+  } else if (!matrix && span_is(kind, "data.frame") && ar_schema_meta(s, "rbridge.r_class", &meta)) {
+    x = call_rserver("restore_form", x, PROTECT(meta_strings(s, CLASS_KEYS, 2)));
     UNPROTECT(2);
     PROTECT(x);
   }

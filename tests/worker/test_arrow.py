@@ -497,4 +497,7 @@ def test_r_written_golden_payloads_read_in_pyarrow():
     assert _golden("named_vector").column("names").to_pylist() == ["a", "b"]
     assert _golden("ordered").column(0).type.ordered
     assert _golden("zero_columns").num_rows == 3
+    xts = _golden("xts_series")
+    assert xts.schema.metadata[b"rbridge.index"] == b"matrix" and xts.column_names == ["a", "b", "index"]
+    assert xts.schema.field("index").type == pa.timestamp("us", tz="UTC") and xts.column("a").to_pylist()[1] is None
 

@@ -100,6 +100,48 @@ def test_time_series_come_back_with_periods_and_go_to_r_as_ts(r):
         bridge.ts([1.0], frequency=0)
 
 
+def test_zoo_and_xts_series_come_back_indexed_by_time_and_go_back_as_themselves(r):
+    r.eval("suppressMessages(library(xts)); set.seed(3)")
+    r.eval("px <- xts(cbind(open = c(10, NA, 10.5, 11), close = c(10.2, 10.4, NA, 11.3)), "
+           "as.POSIXct('2024-03-10', tz = 'America/New_York') + 3600 * 0:3)")
+    px = r["px"]
+    assert isinstance(px, pd.DataFrame) and px.columns.tolist() == ["open", "close"]
+    assert str(px.index.dtype) == "datetime64[us, America/New_York]"
+    assert px.index[3] == pd.Timestamp("2024-03-10 04:00", tz="America/New_York")   # across the DST change
+    assert np.isnan(px.loc[px.index[1], "open"]) and px.attrs["r_class"] == ["xts", "zoo"]
+    nullable = r.with_options(dtype_backend="numpy_nullable")
+
+    def same_as(code):
+        return r.eval(f"function(x) identical(x, {code})")
+    assert same_as("px")(nullable["px"])   # lossless: NA stays NA
+    back = r.eval("function(x) list(class(x), tzone(x), colnames(x), all.equal(is.na(x), is.na(px)))")(px * 2)
+    assert back[0].tolist() == ["xts", "zoo"] and back[1] == "America/New_York"
+    assert back[2].tolist() == ["open", "close"] and back[3] is True
+    # an R function on the series, with its result as a frame indexed by the same times
+    sma = r.eval("function(x) TTR::SMA(na.locf(x[, 'close']), n = 2)")(px)
+    assert sma.index.equals(px.index) and sma.iloc[1, 0] == pytest.approx(10.3)
+    daily = r.eval("zoo(c(1.5, NA, 3), as.Date('2024-01-01') + 0:2)")
+    assert isinstance(daily, pd.Series) and daily.index.tolist() == [datetime.date(2024, 1, d) for d in (1, 2, 3)]
+    assert same_as("zoo(c(1.5, NA, 3), as.Date('2024-01-01') + 0:2)")(
+        nullable.eval("zoo(c(1.5, NA, 3), as.Date('2024-01-01') + 0:2)"))
+    numbered = r.eval("zoo(matrix(1:6, 3), c(0.5, 1, 2))")
+    assert numbered.columns.tolist() == [0, 1] and numbered.index.tolist() == [0.5, 1.0, 2.0]
+    assert same_as("zoo(matrix(1:6, 3), c(0.5, 1, 2))")(numbered)
+    # an index with no Python form (yearmon) stays a handle; a frame whose
+    # values are no longer of one type goes back as a data.frame
+    assert isinstance(r.eval("zoo(1:3, as.yearmon(2024 + 0:2 / 12))"), bridge.RObject)
+    empty = r.eval("px[0, ]")
+    assert empty.shape == (0, 2) and str(empty.index.dtype) == "datetime64[us, America/New_York]"
+    assert r.eval("function(x) class(x)")(empty).tolist() == ["xts", "zoo"]
+    bogus = pa.table({"v": [1.0], "index": [1.0]}).replace_schema_metadata(
+        {"rbridge.kind": "data.frame", "rbridge.index": "cube"})
+    with pytest.raises(bridge.RError, match="malformed rbridge.index"):
+        r.eval("function(x) x")(bogus)
+    mixed = px.assign(note=["a", "b", "c", "d"])
+    assert r.eval("function(x) class(x)")(mixed) == "data.frame"
+    assert r.eval("function(x) names(x)")(mixed).tolist() == ["index", "open", "close", "note"]
+
+
 def test_date_and_time_scalars_both_ways(r):
     fmt = r.eval("function(x) paste(class(x)[1], format(x))")
     assert fmt(datetime.date(2024, 2, 29)) == "Date 2024-02-29"

@@ -122,6 +122,36 @@ test_that("time series keep their time base", {
   expect_error(rserver:::as_ts(1:3, "1,2,-4"), "malformed rbridge.tsp")
 })
 
+test_that("zoo and xts series keep their index, values and class", {
+  skip_if_not_installed("xts")
+  for (x in list(xts::xts(cbind(a = c(1.5, NA, 3), b = 4:6 + 0),
+                          as.POSIXct("2024-03-10", tz = "America/New_York") + 3600 * 0:2),
+                 xts::xts(c("a", NA), as.Date("2024-01-01") + 0:1), xts::xts(1:2, as.POSIXct(0:1, origin = "1970-01-01", tz = "")),
+                 zoo::zoo(c(TRUE, NA, FALSE), as.Date("1960-01-01") + 0:2), zoo::zoo(matrix(1:6, 3)),
+                 zoo::zoo(c(2.5, 3), c(0.5, 1)), xts::xts(matrix(numeric(0), 0, 1), as.Date(character(0)))))
+    expect_identical(dec(enc(x)), x)
+  form <- rserver:::arrow_form(xts::xts(1:2, as.Date("2024-01-01") + 0:1))
+  expect_identical(names(form[[1L]]), c("", "index"))
+  expect_identical(attributes(form[[1L]]$index), list(class = "Date"))   # no tclass, no tzone
+  expect_identical(form[[2L]][["rbridge.index"]], "matrix")
+  # an index or values with no Arrow form: the series stays a handle
+  expect_null(rserver:::arrow_form(zoo::zoo(1:3, zoo::as.yearmon(2024 + 0:2 / 12))))
+  expect_null(rserver:::arrow_form(zoo::zoo(c(1i, 2i), 1:2)))
+  # what clients send is checked before it becomes a series
+  df <- data.frame(v = c(1.5, 2), index = as.Date("2024-01-01") + 0:1)
+  meta <- function(index, colnames = NA, r_class = NA) c(index = index, colnames = colnames, r_class = r_class)
+  expect_identical(rserver:::as_zoo(df, meta("vector")), zoo::zoo(c(1.5, 2), as.Date("2024-01-01") + 0:1))
+  expect_s3_class(rserver:::as_zoo(df, meta("vector", r_class = '["xts","zoo"]')), "xts")
+  expect_error(rserver:::as_zoo(df, meta("cube")), "malformed rbridge.index")
+  expect_error(rserver:::as_zoo(df["v"], meta("vector")), "a column of values and one for the index")
+  expect_error(rserver:::as_zoo(cbind(df, w = 1), meta("vector")), "must have 2 columns")
+  expect_error(rserver:::as_zoo(data.frame(v = 1:2, index = c("a", "b")), meta("vector")), "dates, times or numbers")
+  expect_error(rserver:::as_zoo(data.frame(v = 1:2, w = c("a", "b"), index = 1:2), meta("matrix")), "one type")
+  expect_error(rserver:::as_zoo(1:3, meta("vector")), "a column of values and one for the index")
+  expect_identical(rserver:::as_zoo(df, meta("vector", r_class = "{not json")),
+                   zoo::zoo(c(1.5, 2), as.Date("2024-01-01") + 0:1))
+})
+
 test_that("data.frame subclasses and their attributes become plain frames with metadata", {
   df <- data.frame(x = I(1:2), y = c(1.5, 2))
   attr(df$y, "label") <- "Why \"this\"\n"
