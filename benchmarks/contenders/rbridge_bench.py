@@ -62,7 +62,7 @@ def start_tcp_worker() -> tuple[str, subprocess.Popen]:
 def echo_client(transport: str) -> EchoClient:
     """The bare pyzmq echo of wire.py, on the same transport, for paired ratios."""
     if transport == "ipc":
-        return EchoClient(f"ipc://{tempfile.mkdtemp(prefix='rbridge-echo-')}/s")
+        return EchoClient("ipc")
     return EchoClient("tcp://127.0.0.1:5798")
 
 

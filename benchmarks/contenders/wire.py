@@ -61,10 +61,14 @@ CHUNK_BYTES = chunk_size(N_DOUBLES * 8)
 
 
 class EchoClient:
-    """A DEALER to a bare echo server process (SERVER) at ``endpoint``, which
-    also sends ``blob_bytes`` on request; calling it is one 64-byte round trip."""
+    """A DEALER to a bare echo server process (SERVER) at ``endpoint``, or, for
+    ``"ipc"``, at a socket in a temporary directory of its own (removed on
+    close). The server also sends ``blob_bytes`` on request; calling it is one
+    64-byte round trip."""
 
     def __init__(self, endpoint: str, blob_bytes: int = 0, curve: bool = False) -> None:
+        self._own_dir = tempfile.mkdtemp(prefix="wire-") if endpoint == "ipc" else None
+        endpoint = f"ipc://{self._own_dir}/s" if self._own_dir else endpoint
         self.endpoint = endpoint
         server_public, server_secret = zmq.curve_keypair()
         self.server = subprocess.Popen([sys.executable, "-c", SERVER, endpoint, str(blob_bytes),
@@ -87,8 +91,8 @@ class EchoClient:
         self.server.wait()
         self.sock.close()
         self.ctx.term()
-        if self.endpoint.startswith("ipc://"):   # its own temporary directory
-            shutil.rmtree(os.path.dirname(self.endpoint[len("ipc://"):]), ignore_errors=True)
+        if self._own_dir:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
 
 
 def pull(sock: zmq.Socket) -> None:
@@ -103,10 +107,9 @@ def pull_chunks(sock: zmq.Socket) -> None:
 
 def main() -> None:
     transport = sys.argv[1]
-    tmp = tempfile.mkdtemp(prefix="wire-")
-    endpoint = f"ipc://{tmp}/s" if transport == "ipc" else "tcp://127.0.0.1:5799"
     nbytes = N_DOUBLES * 8
-    echo = EchoClient(endpoint, nbytes)
+    echo = EchoClient("ipc" if transport == "ipc" else "tcp://127.0.0.1:5799", nbytes)
+    endpoint = echo.endpoint
     payload = bytearray(nbytes)
 
     def push(sock: zmq.Socket) -> None:
