@@ -1,8 +1,8 @@
-"""R packages from pandas: dplyr, ggplot2, survival, lme4 and forecast.
+"""R packages from pandas: dplyr, ggplot2, survival, lme4, forecast, xts and TTR.
 
 Run with `.venv/bin/python examples/packages.py` (needs Debian's r-cran-dplyr,
-r-cran-ggplot2, r-cran-survival, r-cran-lme4 and r-cran-forecast; `make test`
-installs them).
+r-cran-ggplot2, r-cran-survival, r-cran-lme4, r-cran-forecast, r-cran-xts and
+r-cran-ttr; `make test` installs them).
 """
 
 import tempfile
@@ -52,3 +52,14 @@ with bridge.connect() as r:
     assert isinstance(air.index, pd.PeriodIndex)
     fc = forecast.forecast(forecast.auto_arima(air), h=6)
     print(r.call("as.data.frame", fc).round(1))
+
+    # xts and TTR: an xts series is a DataFrame indexed by its times, and
+    # goes back to R as the same xts
+    xts = r.importr("xts")
+    ttr = r.importr("TTR")
+    prices = xts.xts(air.to_numpy(), order_by=pd.Series(air.index.to_timestamp().tz_localize("UTC")))
+    print("an xts in pandas:", type(prices).__name__, prices.index.dtype, prices.attrs["r_class"])
+    sma = ttr.SMA(prices, n=12)
+    print("12-month moving average, last:", round(float(sma.iloc[-1, 0]), 2),
+          "pandas:", round(float(air.rolling(12).mean().iloc[-1]), 2))
+    print("yearly means:", r.call("apply.yearly", prices, r.mean).iloc[:3, 0].round(1).tolist())
