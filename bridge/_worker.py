@@ -1,7 +1,8 @@
 """Private local workers: an ``Rscript`` child serving on an ``ipc://`` socket in
-a private 0700 directory. The worker watches its parent and exits if the
-Python process dies; the directory and process are removed on close, at
-interpreter exit, and (by the worker itself) if this process is killed.
+a private 0700 directory, which also holds R's temporary directory. The worker
+watches its parent and exits if the Python process dies; the directory and
+process are removed on close, at interpreter exit, and (by the worker itself)
+if this process is killed.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class LocalWorker:
         self.endpoint = f"ipc://{self.directory / 'worker.sock'}"
         self.log_path = self.directory / "worker.log"
         child_env = dict(os.environ)
+        # R's tempdir() inside the private directory, so that it goes with the
+        # directory even when the worker is killed (R removes it only at exit)
+        child_env["TMPDIR"] = str(self.directory)
         child_env.update(env or {})
         child_env.update({
             "RBRIDGE_ENDPOINT": self.endpoint,

@@ -21,9 +21,10 @@ VECTORS = ROOT / "protocol" / "vectors"
 
 def start_tcp_worker(tmp_path: Path, *extra_env: tuple[str, str],
                      endpoint: str = "tcp://127.0.0.1:*") -> tuple[str, subprocess.Popen]:
-    """Starts `rserver::serve()` from the shell, by default on a free loopback port."""
+    """Starts `rserver::serve()` from the shell, by default on a free loopback port.
+    R's temporary directory goes in ``tmp_path``: tests kill these workers."""
     log = tmp_path / f"worker-{time.monotonic_ns()}.log"
-    env = dict(os.environ, **dict(extra_env))
+    env = dict(os.environ, TMPDIR=str(tmp_path), **dict(extra_env))
     with open(log, "wb") as out:
         proc = subprocess.Popen([shutil.which("Rscript"), "-e", f'rserver::serve("{endpoint}")'],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)

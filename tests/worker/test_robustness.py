@@ -96,8 +96,10 @@ def test_oversized_envelope_is_refused_with_an_error(tmp_path):
         proc.wait()
 
 
-def test_killed_worker_raises_worker_died_quickly(fresh):
+def test_killed_worker_raises_worker_died_quickly_and_leaves_no_files(fresh):
     pid = fresh.info["pid"]
+    r_tmp = Path(fresh.eval("tempdir()"))
+    assert r_tmp.is_dir()
     threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
     start = time.monotonic()
     with pytest.raises(bridge.WorkerDied):
@@ -105,6 +107,8 @@ def test_killed_worker_raises_worker_died_quickly(fresh):
     assert time.monotonic() - start < 2.5
     with pytest.raises(bridge.WorkerDied):     # and stays dead, without hanging
         fresh.sum(1)
+    fresh.close()
+    assert not r_tmp.exists()    # R's temporary directory, which a killed R cannot remove itself
 
 
 def test_worker_crashing_inside_r_raises_worker_died(fresh):
