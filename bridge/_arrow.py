@@ -250,6 +250,11 @@ def _time_series_table(value: TimeSeries) -> pa.Table:
     return _table([column], [""], {**_vector_meta(), "rbridge.tsp": value.tsp})
 
 
+#: zoo's index classes of months and quarters: their period frequency and cycles a year.
+_ZOO_INDEX_CLASSES = {"yearmon": ("M", 12), "yearqtr": ("Q", 4)}
+_ZOO_PERIODS = {"M": "yearmon", "Q-DEC": "yearqtr"}
+
+
 def _series_table(value: pd.Series | pd.DataFrame) -> pa.Table | None:
     """A Series or DataFrame that came from a zoo or xts series (its
     ``attrs["r_class"]`` says so) as that series again: the values, all of one
@@ -257,10 +262,15 @@ def _series_table(value: pd.Series | pd.DataFrame) -> pa.Table | None:
     else, which then travels as a vector or data.frame."""
     if "zoo" not in value.attrs.get("r_class", ()) or value.index.nlevels != 1:
         return None
-    index = _pandas_column(pd.Series(value.index), "the index")
-    if not (pa.types.is_date(index.type) or pa.types.is_timestamp(index.type)
-            or pa.types.is_integer(index.type) or pa.types.is_floating(index.type)):
-        return None
+    index_class = _ZOO_PERIODS.get(value.index.freqstr) if isinstance(value.index, pd.PeriodIndex) else None
+    if index_class is not None:   # zoo's yearmon or yearqtr: the year, with the month or quarter as a fraction
+        per_year = _ZOO_INDEX_CLASSES[index_class][1]
+        index = pa.array((value.index.asi8 + 1970 * per_year) / per_year, pa.float64())
+    else:
+        index = _pandas_column(pd.Series(value.index), "the index")
+        if not (pa.types.is_date(index.type) or pa.types.is_timestamp(index.type)
+                or pa.types.is_integer(index.type) or pa.types.is_floating(index.type)):
+            return None
     frame = value.to_frame() if isinstance(value, pd.Series) else value
     names = [str(c) for c in frame.columns]
     columns = _frame_columns(frame.reset_index(drop=True), names)
@@ -270,6 +280,8 @@ def _series_table(value: pd.Series | pd.DataFrame) -> pa.Table | None:
             "rbridge.r_class": json.dumps(value.attrs["r_class"])}
     if isinstance(value, pd.DataFrame) and isinstance(value.columns, pd.RangeIndex):
         meta["rbridge.colnames"] = "0"
+    if index_class is not None:
+        meta["rbridge.index_class"] = index_class
     return _table([*columns, index], [*names, "index"], meta)
 
 
@@ -544,7 +556,15 @@ def _series_to_pandas(table: pa.Table, meta: dict[bytes, bytes], backend: str) -
     """A zoo or xts series (``rbridge.index``): a Series ("vector") or a
     DataFrame ("matrix") indexed by the series' index, which is the last column."""
     n = table.num_columns - 1
-    index = pd.Index(_pandas_values(table.column(n), backend)).rename(None)
+    index: pd.Index
+    index_class = _ZOO_INDEX_CLASSES.get(meta.get(b"rbridge.index_class", b"").decode())
+    if index_class is not None and pa.types.is_floating(table.column(n).type):   # yearmon, yearqtr: periods
+        freq, per_year = index_class
+        years = _single(table.column(n)).to_numpy(zero_copy_only=False)
+        ordinals = np.rint((years - 1970) * per_year).astype(np.int64)
+        index = pd.PeriodIndex(pd.arrays.PeriodArray(ordinals, dtype=pd.PeriodDtype(freq)))
+    else:
+        index = pd.Index(_pandas_values(table.column(n), backend)).rename(None)
     out: pd.Series | pd.DataFrame
     if meta[b"rbridge.index"] == b"vector":
         out = _pandas_values(table.column(0), backend).rename(None)

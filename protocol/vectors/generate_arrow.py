@@ -109,6 +109,7 @@ R_CASES: list[tuple[str, str]] = [
     ("zero_columns", "data.frame(row.names = 1:3)"),
     ("xts_series", "xts::xts(cbind(a = c(1.5, NA), b = 3:4), "
                    "as.POSIXct(c(0, 3600), origin = '1970-01-01', tz = 'UTC'))"),
+    ("zoo_yearmon", "zoo::zoo(1:2, zoo::as.yearmon(c(2024, 2024 + 3 / 12)))"),
 ]
 
 

@@ -121,13 +121,16 @@ ts_form <- function(x) {
   list(as.vector(x), meta)
 }
 
-# A zoo or xts series whose index is a Date, a POSIXct or plain numbers and
-# whose values are a logical, integer, double or character vector or matrix:
-# a data.frame of the values' columns and, last, the index. Other indexes
-# (yearmon, yearqtr, ...) and values have no form: the series stays a handle.
+# A zoo or xts series whose index is a Date, a POSIXct, zoo's yearmon or
+# yearqtr, or plain numbers and whose values are a logical, integer, double or
+# character vector or matrix: a data.frame of the values' columns and, last,
+# the index (yearmon and yearqtr as their numbers, with rbridge.index_class).
+# Other indexes and values have no form: the series stays a handle.
 zoo_form <- function(x) {
   if (!requireNamespace("zoo", quietly = TRUE)) return(NULL)
   index <- zoo::index(x)
+  index_class <- intersect(oldClass(index), names(ZOO_INDEX_CLASSES))
+  if (length(index_class)) index <- as.numeric(unclass(index))
   if (inherits(index, "POSIXlt")) index <- as.POSIXct(index)
   if (!(inherits(index, c("Date", "POSIXct")) || (is.numeric(index) && is.null(oldClass(index))))) return(NULL)
   # only what the type needs: an xts index also has tclass (and tzone on dates)
@@ -138,6 +141,7 @@ zoo_form <- function(x) {
       length(dim(core)) > 2L) return(NULL)
   meta <- c(rbridge.index = if (is.null(dim(core))) "vector" else "matrix",
             rbridge.r_class = to_json(as.list(class(x))))
+  if (length(index_class)) meta[["rbridge.index_class"]] <- index_class[[1L]]
   if (is.null(dim(core))) {
     cols <- list(as.vector(core))
     names <- ""
@@ -151,12 +155,17 @@ zoo_form <- function(x) {
   list(df, meta)
 }
 
+# zoo's index classes of months and quarters, sent as their numbers (the year,
+# with the month or quarter as a fraction), and how to make them again.
+ZOO_INDEX_CLASSES <- list(yearmon = function(t) zoo::as.yearmon(t), yearqtr = function(t) zoo::as.yearqtr(t))
+
 # ---- what Arrow payloads from clients can stand for beyond the C reader's forms
 
 # A data.frame read from a payload with rbridge.index (src/arrow_to_r.c): the
-# values' columns and, last, the index of a zoo series, an xts series when
-# rbridge.r_class names xts (and xts is installed); a plain data.frame, with a
-# warning, when zoo is not installed.
+# values' columns and, last, the index of a zoo series (a zooreg when
+# rbridge.r_class names it and the index is still regular), an xts series when
+# it names xts (and xts is installed); a plain data.frame, with a warning,
+# when zoo is not installed.
 as_zoo <- function(df, meta) {
   shape <- meta[["index"]]
   n <- length(df)
@@ -166,6 +175,10 @@ as_zoo <- function(df, meta) {
   index <- .subset2(df, n)
   if (!(inherits(index, c("Date", "POSIXct")) || (is.numeric(index) && is.null(oldClass(index)))))
     stop("rbridge: a series' index must be dates, times or numbers")
+  index_class <- meta[["index_class"]]
+  if (!is.na(index_class) && (!index_class %in% names(ZOO_INDEX_CLASSES) || !is.double(index) ||
+                              !is.null(oldClass(index))))
+    stop("rbridge: rbridge.index_class '", index_class, "' needs an index of numbers: yearmon or yearqtr")
   values <- unclass(df)[-n]
   if (!all(vapply(values, function(v) is.atomic(v) && is.null(oldClass(v)), NA)) ||
       length(unique(vapply(values, typeof, ""))) > 1L)
@@ -174,12 +187,15 @@ as_zoo <- function(df, meta) {
     warning("rbridge: the zoo package is not installed: the series arrives as a data.frame", call. = FALSE)
     return(df)
   }
+  if (!is.na(index_class)) index <- ZOO_INDEX_CLASSES[[index_class]](index)
   core <- if (shape == "vector") values[[1L]] else do.call(cbind, values)
   if (shape == "matrix") dimnames(core) <- if (identical(meta[["colnames"]], "0")) NULL else list(NULL, names(df)[-n])
   cls <- if (is.na(meta[["r_class"]])) character()
          else tryCatch(as.character(jsonlite::fromJSON(meta[["r_class"]])), error = function(e) character())
-  if ("xts" %in% cls && requireNamespace("xts", quietly = TRUE)) xts::xts(core, order.by = index)
-  else zoo::zoo(core, order.by = index)
+  if ("xts" %in% cls && requireNamespace("xts", quietly = TRUE)) return(xts::xts(core, order.by = index))
+  out <- zoo::zoo(core, order.by = index)
+  # a regular series again, its frequency from its index, while it still is one
+  if ("zooreg" %in% cls) tryCatch(zoo::as.zooreg(out), error = function(e) out) else out
 }
 
 

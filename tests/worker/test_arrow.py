@@ -500,4 +500,7 @@ def test_r_written_golden_payloads_read_in_pyarrow():
     xts = _golden("xts_series")
     assert xts.schema.metadata[b"rbridge.index"] == b"matrix" and xts.column_names == ["a", "b", "index"]
     assert xts.schema.field("index").type == pa.timestamp("us", tz="UTC") and xts.column("a").to_pylist()[1] is None
+    months = _golden("zoo_yearmon")
+    assert months.schema.metadata[b"rbridge.index_class"] == b"yearmon"
+    assert months.column("index").to_pylist() == [2024.0, 2024.25]
 

@@ -127,9 +127,17 @@ def test_zoo_and_xts_series_come_back_indexed_by_time_and_go_back_as_themselves(
     numbered = r.eval("zoo(matrix(1:6, 3), c(0.5, 1, 2))")
     assert numbered.columns.tolist() == [0, 1] and numbered.index.tolist() == [0.5, 1.0, 2.0]
     assert same_as("zoo(matrix(1:6, 3), c(0.5, 1, 2))")(numbered)
-    # an index with no Python form (yearmon) stays a handle; a frame whose
-    # values are no longer of one type goes back as a data.frame
-    assert isinstance(r.eval("zoo(1:3, as.yearmon(2024 + 0:2 / 12))"), bridge.RObject)
+    # zoo's months and quarters are periods
+    air = r.eval("as.zoo(AirPassengers)")
+    assert isinstance(air.index, pd.PeriodIndex) and air.index.freqstr == "M"
+    assert air.index[0] == pd.Period("1949-01", "M") and air.iloc[-1] == 432.0
+    assert same_as("as.zoo(AirPassengers)")(air)
+    quarters = r.eval("xts(cbind(q = c(1.5, 2.5)), as.yearqtr(c(1999.75, 2000)))")
+    assert quarters.index.tolist() == [pd.Period("1999Q4", "Q"), pd.Period("2000Q1", "Q")]
+    assert same_as("xts(cbind(q = c(1.5, 2.5)), as.yearqtr(c(1999.75, 2000)))")(quarters)
+    # an index with no Python form stays a handle; a frame whose values are
+    # no longer of one type goes back as a data.frame
+    assert isinstance(r.eval("zoo(1:2, factor(c('a', 'b')))"), bridge.RObject)
     empty = r.eval("px[0, ]")
     assert empty.shape == (0, 2) and str(empty.index.dtype) == "datetime64[us, America/New_York]"
     assert r.eval("function(x) class(x)")(empty).tolist() == ["xts", "zoo"]

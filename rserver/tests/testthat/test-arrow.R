@@ -134,12 +134,18 @@ test_that("zoo and xts series keep their index, values and class", {
   expect_identical(names(form[[1L]]), c("", "index"))
   expect_identical(attributes(form[[1L]]$index), list(class = "Date"))   # no tclass, no tzone
   expect_identical(form[[2L]][["rbridge.index"]], "matrix")
+  # months and quarters travel as their numbers, with the index class
+  for (x in list(zoo::zoo(1:3, zoo::as.yearmon(2024 + 0:2 / 12)), zoo::as.zoo(AirPassengers),
+                 xts::xts(cbind(q = c(1.5, NA)), zoo::as.yearqtr(c(1999.75, 2000)))))
+    expect_identical(dec(enc(x)), x)
+  expect_identical(rserver:::arrow_form(zoo::as.zoo(AirPassengers))[[2L]][["rbridge.index_class"]], "yearmon")
   # an index or values with no Arrow form: the series stays a handle
-  expect_null(rserver:::arrow_form(zoo::zoo(1:3, zoo::as.yearmon(2024 + 0:2 / 12))))
+  expect_null(rserver:::arrow_form(zoo::zoo(1:2, factor(c("a", "b")))))
   expect_null(rserver:::arrow_form(zoo::zoo(c(1i, 2i), 1:2)))
   # what clients send is checked before it becomes a series
   df <- data.frame(v = c(1.5, 2), index = as.Date("2024-01-01") + 0:1)
-  meta <- function(index, colnames = NA, r_class = NA) c(index = index, colnames = colnames, r_class = r_class)
+  meta <- function(index, colnames = NA, r_class = NA, index_class = NA)
+    c(index = index, colnames = colnames, r_class = r_class, index_class = index_class)
   expect_identical(rserver:::as_zoo(df, meta("vector")), zoo::zoo(c(1.5, 2), as.Date("2024-01-01") + 0:1))
   expect_s3_class(rserver:::as_zoo(df, meta("vector", r_class = '["xts","zoo"]')), "xts")
   expect_error(rserver:::as_zoo(df, meta("cube")), "malformed rbridge.index")
@@ -148,6 +154,11 @@ test_that("zoo and xts series keep their index, values and class", {
   expect_error(rserver:::as_zoo(data.frame(v = 1:2, index = c("a", "b")), meta("vector")), "dates, times or numbers")
   expect_error(rserver:::as_zoo(data.frame(v = 1:2, w = c("a", "b"), index = 1:2), meta("matrix")), "one type")
   expect_error(rserver:::as_zoo(1:3, meta("vector")), "a column of values and one for the index")
+  months <- data.frame(v = 1:2, index = c(2024, 2024 + 1 / 12))
+  expect_identical(rserver:::as_zoo(months, meta("vector", index_class = "yearmon")),
+                   zoo::zoo(1:2, zoo::as.yearmon(c(2024, 2024 + 1 / 12))))
+  expect_error(rserver:::as_zoo(months, meta("vector", index_class = "yearweek")), "index_class 'yearweek'")
+  expect_error(rserver:::as_zoo(df, meta("vector", index_class = "yearmon")), "needs an index of numbers")
   expect_identical(rserver:::as_zoo(df, meta("vector", r_class = "{not json")),
                    zoo::zoo(c(1.5, 2), as.Date("2024-01-01") + 0:1))
 })
