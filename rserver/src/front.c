@@ -634,6 +634,7 @@ static int open_socket(char *err, size_t errlen) {
   if (!fr.router) { snprintf(err, errlen, "cannot create the socket: %s", zmq_strerror(errno)); return -1; }
   const struct { int option, value; } options[] = {
     {ZMQ_ROUTER_MANDATORY, 1}, {ZMQ_LINGER, 0}, {ZMQ_ROUTER_HANDOVER, 1},
+    {ZMQ_RCVHWM, RB_CLIENT_RCVHWM},
     {ZMQ_HEARTBEAT_IVL, FRONT_HEARTBEAT_MS},
     {ZMQ_HEARTBEAT_TIMEOUT, (int)(c->liveness * 1000)}, {ZMQ_HEARTBEAT_TTL, (int)(c->liveness * 1000)},
   };

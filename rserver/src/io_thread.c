@@ -850,6 +850,7 @@ static void configure_router(void *s, const rb_io_shared *sh) {
     {ZMQ_ROUTER_MANDATORY, 1},   /* an unroutable message is an error: how departures are probed */
     {ZMQ_LINGER, 0},
     {ZMQ_SNDHWM, SEND_HWM},      /* a client that does not read is held back, never dropped from (deliver) */
+    {ZMQ_RCVHWM, RB_CLIENT_RCVHWM},   /* see rserver.h */
     {ZMQ_ROUTER_HANDOVER, 1},    /* a client that reconnects takes its routing id (and its state) back */
     {ZMQ_HEARTBEAT_IVL, sh->heartbeat_ms},
     {ZMQ_HEARTBEAT_TIMEOUT, (int)(sh->liveness * 1000)},

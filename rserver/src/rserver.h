@@ -52,6 +52,13 @@
 #define RB_MAX_ROUTING_ID 255
 #define RB_OP_MAX 16
 #define RB_NO_REQUEST UINT64_MAX   /* no request id: ids are below 2^53 */
+/* Sockets facing clients never pause a client's input (no receive high-water
+ * mark): in libzmq 4.3, a peer that hangs up while its input is paused leaves
+ * its connection with an I/O error but in place, and the next heartbeat or
+ * message to it aborts the process (stream_engine_base.cpp, out_event's
+ * assert(!_io_error)). A flooding client is bounded by the reader instead
+ * (SPEC §7). */
+#define RB_CLIENT_RCVHWM 0
 
 /* ---- mpack_reader.c ---------------------------------------------------- */
 typedef enum {
