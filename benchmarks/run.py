@@ -81,8 +81,6 @@ REPORTED = [
      ("rbridge ipc", "plot_png_in_r")),
     ("CURVE's own cost on the bare echo, small call (with / without)", ("wire tcp", "small_call_curve"),
      ("wire tcp", "small_call")),
-    ("pyRserve / the bare ZeroMQ echo over tcp, small call (the paired row gives the same, interleaved)",
-     ("pyRserve", "small_call"), ("wire tcp", "small_call")),
     ("CURVE's own cost on the bare wire, 80 MB R→Py (with / without)", ("wire tcp", "dbl_r2py_curve"),
      ("wire tcp", "dbl_r2py")),
     ("CURVE's own cost on the bare wire, 80 MB Py→R (with / without)", ("wire tcp", "dbl_py2r_curve"),

@@ -258,8 +258,9 @@ _ZOO_PERIODS = {"M": "yearmon", "Q-DEC": "yearqtr"}
 def _series_table(value: pd.Series | pd.DataFrame) -> pa.Table | None:
     """A Series or DataFrame that came from a zoo or xts series (its
     ``attrs["r_class"]`` says so) as that series again: the values, all of one
-    type, and, last, its index of dates, times or numbers. None for anything
-    else, which then travels as a vector or data.frame."""
+    type, and, last, its index of dates, times, numbers, or monthly or
+    quarterly periods (zoo's yearmon, yearqtr). None for anything else, which
+    then travels as a vector or data.frame."""
     if "zoo" not in value.attrs.get("r_class", ()) or value.index.nlevels != 1:
         return None
     index_class = _ZOO_PERIODS.get(value.index.freqstr) if isinstance(value.index, pd.PeriodIndex) else None

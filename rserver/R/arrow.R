@@ -132,7 +132,7 @@ zoo_form <- function(x) {
   index_class <- intersect(oldClass(index), names(ZOO_INDEX_CLASSES))
   if (length(index_class)) index <- as.numeric(unclass(index))
   if (inherits(index, "POSIXlt")) index <- as.POSIXct(index)
-  if (!(inherits(index, c("Date", "POSIXct")) || (is.numeric(index) && is.null(oldClass(index))))) return(NULL)
+  if (!is_series_index(index)) return(NULL)
   # only what the type needs: an xts index also has tclass (and tzone on dates)
   kept <- if (inherits(index, "POSIXct")) c("class", "tzone") else "class"
   attributes(index) <- attributes(index)[intersect(names(attributes(index)), kept)]
@@ -155,6 +155,11 @@ zoo_form <- function(x) {
   list(df, meta)
 }
 
+# What a series' index may be on the wire: dates, times or plain numbers.
+is_series_index <- function(index) {
+  inherits(index, c("Date", "POSIXct")) || (is.numeric(index) && is.null(oldClass(index)))
+}
+
 # zoo's index classes of months and quarters, sent as their numbers (the year,
 # with the month or quarter as a fraction), and how to make them again.
 ZOO_INDEX_CLASSES <- list(yearmon = function(t) zoo::as.yearmon(t), yearqtr = function(t) zoo::as.yearqtr(t))
@@ -173,8 +178,7 @@ as_zoo <- function(df, meta) {
   if (!shape %in% c("vector", "matrix")) stop("rbridge: malformed rbridge.index metadata '", shape, "'")
   if (shape == "vector" && n != 2L) stop("rbridge: a vector series payload must have 2 columns")
   index <- .subset2(df, n)
-  if (!(inherits(index, c("Date", "POSIXct")) || (is.numeric(index) && is.null(oldClass(index)))))
-    stop("rbridge: a series' index must be dates, times or numbers")
+  if (!is_series_index(index)) stop("rbridge: a series' index must be dates, times or numbers")
   index_class <- meta[["index_class"]]
   if (!is.na(index_class) && (!index_class %in% names(ZOO_INDEX_CLASSES) || !is.double(index) ||
                               !is.null(oldClass(index))))
@@ -197,7 +201,6 @@ as_zoo <- function(df, meta) {
   # a regular series again, its frequency from its index, while it still is one
   if ("zooreg" %in% cls) tryCatch(zoo::as.zooreg(out), error = function(e) out) else out
 }
-
 
 # A data.frame read from a payload with rbridge.kind "matrix" (src/arrow_to_r.c).
 matrix_from_frame <- function(df, has_colnames) {

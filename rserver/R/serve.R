@@ -2,10 +2,11 @@
 #'
 #' Binds a ZeroMQ ROUTER socket on `endpoint` and serves requests until a
 #' client sends `shutdown`, the parent process dies (when `parent_pid` is
-#' given), or the process gets SIGTERM or SIGHUP (the request in progress is
-#' then answered as interrupted; a second signal ends the process at once), or
-#' an interrupt (Ctrl-C) while idle. R's thread reads the socket while it waits; a C thread takes it over
-#' while R computes, so pings and interrupts are answered then too.
+#' given), the process gets SIGTERM or SIGHUP (the request in progress is then
+#' answered as interrupted; a second signal ends the process at once), or an
+#' interrupt (Ctrl-C) comes while idle. R's thread reads the socket while it
+#' waits; a C thread takes it over while R computes, so pings and interrupts
+#' are answered then too.
 #'
 #' @param endpoint a ZeroMQ endpoint such as `"tcp://127.0.0.1:5555"`,
 #'   `"tcp://127.0.0.1:*"` (any free port) or `"ipc:///path/to/socket"`.

@@ -380,6 +380,7 @@ static SEXP meta_strings(const ar_stream *s, const char *const *keys, int n) {
 static const char *const CLASS_KEYS[] = {"rbridge.r_class", "rbridge.r_attributes"};
 static const char *const SERIES_KEYS[] = {"rbridge.index", "rbridge.colnames", "rbridge.r_class",
                                           "rbridge.index_class"};
+#define NKEYS(keys) ((int)(sizeof keys / sizeof *keys))
 
 /* The object a stream stands for (SPEC "Arrow payloads"): kind "matrix" is
  * read as a data.frame of its columns, and rbridge.tsp makes a time series. */
@@ -400,11 +401,12 @@ static SEXP build(const ar_stream *s) {
     PROTECT(x);
   }
   if (!matrix && span_is(kind, "data.frame") && ar_schema_meta(s, "rbridge.index", &meta)) {
-    x = call_rserver("as_zoo", x, PROTECT(meta_strings(s, SERIES_KEYS, 4)));   /* a zoo or xts series */
+    /* a zoo or xts series */
+    x = call_rserver("as_zoo", x, PROTECT(meta_strings(s, SERIES_KEYS, NKEYS(SERIES_KEYS))));
     UNPROTECT(2);
     PROTECT(x);
   } else if (!matrix && span_is(kind, "data.frame") && ar_schema_meta(s, "rbridge.r_class", &meta)) {
-    x = call_rserver("restore_form", x, PROTECT(meta_strings(s, CLASS_KEYS, 2)));
+    x = call_rserver("restore_form", x, PROTECT(meta_strings(s, CLASS_KEYS, NKEYS(CLASS_KEYS))));
     UNPROTECT(2);
     PROTECT(x);
   }
