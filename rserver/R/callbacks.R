@@ -19,7 +19,7 @@ call_python <- function(ptr, args) {
   # answers it even when interrupted.
   ctx <- NULL
   suspendInterrupts(repeat {
-    got <- allowInterrupts(.Call(C_server_next, 1000L, NULL))
+    got <- allowInterrupts(.Call(C_server_next, 1000L, NULL, FALSE))
     if (is.null(got)) next
     reply_id <- .Call(C_request_reply_id, got)
     if (is.null(reply_id)) {

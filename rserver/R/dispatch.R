@@ -66,8 +66,11 @@ serve_requests <- function(state) {
     ctx <- state$pending   # already state$ctx (serve_nested)
     if (is.null(ctx)) {
       wait <- state$idle_wait_ms
-      if (.Call(C_later_loaded)) wait <- later_wait_ms(wait)
-      ctx <- .Call(C_server_next, wait, state)
+      later <- .Call(C_later_loaded)
+      if (later) wait <- later_wait_ms(wait)
+      # the outermost loop leaves plain calls to C, which answers them as the
+      # code below would (C_server_next); with `later`, tasks run between requests
+      ctx <- .Call(C_server_next, wait, state, !later && is.null(state$waiting_for))
     } else state$pending <- NULL
     if (is.null(ctx)) {
       run_idle_tasks()

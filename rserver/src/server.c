@@ -141,8 +141,7 @@ static SEXP receive_request(rb_arrival *a) {
  * loop of packages such as later) when they have input. Returns a request
  * context, or NULL when the wait ended without one; a request (not a reply to
  * a callback) is also stored as `ctx` in the environment `state`, if given. */
-SEXP C_server_next(SEXP timeout_ms, SEXP state) {
-  if (!server.running) Rf_error("rbridge: the server is not running");
+static SEXP next_request(int timeout_ms, SEXP state) {
   /* A termination outlives the interrupt that carried it: a wait for a
    * callback's reply it ended hands over to the loop below, which stops too. */
   if (terminate_requested) R_interrupts_pending = 1;
@@ -156,7 +155,7 @@ SEXP C_server_next(SEXP timeout_ms, SEXP state) {
   rb_arrival a;
   memset(&a, 0, sizeof a);
   /* interrupts pending stop the wait only where R takes them */
-  int rc = rb_io_wait(Rf_asInteger(timeout_ms), extra, n, R_interrupts_suspended ? NULL : &R_interrupts_pending, &a);
+  int rc = rb_io_wait(timeout_ms, extra, n, R_interrupts_suspended ? NULL : &R_interrupts_pending, &a);
   if (rc == 0 && !rb_active_request()) {   /* idle */
     rb_sendbuf_trim(0);
     rb_views_collect(1);
@@ -181,9 +180,11 @@ SEXP C_server_next(SEXP timeout_ms, SEXP state) {
 
 /* Whether the `later` package is loaded, whose tasks the serve loop runs:
  * cheaper than isNamespaceLoaded(), which the loop would call per request. */
-SEXP C_later_loaded(void) {
-  return Rf_ScalarLogical(Rf_findVarInFrame3(R_NamespaceRegistry, Rf_install("later"), FALSE) != R_UnboundValue);
+static int later_loaded(void) {
+  return Rf_findVarInFrame3(R_NamespaceRegistry, Rf_install("later"), FALSE) != R_UnboundValue;
 }
+
+SEXP C_later_loaded(void) { return Rf_ScalarLogical(later_loaded()); }
 
 /* ---- replies ------------------------------------------------------------ */
 
@@ -266,6 +267,11 @@ SEXP C_reply_error(SEXP ctx, SEXP info, SEXP warnings) {
 
 SEXP C_request_decode(SEXP ctx) {
   rb_request *rq = rb_request_from(ctx);
+  SEXP kept = R_ExternalPtrProtected(ctx);   /* decoded by serve_plain_call */
+  if (!Rf_isNull(kept)) {
+    R_SetExternalPtrProtected(ctx, R_NilValue);
+    return kept;
+  }
   SEXP x = PROTECT(rb_decode_request(rq));
   free_frames(rq);   /* the payloads are R objects now: free their memory early */
   UNPROTECT(1);
@@ -278,10 +284,67 @@ SEXP C_request_decode(SEXP ctx) {
  * these from R costs more than the rest of a small call's R code. */
 SEXP C_request_begin(SEXP ctx, SEXP state) {
   if (TYPEOF(state) != ENVSXP) Rf_error("rbridge: bad loop state");
+  /* begun by serve_plain_call already: decoding it may have warned */
+  if (!Rf_isNull(R_ExternalPtrProtected(ctx))) return C_request_decode(ctx);
   Rf_defineVar(Rf_install("warnings"), PROTECT(Rf_allocVector(VECSXP, 0)), state);
   UNPROTECT(1);
   Rf_defineVar(Rf_install("trace"), R_NilValue, state);
   return C_request_decode(ctx);
+}
+
+/* ---- plain calls --------------------------------------------------------- */
+
+/* The element of a named list called `name`, or NULL. */
+static SEXP list_get(SEXP list, const char *name) {
+  SEXP names = Rf_getAttrib(list, R_NamesSymbol);
+  if (TYPEOF(list) != VECSXP || TYPEOF(names) != STRSXP) return R_NilValue;
+  for (R_xlen_t i = 0; i < XLENGTH(list); i++)
+    if (strcmp(CHAR(STRING_ELT(names, i)), name) == 0) return VECTOR_ELT(list, i);
+  return R_NilValue;
+}
+
+/* A request R/dispatch.R would answer with call_op's first case alone: a
+ * `call` without `mode` or `plots` whose call C_make_call builds whole. The
+ * serve loop's R code costs more than such a call, so the wait answers it
+ * with the loop's own steps (begin, run, reply, ctx cleared). Returns 1 when
+ * it did; else 0, with the decoded envelope kept for C_request_decode (a
+ * request that expired while queued is left to the loop too). */
+static int serve_plain_call(SEXP ctx, SEXP state) {
+  rb_request *rq = rb_request_from(ctx);
+  if (rq->is_reply || strcmp(rq->op, "call") != 0) return 0;
+  SEXP msg = PROTECT(C_request_begin(ctx, state));
+  if (rb_request_stop(rq) == RB_STOP_TIMEOUT || !Rf_isNull(list_get(msg, "mode")) ||
+      !Rf_isNull(list_get(msg, "plots"))) {
+    R_SetExternalPtrProtected(ctx, msg);
+    UNPROTECT(1);
+    return 0;
+  }
+  int built;
+  SEXP value = PROTECT(rb_call_plain(list_get(msg, "fn"), list_get(msg, "args"), list_get(msg, "kwargs"), &built));
+  if (!built) R_SetExternalPtrProtected(ctx, msg);
+  else {
+    finish(ctx, fill_result, value, Rf_findVarInFrame(state, Rf_install("warnings")), MODE_CONVERT);
+    Rf_defineVar(Rf_install("ctx"), R_NilValue, state);
+  }
+  UNPROTECT(2);
+  return built;
+}
+
+/* next_request for R/dispatch.R. With `plain` (the outermost serve loop,
+ * `later` not loaded), plain calls (serve_plain_call) are answered here and
+ * the wait goes on. */
+SEXP C_server_next(SEXP timeout_ms, SEXP state, SEXP plain) {
+  if (!server.running) Rf_error("rbridge: the server is not running");
+  int serve_plain = Rf_asLogical(plain) == TRUE && TYPEOF(state) == ENVSXP;
+  for (;;) {
+    SEXP ctx = PROTECT(next_request(Rf_asInteger(timeout_ms), state));
+    if (!serve_plain || Rf_isNull(ctx) || !serve_plain_call(ctx, state)) {
+      UNPROTECT(1);
+      return ctx;
+    }
+    UNPROTECT(1);
+    if (later_loaded()) return R_NilValue;   /* the call loaded it: the loop runs its tasks */
+  }
 }
 
 /* The id of the callback a client's reply answers (raw(8)), or NULL for a request. */
