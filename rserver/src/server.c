@@ -337,12 +337,14 @@ SEXP C_server_next(SEXP timeout_ms, SEXP state, SEXP plain) {
   if (!server.running) Rf_error("rbridge: the server is not running");
   int serve_plain = Rf_asLogical(plain) == TRUE && TYPEOF(state) == ENVSXP;
   for (;;) {
+    const void *vmax = vmaxget();   /* R_alloc memory would otherwise last until .Call returns */
     SEXP ctx = PROTECT(next_request(Rf_asInteger(timeout_ms), state));
     if (!serve_plain || Rf_isNull(ctx) || !serve_plain_call(ctx, state)) {
       UNPROTECT(1);
       return ctx;
     }
     UNPROTECT(1);
+    vmaxset(vmax);
     if (later_loaded()) return R_NilValue;   /* the call loaded it: the loop runs its tasks */
   }
 }
