@@ -95,6 +95,9 @@ static inline int64_t ar_count_r_na(const uint8_t *p, int64_t n) {
   return count;
 }
 
+/* The same count for a large buffer, split over two threads (arrow_read.c). */
+int64_t ar_count_r_na_wide(const uint8_t *p, int64_t n);
+
 /* ---- arrow_read.c --------------------------------------------------------------- */
 #define AR_MAX_FIELDS 100000
 

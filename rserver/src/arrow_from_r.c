@@ -229,7 +229,7 @@ static void plan_col(wcol *c, SEXP x, int kind, const char *name, double scale) 
   default: break;
   }
   if (kind == CK_DBL) {   /* the common bulk cases: tight scans, no branches */
-    c->nulls = (R_xlen_t)ar_count_r_na((const uint8_t *)c->reals, c->n);
+    c->nulls = (R_xlen_t)ar_count_r_na_wide((const uint8_t *)c->reals, c->n);
     return;
   }
   if (kind == CK_INT || kind == CK_LGL) {

@@ -69,6 +69,26 @@ def test_nan_with_rs_na_payload_stays_nan_in_r(fresh):
         assert fresh.eval("is.nan(y[4]) && sum(is.nan(y)) == 1L")   # is.nan() is FALSE for NA
 
 
+def test_nan_with_rs_na_payload_is_found_in_either_half_of_a_large_vector(fresh):
+    # from 2^20 doubles the worker scans the two halves in two threads
+    n = (1 << 21) + 3
+    for at in (0, n // 2 - 1, n // 2, n - 1):
+        values = np.zeros(n)
+        values[at] = na_pattern_nan()
+        fresh.assign("y", values)
+        assert fresh.eval(f"is.nan(y[{at + 1}]) && sum(is.nan(y)) == 1L && !anyNA(y[-{at + 1}])")
+    fresh.assign("y", np.zeros(n))
+    assert "rbridge view" in "".join(fresh.eval("capture.output(.Internal(inspect(y)))"))
+
+
+def test_r_na_in_either_half_of_a_large_vector_arrives_masked(fresh):
+    n = (1 << 21) + 3
+    for at in (0, n // 2, n - 1):
+        got = fresh.eval(f"y <- as.double(seq_len({n})); y[{at + 1}] <- NA; y")
+        assert isinstance(got, np.ma.MaskedArray) and got.mask.sum() == 1 and got.mask[at]
+        assert got[at + 1 if at == 0 else 0] == (at + 2 if at == 0 else 1)
+
+
 def test_int32_min_without_a_null_becomes_double(fresh):
     values = np.arange(BIG, dtype=np.int32)
     values[5] = np.iinfo(np.int32).min
