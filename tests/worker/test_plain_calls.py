@@ -66,3 +66,14 @@ def test_later_tasks_run_between_plain_calls_once_a_plain_call_loaded_later(fres
     fresh.call("loadNamespace", "later")             # plain: the wait hands back to R's loop
     fresh.eval("fired <- FALSE; later::later(function() fired <<- TRUE, 0.2)")
     assert wait_until(lambda: fresh.sum(1) == 1 and fresh["fired"] is True, 3)
+
+
+def test_plain_calls_nest_through_callbacks(fresh):
+    # a plain call runs R code that calls Python, which makes plain calls again:
+    # the inner ones go through the callback's own loop
+    fresh.assign("cb", lambda x: fresh.sum(x, 100) + fresh.call("nchar", "abcd"))
+    fresh.assign("deep", lambda n: 0 if n == 0 else fresh.call("d", n - 1) + 1)
+    fresh.eval("g <- function(x) cb(x) * 2; d <- function(n) deep(n)")
+    assert fresh.g(1) == 210
+    assert fresh.d(30) == 30
+    assert fresh.sum(1, 2) == 3
