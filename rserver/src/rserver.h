@@ -7,14 +7,14 @@
  *   sessions.c      a server of sessions: the fork server in the preloaded R process (R/sessions.R)
  *   front.c         a server of sessions: the front process with the public socket (pure C)
  *   auth.c          CurveZMQ key files and the ZAP handler (pure C)
- *   server.c        server state and lifecycle, taking requests, replies (R/dispatch.R: the serve loop)
+ *   server.c        server state and lifecycle, taking requests, plain calls, replies (R/dispatch.R: the serve loop)
  *   request.c       the stack of requests in progress, and sending to their clients
- *   calls.c         the `call` op: calls of scalars built in C; weak references for R/calls.R
+ *   calls.c         the `call` op: calls of scalars built (plain ones run) in C; weak references for R/calls.R
  *   callbacks.c     Python callables as R functions
  *   decode.c        msgpack -> R objects (main thread)
  *   encode.c        R objects -> msgpack (main thread)
  *   flatbuf.c       flatbuffers, the encoding of Arrow metadata (pure C)
- *   arrow_read.c    Arrow IPC stream parsing and validation (pure C)
+ *   arrow_read.c    Arrow IPC stream parsing and validation; NA bit patterns in large buffers (pure C)
  *   arrow_to_r.c    Arrow IPC stream -> R objects (main thread)
  *   arrow_from_r.c  R objects -> Arrow IPC stream (main thread)
  *   shm.c           shared-memory segments for payloads on one host (pure C)
