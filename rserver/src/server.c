@@ -4,7 +4,8 @@
  * together with R's own input handlers (so the event loop keeps running while
  * idle), and sends replies through it. Requests in progress form a stack
  * (nested requests come with callbacks); the top of the stack owns console
- * output and is what a ping reports. */
+ * output and is what a ping reports. The wait answers plain calls itself
+ * (serve_plain_call): the serve loop's R code would cost more than they do. */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
