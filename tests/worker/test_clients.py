@@ -275,8 +275,8 @@ def worker_rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def flood(endpoint: str, code: str, seconds: float, rate: int = 10_000) -> int:
-    """Sends `rate` eval requests a second for `seconds`, reading nothing."""
+def flood(endpoint: str, request: dict, seconds: float, rate: int = 10_000) -> int:
+    """Sends `rate` requests (`request` with ids) a second for `seconds`, reading nothing."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -288,7 +288,7 @@ def flood(endpoint: str, code: str, seconds: float, rate: int = 10_000) -> int:
         while time.monotonic() - start < seconds:
             sent += 1
             with contextlib.suppress(zmq.Again):
-                sock.send(msgpack.packb({"v": 1, "id": sent, "op": "eval", "code": code}), zmq.NOBLOCK)
+                sock.send(msgpack.packb({"v": 1, "id": sent, **request}), zmq.NOBLOCK)
             ahead = start + sent / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
@@ -298,13 +298,16 @@ def flood(endpoint: str, code: str, seconds: float, rate: int = 10_000) -> int:
         ctx.term()
 
 
-@pytest.mark.parametrize("code", ["1", "runif(2e4)"])   # tiny replies, 160 KB replies
-def test_a_client_that_floods_and_never_reads_neither_starves_others_nor_grows_the_worker(tmp_path, code):
+@pytest.mark.parametrize("request_", [{"op": "eval", "code": "1"},             # tiny replies
+                                      {"op": "eval", "code": "runif(2e4)"},    # 160 KB replies
+                                      {"op": "call", "fn": "sum", "args": [1, 2]}],   # plain calls (SPEC §9)
+                         ids=["tiny", "runif", "plain"])
+def test_a_client_that_floods_and_never_reads_neither_starves_others_nor_grows_the_worker(tmp_path, request_):
     endpoint, proc = start_tcp_worker(tmp_path, ("RBRIDGE_LIVENESS", "3"))
     try:
         with bridge.connect(endpoint) as other:
             before = worker_rss_mb(proc.pid)
-            flooding = threading.Thread(target=flood, args=(endpoint, code, 5.0))
+            flooding = threading.Thread(target=flood, args=(endpoint, request_, 5.0))
             flooding.start()
             slowest = 0.0
             while flooding.is_alive():
