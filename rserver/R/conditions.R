@@ -2,8 +2,9 @@
 # See protocol/SPEC.md ("Errors").
 
 # Errors raised outside user code (a bad request) carry no call or traceback.
-describe_error <- function(condition, trace) {
-  frames <- user_frames(trace)
+# plain: the request was a plain call, run by C_server_next without a marker.
+describe_error <- function(condition, trace, plain = FALSE) {
+  frames <- user_frames(trace, plain)
   call <- if (is.null(frames)) NULL else user_call(conditionCall(condition))
   list(class(condition), memory_note(conditionMessage(condition)), call, as.character(frames))
 }
@@ -39,12 +40,15 @@ deparse_call <- function(call) {
 }
 
 # The frames of user code, one line each: those below our rbridge_eval()
-# marker and its eval(), without the frames of the condition machinery at the
-# end, of rbridge's own helpers, and R's eval() appearing twice. NULL when
-# the error did not happen in user code; empty when only in rbridge's helpers.
-user_frames <- function(trace) {
+# marker and its eval() (for a plain call, below the serve loop's
+# serve_requests(), whose wait ran it), without the frames of the condition
+# machinery at the end, of rbridge's own helpers, and R's eval() appearing
+# twice. NULL when the error did not happen in user code; empty when only in
+# rbridge's helpers.
+user_frames <- function(trace, plain = FALSE) {
   heads <- vapply(trace, call_head, "")
   marker <- which(heads == "rbridge_eval")
+  if (!length(marker) && plain) marker <- which(heads == "serve_requests")
   if (!length(marker)) return(NULL)
   start <- max(marker) + 1L
   while (start <= length(trace) && identical(trace[[start]], quote(eval(expr, envir))))

@@ -151,7 +151,7 @@ reply_failure <- function(state, condition) {
   if (.Call(C_request_answered, ctx)) return(invisible())   # an interrupt that came after the reply left
   if (is.null(condition)) condition <- interrupt_condition(ctx)
   sent <- tryCatch({
-    .Call(C_reply_error, ctx, describe_error(condition, state$trace), state$warnings)
+    .Call(C_reply_error, ctx, describe_error(condition, state$trace, .Call(C_request_plain, ctx)), state$warnings)
     TRUE
   }, error = function(e) e)
   if (!isTRUE(sent))   # e.g. the result could not be encoded, or the condition described

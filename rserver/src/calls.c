@@ -115,29 +115,6 @@ static SEXP call_own(const char *fn, SEXP a, SEXP b) {
   return out;
 }
 
-/* What call_op (R/calls.R) returns for a call C_make_call builds whole:
- * rbridge_eval(call, globalenv()), whose frame marks where user code starts
- * (R/conditions.R). *built is 0, and nothing is evaluated, for any other. */
-SEXP rb_call_plain(SEXP fn, SEXP args, SEXP kwargs, int *built) {
-  static SEXP ns = NULL;   /* tracebacks find the marker's frame by its name */
-  SEXP call = PROTECT(C_make_call(fn, args, kwargs));
-  *built = TYPEOF(call) == LANGSXP;
-  if (!*built) {
-    UNPROTECT(1);
-    return R_NilValue;
-  }
-  if (!ns) {
-    ns = R_FindNamespace(PROTECT(Rf_mkString("rserver")));
-    R_PreserveObject(ns);
-    UNPROTECT(1);
-  }
-  SEXP quoted = PROTECT(Rf_lang2(Rf_install("quote"), call));
-  SEXP outer = PROTECT(Rf_lang3(Rf_install("rbridge_eval"), quoted, R_GlobalEnv));
-  SEXP value = Rf_eval(outer, ns);
-  UNPROTECT(3);
-  return value;
-}
-
 static int is_spliced(SEXP v) {
   return (TYPEOF(v) == LANGSXP || TYPEOF(v) == SYMSXP) && Rf_getAttrib(v, R_ClassSymbol) == R_NilValue;
 }

@@ -19,6 +19,7 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_server_start_io, 0),
   CALLDEF(C_server_stop, 0),
   CALLDEF(C_server_next, 3),
+  CALLDEF(C_request_plain, 1),
   CALLDEF(C_request_decode, 1),
   CALLDEF(C_request_begin, 2),
   CALLDEF(C_later_loaded, 0),

@@ -271,6 +271,7 @@ typedef struct rb_request {
   size_t envelope_len;
   int done;
   int is_reply;               /* a client's reply to a callback, not a request */
+  int plain;                  /* a plain call whose user code has started (server.c) */
   int shm;                    /* the client takes shared-memory payloads */
   int chunks;                 /* the client takes frame payloads in chunks */
   int level;                  /* index in the stack (rb_io_shared.levels) */

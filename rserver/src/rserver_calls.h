@@ -14,6 +14,7 @@ SEXP C_server_stop(void);
 SEXP C_constants(void);
 SEXP C_ops(void);
 SEXP C_server_next(SEXP, SEXP, SEXP);
+SEXP C_request_plain(SEXP);
 SEXP C_request_decode(SEXP);
 SEXP C_request_begin(SEXP, SEXP);
 SEXP C_later_loaded(void);

@@ -45,9 +45,6 @@ void rb_pack_payload(rb_encoder *e, SEXP x);   /* raises when x has no Arrow for
 /* Runs fill(e, data) with e freed if an R error jumps out of it. */
 void rb_encode_protected(rb_encoder *e, void (*fill)(rb_encoder *, void *), void *data);
 
-/* calls.c: the value of a `call` whose call C_make_call builds whole (*built), else R_NilValue */
-SEXP rb_call_plain(SEXP fn, SEXP args, SEXP kwargs, int *built);
-
 /* callbacks.c */
 SEXP rb_make_callable(const uint8_t *p, uint32_t len, const rb_request *rq);
 void rb_report_released_callables(const rb_request *rq);

@@ -313,23 +313,29 @@ static SEXP list_get(SEXP list, const char *name) {
 static int serve_plain_call(SEXP ctx, SEXP state) {
   rb_request *rq = rb_request_from(ctx);
   if (rq->is_reply || strcmp(rq->op, "call") != 0) return 0;
-  SEXP msg = PROTECT(C_request_begin(ctx, state));
-  if (rb_request_stop(rq) == RB_STOP_TIMEOUT || !Rf_isNull(list_get(msg, "mode")) ||
-      !Rf_isNull(list_get(msg, "plots"))) {
+  SEXP msg = PROTECT(C_request_begin(ctx, state)), call = R_NilValue;
+  if (rb_request_stop(rq) != RB_STOP_TIMEOUT && Rf_isNull(list_get(msg, "mode")) && Rf_isNull(list_get(msg, "plots")))
+    call = C_make_call(list_get(msg, "fn"), list_get(msg, "args"), list_get(msg, "kwargs"));
+  if (TYPEOF(call) != LANGSXP) {   /* R/calls.R resolves the name, or binds the values */
     R_SetExternalPtrProtected(ctx, msg);
     UNPROTECT(1);
     return 0;
   }
-  int built;
-  SEXP value = PROTECT(rb_call_plain(list_get(msg, "fn"), list_get(msg, "args"), list_get(msg, "kwargs"), &built));
-  if (!built) R_SetExternalPtrProtected(ctx, msg);
-  else {
-    finish(ctx, fill_result, value, Rf_findVarInFrame(state, Rf_install("warnings")), MODE_CONVERT);
-    Rf_defineVar(Rf_install("ctx"), R_NilValue, state);
-  }
-  UNPROTECT(2);
-  return built;
+  PROTECT(call);
+  /* In the global environment, as call_op's rbridge_eval() would, but without
+   * that marker frame (a closure and eval(): a tenth of a small call's CPU);
+   * an error's user frames are those after the serve loop's (R/conditions.R). */
+  rq->plain = 1;
+  SEXP value = PROTECT(Rf_eval(call, R_GlobalEnv));
+  finish(ctx, fill_result, value, Rf_findVarInFrame(state, Rf_install("warnings")), MODE_CONVERT);
+  Rf_defineVar(Rf_install("ctx"), R_NilValue, state);
+  UNPROTECT(3);
+  return 1;
 }
+
+/* Whether the request's user code ran as a plain call (its frames follow the
+ * serve loop's, with no rbridge_eval() marker). */
+SEXP C_request_plain(SEXP ctx) { return Rf_ScalarLogical(rb_request_from(ctx)->plain); }
 
 /* next_request for R/dispatch.R. With `plain` (the outermost serve loop,
  * `later` not loaded), plain calls (serve_plain_call) are answered here and
