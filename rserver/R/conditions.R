@@ -28,9 +28,11 @@ describe_warning <- function(w) {
   list(class(w), conditionMessage(w), call)
 }
 
-# The call of a condition, unless it is our own eval() of top-level code.
+# The call of a condition, unless it is our own: the eval() of top-level
+# code, or the serve loop's frame, under which a plain call runs (SPEC §9).
+OWN_CALLS <- list(quote(eval(expr, envir)), quote(serve_requests(state)))
 user_call <- function(call) {
-  if (is.null(call) || identical(call, quote(eval(expr, envir)))) return(NULL)
+  if (is.null(call) || any(vapply(OWN_CALLS, identical, NA, call))) return(NULL)
   deparse_call(call)
 }
 

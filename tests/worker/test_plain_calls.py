@@ -38,6 +38,18 @@ def test_warnings_arrive_the_same_on_both_paths(r):
     assert [str(w.message) for w in plain] == [str(w.message) for w in looped]
 
 
+def test_stop_and_warning_called_directly_name_no_call_on_both_paths(r):
+    # called straight from the wait, their caller is the serve loop's frame,
+    # which is rbridge's own, as the R loop's eval() is
+    for session in (r, through_r_loop(r)):
+        with pytest.warns(bridge.RWarning) as warned:
+            session.call("warning", "careful")
+        assert [(str(w.message), w.message.call) for w in warned] == [("careful", None)]
+        with pytest.raises(bridge.RError) as info:
+            session.call("stop", "boom")
+        assert (info.value.message, info.value.call, info.value.traceback) == ("boom", None, [])
+
+
 def test_a_plain_call_times_out_and_the_session_goes_on(r):
     started = time.monotonic()
     with pytest.raises(bridge.RTimeout):
