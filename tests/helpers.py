@@ -46,6 +46,14 @@ def segments(kind: str, pid: int) -> set[str]:
     return {n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-{kind}{pid}-")}
 
 
+def worker_rss_mb(pid: int) -> float:
+    """The resident memory of process ``pid``, in MB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

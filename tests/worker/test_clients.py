@@ -15,7 +15,7 @@ import time
 import msgpack
 import pytest
 import zmq
-from helpers import raw_exchange, recv_reply, seconds_until_raised, start_tcp_worker, wait_until
+from helpers import raw_exchange, recv_reply, seconds_until_raised, start_tcp_worker, wait_until, worker_rss_mb
 
 import bridge
 
@@ -267,13 +267,6 @@ def test_shared_memory_is_used_only_after_the_clients_probe(tcp_worker):
 
 
 # -- floods and slow readers are bounded ---------------------------------------------
-
-def worker_rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
 
 def flood(endpoint: str, request: dict, seconds: float, rate: int = 10_000) -> int:
     """Sends `rate` requests (`request` with ids) a second for `seconds`, reading nothing."""

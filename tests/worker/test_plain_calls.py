@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from helpers import wait_until
+from helpers import wait_until, worker_rss_mb
 
 import bridge
 
@@ -63,19 +63,14 @@ def test_many_plain_calls_in_a_row_leave_no_memory_behind(fresh):
     # what each allocates must not pile up until it does. R's heap grows in
     # steps to its collection trigger, so growth is judged over three windows:
     # a leak grows every one of them.
-    def rss_mb() -> float:
-        for line in open(f"/proc/{fresh.worker_pid}/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmRSS")
     for _ in range(10_000):
         fresh.sum(1)
     growth = []
     for _ in range(3):
-        before = rss_mb()
+        before = worker_rss_mb(fresh.worker_pid)
         for _ in range(15_000):
             fresh.sum(1)
-        growth.append(rss_mb() - before)
+        growth.append(worker_rss_mb(fresh.worker_pid) - before)
     assert min(growth) < 5, growth     # 1.5 KB a call would be 22 MB a window
 
 
