@@ -130,6 +130,17 @@ def _travels_as_arrow(array: np.ndarray) -> bool:
 _PLAIN = frozenset({type(None), bool, float, str, bytes})
 
 
+def scalars_wire(values: tuple[Any, ...]) -> list[Any] | None:
+    """``values`` as wire values when each is a scalar that travels as itself
+    (None, bool, float, str, bytes, a 32-bit int): the common small call,
+    without to_wire's dispatch. None when any one needs to_wire."""
+    for v in values:
+        kind = type(v)
+        if kind not in _PLAIN and not (kind is int and INT_NA < v < 2**31):
+            return None
+    return list(values)
+
+
 def to_wire(value: Any, reference: Callable[[Any], Any], payloads: PayloadWriter | None) -> Any:
     """Converts a Python value for the envelope. ``reference`` gives the wire
     form of objects bound to the session (RObjects, R functions by name, Python

@@ -20,7 +20,7 @@ import zmq
 from . import _codec
 from ._arena import ArenaReader, ArenaWriter
 from ._arrow import DTYPE_BACKENDS, Payload, convert_payloads
-from ._convert import to_wire
+from ._convert import scalars_wire, to_wire
 from ._errors import (
     AuthenticationError,
     ProtocolError,
@@ -486,6 +486,9 @@ class Session:
         """Calls an R function by name (``"sum"``, ``"stats::median"``) or by
         handle, with positional and named arguments."""
         target = fn if isinstance(fn, str) else _codec.handle_ext(self._handle_of(fn))
+        plain = None if kwargs else scalars_wire(args)
+        if plain is not None:   # nothing to convert: the common small call
+            return self._request_with(self._options, "call", None, fn=target, args=plain, kwargs={})
         fields, payloads = self._core.outgoing(args=args, kwargs=kwargs)
         return self._request_with(self._options, "call", payloads, fn=target, **fields)
 

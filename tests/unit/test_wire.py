@@ -16,7 +16,7 @@ import pytest
 from bridge import ProtocolError
 from bridge._arena import HEADER, MAGIC, SLOTS, ArenaWriter
 from bridge._codec import INT_NA, decode_vector, pack, unpack
-from bridge._convert import ARROW_MIN_LENGTH, to_wire
+from bridge._convert import ARROW_MIN_LENGTH, scalars_wire, to_wire
 from bridge._payloads import PayloadWriter, create_segment, read_payload, unlink_segment
 
 
@@ -61,6 +61,15 @@ def test_small_values_travel_inline_and_large_arrays_as_payloads():
     big = to_wire(np.arange(ARROW_MIN_LENGTH, dtype=np.float64), no_reference, payloads)
     assert big.code == 3 and big.data == b"f" + struct.pack("<I", 1)
     assert len(payloads.frames) == 1
+
+
+def test_the_small_call_shortcut_sends_what_to_wire_sends():
+    plain = (1, -(2**31) + 1, 2**31 - 1, 2.5, "x", b"y", None, True)
+    assert scalars_wire(plain) == [to_wire(v, no_reference, None) for v in plain]
+    assert scalars_wire(()) == []
+    # anything to_wire converts (or refuses) is left to it
+    for other in (2**31, INT_NA, 2**60, np.int32(1), np.float64(1), [1], (1,), {"a": 1}, bytearray(b"z")):
+        assert scalars_wire((1, other)) is None
 
 
 def test_integers_r_cannot_hold_exactly_are_refused():
