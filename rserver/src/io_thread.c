@@ -116,8 +116,9 @@ static io_state io;
 
 /* Who drives the socket, and what the two threads tell each other; guarded
  * by mu. The I/O thread sleeps in poll() on its eventfd and timerfd: R's main
- * thread arms the timer when it starts R code, which costs it one system call
- * and wakes nobody unless R is still running when it expires. */
+ * thread arms the timer when it starts R code and the timer is not armed yet;
+ * while requests keep coming, the I/O thread wakes once per TAKEOVER to
+ * re-arm it (main_runs_r). */
 static struct {
   pthread_mutex_t mu;
   pthread_cond_t to_main;
@@ -125,10 +126,11 @@ static struct {
   int main_busy;             /* R's main thread runs R code: it does not read the socket */
   int main_sending;          /* ... and sends on it itself: the I/O thread keeps off */
   double served_at;          /* when R's main thread last read the socket */
+  int timer_armed;           /* the takeover timer has not expired yet */
   int wanted;                /* R's main thread waits to drive the socket again */
   int stopping;
   msg_queue handoff;         /* R's messages for the I/O thread to send */
-} own = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, {0}};
+} own = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, {0}};
 
 static void enqueue(msg_queue *mq, zmq_msg_t *f, int n, double arrived, int flags);
 static void to_client(io_state *st, client_entry *c, zmq_msg_t *f, int n, int from_io);
@@ -760,18 +762,26 @@ static int takeover_due(void) {
   return own.main_busy && !own.main_sending && !own.io_drives && rb_monotonic() >= own.served_at + TAKEOVER;
 }
 
-/* R runs R code from now on, having read the socket at `now` (call with
- * own.mu): the I/O thread takes the socket over if R still runs at
- * now + TAKEOVER. */
-static void main_runs_r(double now) {
-  own.main_busy = 1;
-  own.served_at = now;
-  double at = now + TAKEOVER;
+/* Arms the takeover timer to expire at `at` (call with own.mu). */
+static void arm_timer(double at) {
   struct itimerspec t;
   memset(&t, 0, sizeof t);
   t.it_value.tv_sec = (time_t)at;
   t.it_value.tv_nsec = (long)((at - (double)t.it_value.tv_sec) * 1e9);
   timerfd_settime(io.timerfd, TFD_TIMER_ABSTIME, &t, NULL);
+  own.timer_armed = 1;
+}
+
+/* R runs R code from now on, having read the socket at `now` (call with
+ * own.mu): the I/O thread takes the socket over if R still runs at
+ * now + TAKEOVER. A timer still armed expires sooner than that, and the I/O
+ * thread then re-arms it (io_main): re-arming it here per request would cost
+ * more than a small call, as setting the nearest timer reprograms the CPU's
+ * timer, which exits a virtual machine. */
+static void main_runs_r(double now) {
+  own.main_busy = 1;
+  own.served_at = now;
+  if (!own.timer_armed) arm_timer(now + TAKEOVER);
 }
 
 /* R's main thread drives the socket again (call with own.mu): waits for the
@@ -823,10 +833,17 @@ static void *io_main(void *arg) {
   uint64_t v;
   for (;;) {
     zmq_poll(items, 2, -1);
-    if (items[0].revents) (void)!read(st->timerfd, &v, sizeof v);
+    int expired = items[0].revents && read(st->timerfd, &v, sizeof v) == sizeof v;
     if (items[1].revents) (void)!read(st->wakefd, &v, sizeof v);
     pthread_mutex_lock(&own.mu);
     if (own.stopping) break;
+    if (expired) {
+      own.timer_armed = 0;
+      /* R began other R code since the timer was set: wait for that one's
+       * TAKEOVER (one that is due already waits for R's send: rb_io_send) */
+      double at = own.served_at + TAKEOVER;
+      if (own.main_busy && !own.io_drives && at > rb_monotonic()) arm_timer(at);
+    }
     if (takeover_due()) {
       own.io_drives = 1;
       pthread_mutex_unlock(&own.mu);
@@ -888,7 +905,7 @@ int rb_io_open(rb_io_shared *sh, char *err, size_t errlen) {
   io.monitor_used = 1;
   zmq_connect(io.monitor, "inproc://rserver-monitor");
 
-  own.io_drives = own.wanted = own.stopping = own.main_sending = 0;
+  own.io_drives = own.wanted = own.stopping = own.main_sending = own.timer_armed = 0;   /* a new timerfd */
   main_runs_r(rb_monotonic());
   return 0;
 

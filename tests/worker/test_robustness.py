@@ -166,6 +166,35 @@ def test_ping_is_answered_while_r_is_busy(r):
     assert r.status()["state"] == "idle"
 
 
+def test_a_long_call_right_after_a_stream_of_small_ones_is_still_watched(r):
+    """The I/O thread's takeover timer is re-armed lazily while calls keep
+    coming (SPEC §9): a long call that follows thousands of small ones still
+    gets its pings answered and can be interrupted."""
+    states = []
+
+    def watch():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status = r.ping()
+            if status["request_op"] == "eval":
+                states.append(status)
+                r.interrupt()
+                return
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    for _ in range(3000):
+        assert r.sum(1) == 1
+    start = time.monotonic()
+    with pytest.raises(bridge.RInterrupted):
+        r.eval("while (TRUE) {}")
+    watcher.join()
+    assert states and states[0]["state"] == "busy" and states[0]["busy_for"] < 1.0
+    assert time.monotonic() - start < 2.0
+    assert r.sum(2) == 2
+
+
 def test_interrupt_from_another_thread(r):
     r.eval("kept <- 'yes'")
     assert seconds_until_raised(r.interrupt, lambda: r.eval("while (TRUE) {}"), bridge.RInterrupted) < 1.0
