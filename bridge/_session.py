@@ -273,6 +273,8 @@ class _Core:
                 wire["args"] = [to_wire(v, reference, payloads) for v in args]
             for k, v in values.items():
                 wire[k] = to_wire(v, reference, payloads)
+            if payloads.doubles_checked:   # the worker need not look for R's NA among them
+                wire["doubles_checked"] = True
             return wire, payloads
         except BaseException:
             payloads.discard(sent=False)

@@ -272,6 +272,10 @@ ENTRIES: list[tuple[str, str, dict[str, Any], str, str | None]] = [
      f'list(v = 1L, id = 18L, op = "assign", name = "y", value = {r_payload(SPLIT_REF)})', None),
     ("assign_request_arena_payload", "client->worker", env(19, "assign", name="y", value=payload(CLIENT_REGION)),
      f'list(v = 1L, id = 19L, op = "assign", name = "y", value = {r_payload(CLIENT_REGION)})', None),
+    ("assign_request_doubles_checked", "client->worker",
+     env(24, "assign", name="y", value=payload(CLIENT_REGION), doubles_checked=True),
+     f'list(v = 1L, id = 24L, op = "assign", name = "y", value = {r_payload(CLIENT_REGION)}, '
+     'doubles_checked = TRUE)', None),
     ("result_arena_payload", "worker->client", env(20, "result", value=payload(WORKER_REGION), warnings=[]),
      f'list(v = 1L, id = 20L, op = "result", value = {r_payload(WORKER_REGION)}, warnings = list())', None),
     ("output_stdout", "worker->client", env(17, "output", stream="stdout", text="[1] 1 2 3\n"),

@@ -45,7 +45,8 @@ static SEXP try_view(const ar_stream *s, const ar_array *a, SEXPTYPE type) {
   for (int i = 0; i < seen->n; i++)   /* R may write into a view: no two may share memory */
     if (a->values.p < seen->span[i].p + seen->span[i].n && seen->span[i].p < a->values.p + bytes) return NULL;
   /* a non-null double with R's NA bit pattern is NaN to the sender, and is changed to R's NaN */
-  if (type == REALSXP ? ar_count_r_na_wide(a->values.p, a->length) : has_int_min(a->values.p, a->length)) return NULL;
+  if (type == REALSXP ? !input->doubles_checked && ar_count_r_na_wide(a->values.p, a->length)
+                      : has_int_min(a->values.p, a->length)) return NULL;
   SEXP backing = input->backing(input->ctx, seg);
   seen->span[seen->n++] = (ar_span){a->values.p, bytes};
   return rb_view(type, backing, a->values.p, (R_xlen_t)a->length);
@@ -130,7 +131,8 @@ static SEXP real_column(const ar_stream *s, int col, R_xlen_t n, double scale) {
   FOR_CHUNKS(s, col, a) {
     if (plain) {
       memcpy(out + k, a->values.p, (size_t)a->length * 8);
-      if (ar_count_r_na_wide(a->values.p, a->length))   /* non-null NA bit patterns are NaN to the sender */
+      /* non-null NA bit patterns are NaN to the sender */
+      if (!(input && input->doubles_checked) && ar_count_r_na_wide(a->values.p, a->length))
         for (int64_t i = 0; i < a->length; i++) {
           uint64_t b;
           memcpy(&b, &out[k + i], 8);
@@ -488,7 +490,7 @@ SEXP rb_arrow_to_r_input(const rb_arrow_input *in) {
 
 SEXP rb_arrow_to_r(const uint8_t *buf, size_t len) {
   ar_span one = {buf, len};
-  rb_arrow_input in = {&one, 1, NULL, NULL, NULL};
+  rb_arrow_input in = {&one, 1, NULL, NULL, NULL, 0};
   return rb_arrow_to_r_input(&in);
 }
 

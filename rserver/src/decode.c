@@ -114,6 +114,10 @@ typedef struct {
   int regions;            /* arena references decoded so far */
 } decode_ctx;
 
+/* Whether the client vouches that no float64 of this message's payloads has
+ * R's NA bit pattern, so that the reader need not look (SPEC §8a). */
+static int doubles_checked(const decode_ctx *ctx) { return ctx->rq && ctx->rq->doubles_checked; }
+
 static uint64_t le64(const uint8_t *p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
@@ -148,6 +152,7 @@ typedef struct span_source {
   SEXP backing;   /* preserved until decoding ends; views keep their own reference */
   rb_view_spans *viewed;
   SEXP (*make_backing)(struct span_source *);
+  int doubles_checked;
 } span_source;
 
 static SEXP span_backing(void *p, int seg) {
@@ -159,7 +164,7 @@ static SEXP span_backing(void *p, int seg) {
 
 static SEXP decode_span(void *p) {
   span_source *s = p;
-  rb_arrow_input in = {&s->seg, 1, span_backing, s, s->viewed};
+  rb_arrow_input in = {&s->seg, 1, span_backing, s, s->viewed, s->doubles_checked};
   return rb_arrow_to_r_input(&in);
 }
 
@@ -185,7 +190,8 @@ static void gathered_done(void *p, Rboolean jump) {
 static SEXP decode_gathered(decode_ctx *ctx, uint32_t first, uint32_t count) {
   size_t total = 0;
   for (uint32_t i = 0; i < count; i++) total += zmq_msg_size(&ctx->frames[first - 1 + i]);
-  gathered g = {.span = {.backing = R_NilValue, .viewed = ctx->viewed, .make_backing = gathered_backing}};
+  gathered g = {.span = {.backing = R_NilValue, .viewed = ctx->viewed, .make_backing = gathered_backing,
+                         .doubles_checked = doubles_checked(ctx)}};
   size_t cap;
   char *at = rb_sendbuf_get(total, &cap);   /* memory already mapped, when a payload's buffer is back */
   if (!at || zmq_msg_init_data(&g.whole, at, total, rb_sendbuf_put, (void *)(uintptr_t)cap)) {
@@ -215,7 +221,7 @@ static SEXP decode_frames(decode_ctx *ctx, uint32_t first, uint32_t count) {
     segs[i] = (ar_span){zmq_msg_data(m), zmq_msg_size(m)};
   }
   frames_source src = {ctx, (int)first - 1};
-  rb_arrow_input in = {segs, (int)count, frame_backing, &src, ctx->viewed};
+  rb_arrow_input in = {segs, (int)count, frame_backing, &src, ctx->viewed, doubles_checked(ctx)};
   return rb_arrow_to_r_input(&in);
 }
 
@@ -248,7 +254,7 @@ static SEXP decode_region(decode_ctx *ctx, const uint8_t *p, uint32_t len) {
   rb_arena *a = rb_arena_attach(name, ctx->rq->rid, ctx->rq->client_len, &err);
   if (!a) Rf_error("rbridge: shared-memory arena %s: %s", name, err);
   uint64_t off = le64(p + 1), n = le64(p + 9);
-  region_source r = {{{NULL, (size_t)n}, R_NilValue, ctx->viewed, region_backing}, a, le32(p + 17)};
+  region_source r = {{{NULL, (size_t)n}, R_NilValue, ctx->viewed, region_backing, doubles_checked(ctx)}, a, le32(p + 17)};
   r.span.seg.p = rb_arena_region(a, off, n, r.slot, &err);
   if (!r.span.seg.p) Rf_error("rbridge: shared-memory arena %s: %s", name, err);
   return R_UnwindProtect(decode_span, &r, region_done, &r, NULL);

@@ -50,6 +50,8 @@ int rb_peek_envelope(const void *buf, size_t len, rb_peek *pk, const char **err)
       pk->has_parent = val.kind != MP_NIL && read_u64(&val, &parent) == 0;   /* informative */
     } else if (mp_str_eq(&key, "shm")) {
       pk->shm = val.kind == MP_BOOL && val.v.b;
+    } else if (mp_str_eq(&key, "doubles_checked")) {
+      pk->doubles_checked = val.kind == MP_BOOL && val.v.b;
     } else if (mp_str_eq(&key, "chunks")) {
       pk->chunks = val.kind == MP_BOOL && val.v.b;
     } else if (mp_str_eq(&key, "shm_probe")) {

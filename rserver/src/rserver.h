@@ -101,6 +101,7 @@ typedef struct {
   int versions_ok;        /* hello: client offers our version */
   int shm;                /* request: the client takes shared-memory payloads */
   int chunks;             /* hello: the client asks for payloads in chunks */
+  int doubles_checked;    /* request: the client checked its payloads' doubles (SPEC §8a) */
   char probe_name[RB_SHM_NAME_MAX];   /* hello: shm_probe */
   uint8_t probe_token[32];
   size_t probe_token_len;
@@ -274,6 +275,7 @@ typedef struct rb_request {
   int plain;                  /* a plain call whose user code has started (server.c) */
   int shm;                    /* the client takes shared-memory payloads */
   int chunks;                 /* the client takes frame payloads in chunks */
+  int doubles_checked;        /* no float64 of its payloads has R's NA bit pattern, says the client */
   int level;                  /* index in the stack (rb_io_shared.levels) */
   int stop;                   /* RB_STOP_* taken when it left the stack */
   void *frames;               /* zmq_msg_t[nframes]: payload frames after the envelope */

@@ -64,6 +64,7 @@ typedef struct {
   SEXP (*backing)(void *ctx, int seg);   /* owner of a segment, for views */
   void *ctx;
   rb_view_spans *viewed;    /* NULL: never view, always copy */
+  int doubles_checked;      /* the sender found no float64 with R's NA bit pattern (SPEC §8a) */
 } rb_arrow_input;
 SEXP rb_arrow_to_r_input(const rb_arrow_input *in);
 int rb_arrow_kind(SEXP x);                 /* RB_AK_NONE: no Arrow form */

@@ -122,6 +122,7 @@ static SEXP receive_request(rb_arrival *a) {
   memcpy(rq->op, pk.op, RB_OP_MAX);
   rq->timeout = pk.timeout;
   rq->shm = pk.shm && shm;   /* only once the handshake proved it */
+  rq->doubles_checked = pk.doubles_checked;
   rq->chunks = chunks;
   /* A new outermost request means the client has read every earlier reply:
    * shared-memory segments it left unread (an abandoned reply) go now. */

@@ -17,7 +17,7 @@ from bridge import ProtocolError
 from bridge._arena import HEADER, MAGIC, SLOTS, ArenaWriter
 from bridge._codec import INT_NA, decode_vector, pack, unpack
 from bridge._convert import ARROW_MIN_LENGTH, scalars_wire, to_wire
-from bridge._payloads import PayloadWriter, create_segment, read_payload, unlink_segment
+from bridge._payloads import DoublesCheck, PayloadWriter, create_segment, read_payload, unlink_segment
 
 
 def no_reference(value):
@@ -70,6 +70,36 @@ def test_the_small_call_shortcut_sends_what_to_wire_sends():
     # anything to_wire converts (or refuses) is left to it
     for other in (2**31, INT_NA, 2**60, np.int32(1), np.float64(1), [1], (1,), {"a": 1}, bytearray(b"z")):
         assert scalars_wire((1, other)) is None
+
+
+def _with_r_na(n: int, at: int) -> np.ndarray:
+    values = np.zeros(n)
+    values.view(np.uint64)[at] = 0x7FF00000000007A2   # a NaN the sender means as NaN
+    return values
+
+
+@pytest.mark.parametrize("n", [1000, 3_000_000])   # checked inline, and in a thread of its own
+def test_the_doubles_check_finds_rs_na_pattern_anywhere(n):
+    assert DoublesCheck(pa.table({"x": np.random.default_rng(0).random(n)})).result()
+    for at in (0, n // 2, n - 1):
+        assert not DoublesCheck(pa.table({"x": _with_r_na(n, at)})).result()
+        assert DoublesCheck(pa.table({"x": [float("nan")] * 3, "i": [1, 2, 3]})).result()   # other NaNs are fine
+
+
+def test_the_doubles_check_reads_slices_and_chunks_and_gives_up_on_nested_doubles():
+    dirty = _with_r_na(100, 10)
+    assert DoublesCheck(pa.table({"x": pa.array(dirty).slice(11)})).result()        # the pattern is outside
+    assert not DoublesCheck(pa.table({"x": pa.array(dirty).slice(5, 10)})).result()
+    chunked = pa.chunked_array([np.zeros(50), dirty])
+    assert not DoublesCheck(pa.table({"x": chunked})).result()
+    assert DoublesCheck(pa.table({"s": ["a"], "i": [1]})).result()                  # no doubles at all
+    assert not DoublesCheck(pa.table({"l": pa.array([[1.0]], pa.list_(pa.float64()))})).result()   # not looked into
+    writer = PayloadWriter(None)
+    assert not writer.doubles_checked                                                # nothing to vouch for
+    writer.add(pa.table({"x": np.zeros(10)}))
+    assert writer.doubles_checked
+    writer.add(pa.table({"x": dirty}))
+    assert not writer.doubles_checked                                                # every payload must be clean
 
 
 def test_integers_r_cannot_hold_exactly_are_refused():

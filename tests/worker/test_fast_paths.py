@@ -243,8 +243,30 @@ def test_a_large_buffer_in_a_frame_of_its_own_is_viewed_in_place(fresh):
     np.testing.assert_array_equal(fresh["x"], x)
 
 
-def _assign(ref: bytes) -> bytes:
-    return msgpack.packb({"v": 1, "id": 9, "op": "assign", "name": "x", "value": msgpack.ExtType(3, ref)})
+def _assign(ref: bytes, **keys: object) -> bytes:
+    return msgpack.packb({"v": 1, "id": 9, "op": "assign", "name": "x", "value": msgpack.ExtType(3, ref), **keys})
+
+
+@pytest.mark.parametrize("n", [10, BIG])   # the copy path and the view path
+def test_doubles_checked_lets_the_worker_skip_its_na_check_and_means_what_it_says(fresh, n):
+    """SPEC §8a: a sender that says doubles_checked vouches that no double has
+    R's NA bit pattern; the worker then does not look. The client says it only
+    when it looked (the NA-payload tests above go through it)."""
+    values = np.zeros(n)
+    values[3] = na_pattern_nan()
+    for checked, nan_in_r in ((False, True), (True, False)):
+        writer = _payloads.PayloadWriter(None)
+        ref = writer.add(_arrow.numpy_to_table(values))
+        assert not writer.doubles_checked                # the client found the pattern
+        keys = {"doubles_checked": True} if checked else {}
+        reply = raw_exchange(fresh.endpoint, [_assign(ref.data, **keys), *writer.frames], timeout_ms=20000)
+        assert reply["op"] == "result", reply
+        # vouched for wrongly, the pattern reads as R's NA, as it would in R; nothing else changes
+        assert fresh.eval("is.nan(x[4])") is nan_in_r
+        assert fresh.eval("is.na(x[4]) && sum(is.na(x)) == 1L && length(x) == " + str(n) + "L")
+    clean = np.random.default_rng(2).random(n)
+    fresh.assign("x", clean)
+    np.testing.assert_array_equal(fresh["x"], clean)
 
 
 def test_a_stream_split_anywhere_reads_the_same(fresh):
