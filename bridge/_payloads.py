@@ -47,10 +47,13 @@ CHUNK_MIN = 1 << 20
 MAX_CHUNKS = 64
 #: Frames in one message the worker takes (the envelope's included).
 MAX_FRAMES = 1024
-#: Doubles compared per step of the NA check (a slice that stays in cache) ...
+#: Doubles compared per step of the NA check (a slice that stays in cache).
 _CHECK_STEP = 1 << 17
-#: ... which runs in a thread of its own from this many bytes of doubles.
-_CHECK_THREAD_MIN = 8 << 20
+#: The check runs when a payload has this many bytes of doubles, in arrays
+#: of this many bytes on average (each array costs a few microseconds here,
+#: so the worker checks small ones faster itself).
+_CHECK_MIN = 4 << 20
+_CHECK_ARRAY_MIN = 1 << 20
 SHM_DIR = "/dev/shm"
 _NAME = re.compile(r"/rbridge-([cw])([0-9]+)-[0-9a-f]{32}")
 
@@ -251,30 +254,29 @@ def _free_of_r_na(values: list[np.ndarray]) -> bool:
 
 class DoublesCheck:
     """Whether no double of a table has R's NA bit pattern, which the worker
-    would otherwise look for itself (SPEC §8a, ``doubles_checked``). Many
-    doubles are checked in a thread, alongside the payload's write (numpy
-    releases the GIL as it compares): this client's array is usually in huge
-    pages, which it reads several times faster than the worker reads the
-    payload's fresh shared pages."""
+    would otherwise look for itself (SPEC §8a, ``doubles_checked``). Large
+    arrays of doubles are checked in a thread, alongside the payload's write
+    (numpy releases the GIL as it compares): this client's arrays usually sit
+    in huge pages, which it reads several times faster than the worker reads
+    the payload's fresh shared pages. Smaller ones are left to the worker."""
 
     def __init__(self, table: pa.Table | pa.RecordBatch) -> None:
-        self._values = _float64_values(table)
+        # short columns cannot make arrays big enough: not even a look at each
+        values = _float64_values(table) if table.num_rows * 8 >= _CHECK_ARRAY_MIN else None
+        size = sum(v.nbytes for v in values) if values else 0
         self._clean = False
         self._thread: threading.Thread | None = None
-        if self._values and sum(v.nbytes for v in self._values) >= _CHECK_THREAD_MIN:
-            self._thread = threading.Thread(target=self._run, name="rbridge-na-check", daemon=True)
+        if values and size >= _CHECK_MIN and size >= _CHECK_ARRAY_MIN * len(values):
+            self._thread = threading.Thread(target=self._run, args=(values,), name="rbridge-na-check", daemon=True)
             self._thread.start()
 
-    def _run(self) -> None:
-        assert self._values is not None
-        self._clean = _free_of_r_na(self._values)
+    def _run(self, values: list[np.ndarray]) -> None:
+        self._clean = _free_of_r_na(values)
 
     def result(self) -> bool:
-        """True when no double has R's NA bit pattern (False when unsure)."""
-        if self._values is None:
-            return False
+        """True when the doubles were checked and none has R's NA bit pattern."""
         if self._thread is None:
-            return _free_of_r_na(self._values)
+            return False
         self._thread.join()
         return self._clean
 

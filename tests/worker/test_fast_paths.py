@@ -257,7 +257,7 @@ def test_doubles_checked_lets_the_worker_skip_its_na_check_and_means_what_it_say
     for checked, nan_in_r in ((False, True), (True, False)):
         writer = _payloads.PayloadWriter(None)
         ref = writer.add(_arrow.numpy_to_table(values))
-        assert not writer.doubles_checked                # the client found the pattern
+        assert not writer.doubles_checked                # too few doubles for the client to look
         keys = {"doubles_checked": True} if checked else {}
         reply = raw_exchange(fresh.endpoint, [_assign(ref.data, **keys), *writer.frames], timeout_ms=20000)
         assert reply["op"] == "result", reply
@@ -267,6 +267,22 @@ def test_doubles_checked_lets_the_worker_skip_its_na_check_and_means_what_it_say
     clean = np.random.default_rng(2).random(n)
     fresh.assign("x", clean)
     np.testing.assert_array_equal(fresh["x"], clean)
+
+
+def test_the_client_vouches_for_large_doubles_only_when_none_has_rs_na_pattern(fresh):
+    n = 1_000_000     # 8 MB: the client looks itself
+    for at in (None, 0, n - 1):
+        values = np.random.default_rng(3).random(n)
+        if at is not None:
+            values[at] = na_pattern_nan()
+        writer = _payloads.PayloadWriter(None)
+        writer.add(_arrow.numpy_to_table(values))
+        assert writer.doubles_checked is (at is None)
+        fresh.assign("x", values)                       # through shared memory, as a user sends it
+        expected = "0L" if at is None else "1L"
+        assert fresh.eval(f"sum(is.nan(x)) == {expected} && !anyNA(x[!is.nan(x)])")
+        viewed = "rbridge view" in "".join(fresh.eval("capture.output(.Internal(inspect(x)))"))
+        assert viewed is (at is None)                   # a value R must change is copied
 
 
 def test_a_stream_split_anywhere_reads_the_same(fresh):
