@@ -638,13 +638,8 @@ def numpy_to_arrow(values: np.ndarray) -> pa.Array:
     return pa.array(np.ma.getdata(values), mask=mask, from_pandas=values.dtype.kind == "O")
 
 
-_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
-
-
 def convert_payloads(value: Any, results: str, backend: str = "numpy") -> Any:
     """Replaces decoded payloads (and, for ``"arrow"``, vectors) in a reply value."""
-    if type(value) in _SCALARS:   # most replies of small calls
-        return value
     if isinstance(value, Payload):
         return to_python(value.table, results, backend)
     if isinstance(value, list):

@@ -100,9 +100,6 @@ class Warned:
 
 Event = Reply | Output | Display | Warned | Callback | CallablesReleased | Ignored
 
-#: Ops that are not the final reply to a request, even with its id.
-_NOT_REPLIES = frozenset({"ended", "callback", "release_callables", "output", "display"})
-
 #: What a :class:`Wait` tells its driver to do when nothing came.
 PING = "ping"
 
@@ -188,8 +185,6 @@ class Protocol:
         for request ``awaited``. Raises WorkerDied when a pong shows that
         another process now serves the endpoint."""
         op = msg.get("op")
-        if op not in _NOT_REPLIES and msg.get("id") == awaited:   # the common case first
-            return Reply(msg)
         if op == "ended":   # a server ended our session (SPEC §10)
             raise WorkerDied(f"the R session ended: {msg.get('reason') or 'no reason given'}")
         if op == "callback":

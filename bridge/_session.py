@@ -263,7 +263,9 @@ class _Core:
 
     def outgoing(self, **values: Any) -> tuple[dict[str, Any], PayloadWriter]:
         """The wire forms of ``values`` (see _convert.to_wire) and the Arrow
-        payloads they refer to; nothing is left behind when one cannot be sent."""
+        payloads they refer to, with ``doubles_checked`` when the payloads'
+        doubles were checked (SPEC §8a); nothing is left behind when one cannot
+        be sent."""
         payloads = PayloadWriter(self.arena_writer, chunks=self.chunks)
         reference = self.reference
         try:

@@ -400,3 +400,16 @@ def test_threads_share_the_arenas_without_mixing_payloads(fresh):
             assert fresh.eval(f"length(v{i}) == {BIG}L && all(v{i} == {i})")
             assert np.all(fresh[f"v{i}"] == i)
     assert run_in_threads(work, 6) == []
+
+
+def test_a_callbacks_large_result_is_vouched_for_as_a_request_is(fresh):
+    """A callback's result with payloads may say doubles_checked too (SPEC §5a)."""
+    clean = np.random.default_rng(5).random(1_000_000)
+    probe = fresh.eval("function(g) { v <- g(); list(sum(v), is.nan(v[8]), sum(is.na(v)), "
+                       "paste(capture.output(.Internal(inspect(v))), collapse = ' ')) }")
+    total, nan8, nas, inspected = probe(lambda: clean)
+    assert total == pytest.approx(clean.sum()) and not nan8 and nas == 0 and "rbridge view" in inspected
+    dirty = clean.copy()
+    dirty[7] = na_pattern_nan()
+    total, nan8, nas, inspected = probe(lambda: dirty)
+    assert nan8 and nas == 1 and "rbridge view" not in inspected   # NaN kept, so copied
