@@ -30,10 +30,16 @@ WORKLOADS = {
     "dbl_py2r": "1e7 doubles (80 MB) Python -> R",
     "dbl_r2py_cold": "1e7 doubles R -> Python, the first transfer of a fresh session (connection)",
     "dbl_py2r_cold": "1e7 doubles Python -> R, the first transfer of a fresh session (connection)",
+    "dbl_r2py_cold_reserved": "the same first transfer R -> Python, of a session opened with "
+                              "connect(shm_reserve=128 MiB)",
+    "dbl_py2r_cold_reserved": "the same first transfer Python -> R, of a session opened with "
+                              "connect(shm_reserve=128 MiB)",
     "df_r2py": "data.frame, 1e6 rows (double, character, factor) R -> pandas",
     "df_py2r": "data.frame, 1e6 rows (double, character, factor) pandas -> R",
     "df_r2py_cold": "the same data.frame R -> pandas, the first transfer of a fresh session",
     "df_py2r_cold": "the same data.frame pandas -> R, the first transfer of a fresh session",
+    "df_r2py_cold_reserved": "the first data.frame R -> pandas of a session opened with connect(shm_reserve=128 MiB)",
+    "df_py2r_cold_reserved": "the first data.frame pandas -> R of a session opened with connect(shm_reserve=128 MiB)",
     "wide_r2py": "wide data.frame, 100 rows x 2,000 double columns, R -> pandas",
     "wide_py2r": "wide data.frame, 100 rows x 2,000 double columns, pandas -> R",
     "callback_loop": "R loop calling a Python function 10,000 times, per call",

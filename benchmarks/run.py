@@ -68,6 +68,10 @@ TARGETS = [
 ]
 # (description, numerator (contender, workload), denominator (contender, workload), limit)
 CROSS_TARGETS = [
+    ("cold, connect(shm_reserve=128 MiB): first 1e7 doubles R→Py ≤ 0.5× the wire's first, one host",
+     ("rbridge ipc", "dbl_r2py_cold_reserved"), ("wire ipc", "dbl_r2py_cold"), 0.5),
+    ("cold, connect(shm_reserve=128 MiB): first 1e7 doubles Py→R ≤ 0.5× the wire's first, one host",
+     ("rbridge ipc", "dbl_py2r_cold_reserved"), ("wire ipc", "dbl_py2r_cold"), 0.5),
     ("server: 80 MB R→Py with CURVE ≤ 2× the wire without it (tcp)", ("rbridge server", "dbl_r2py_curve"),
      ("wire tcp", "dbl_r2py"), 2.0),
     ("server: 80 MB Py→R with CURVE ≤ 2× the wire without it (tcp)", ("rbridge server", "dbl_py2r_curve"),

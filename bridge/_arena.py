@@ -42,6 +42,12 @@ ALIGN = 64
 MIN_CAPACITY = 64 << 20
 #: All of one session's arenas together; past this, payloads use one-off segments.
 MAX_TOTAL = 1 << 30
+#: The most a session reserves ahead on each side (``connect(shm_reserve=)``),
+#: which is also the largest payload the worker's arena takes.
+RESERVE_MAX = 1 << 29
+#: Linux 5.14+: allocate and map a range's pages in one call (Python's mmap
+#: module does not name it).
+MADV_POPULATE_WRITE = 23
 
 
 def _state_offset(slot: int) -> int:
@@ -100,6 +106,18 @@ class Arena:
                 self.mapped = end
             copy_into(chunks, view[offset:end])
 
+    def prefault(self, end: int) -> None:
+        """Allocates bytes [reserved, end) and maps them in here, in two calls
+        instead of a fault per page. OSError when /dev/shm has no room."""
+        os.posix_fallocate(self.fd, self.reserved, end - self.reserved)
+        self.reserved = end
+        start = self.mapped // mmap.PAGESIZE * mmap.PAGESIZE
+        try:
+            self.mm.madvise(MADV_POPULATE_WRITE, start, end - start)
+        except OSError:   # Linux < 5.14: mapped on first touch, as written
+            return
+        self.mapped = end
+
     def reclaim(self) -> int:
         """Takes back the regions the worker released; returns how many are out."""
         for slot in [s for s in self.regions if struct.unpack_from("<I", self.mm, _state_offset(s))[0] == 0]:
@@ -138,10 +156,32 @@ class Arena:
 class ArenaWriter:
     """The client's arenas for payloads it sends, reused across requests."""
 
-    def __init__(self, create: Callable[[int, int], tuple[str, int, mmap.mmap]]) -> None:
+    def __init__(self, create: Callable[[int, int], tuple[str, int, mmap.mmap]],
+                 unlink: Callable[[str], None]) -> None:
         self._create = create     # (size, bytes to reserve) -> (name, fd, mmap): a new private segment
+        self._unlink = unlink
         self.arenas: list[Arena] = []
+        self.reserved = 0         # bytes reserved ahead (reserve)
         self._lock = threading.Lock()   # threads of one session send payloads concurrently
+
+    def reserve(self, nbytes: int) -> int:
+        """Makes an arena whose first ``nbytes`` of data are allocated and
+        mapped now, so that the first payloads do not pay for fresh pages.
+        Returns the bytes reserved: 0 when /dev/shm has no room for them
+        (payloads then take the usual path)."""
+        with self._lock:
+            arena = self._new_arena(nbytes) if 0 < nbytes <= RESERVE_MAX else None
+            if arena is None:
+                return 0
+            try:
+                arena.prefault(min(len(arena.mm), HEADER + -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE))
+            except OSError:
+                self.arenas.remove(arena)
+                arena.close()
+                self._unlink(arena.name)
+                return 0
+            self.reserved += nbytes
+            return nbytes
 
     def allocate(self, length: int) -> tuple[Arena, int, int] | None:
         """A region for ``length`` bytes: (arena, slot, offset), or None when
@@ -162,6 +202,13 @@ class ArenaWriter:
         # Another arena: the worker may still hold regions of the others (its
         # views live until R's garbage collector frees them). The worker keeps
         # every arena mapped for the session, so they are not retired early.
+        arena = self._new_arena(length)
+        spot = None if arena is None else arena.allocate(length)
+        return None if spot is None else (arena, *spot)
+
+    def _new_arena(self, length: int) -> Arena | None:
+        """A new arena with room for ``length`` bytes, or None (past MAX_TOTAL,
+        or no segment can be made)."""
         capacity = max(MIN_CAPACITY, -(-(length + ALIGN) // (1 << 20)) * (1 << 20))
         if sum(len(a.mm) for a in self.arenas) + HEADER + capacity > MAX_TOTAL:
             return None
@@ -172,8 +219,7 @@ class ArenaWriter:
         mm[:len(MAGIC)] = MAGIC
         arena = Arena(name, fd, mm)
         self.arenas.append(arena)
-        spot = arena.allocate(length)
-        return None if spot is None else (arena, *spot)
+        return arena
 
     def regions_out(self) -> int:
         """Regions handed to the worker that it has not given back yet."""
@@ -228,23 +274,29 @@ class ArenaReader:
         self._open = open_segment   # name -> fd of a checked private segment, now unlinked
         self.mapped: dict[str, _Mapped] = {}
 
-    def region(self, name: str, offset: int, length: int, slot: int) -> pa.Buffer:
+    def map(self, name: str) -> _Mapped:
+        """The arena of that name, mapped on first sight (which unlinks its name)."""
         mapped = self.mapped.get(name)
-        if mapped is None:
-            fd = self._open(name)
-            try:
-                size = os.fstat(fd).st_size
-                if size < HEADER:
-                    raise ProtocolError(f"shared-memory arena {name} is too small")
-                mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-            finally:
-                os.close(fd)
-            if mm[:len(MAGIC)] != MAGIC:
-                mm.close()
-                raise ProtocolError(f"shared-memory segment {name} is not an arena")
-            mapped = self.mapped[name] = _Mapped(mm)
-            while len(self.mapped) > self.KEEP:
-                del self.mapped[next(iter(self.mapped))]
+        if mapped is not None:
+            return mapped
+        fd = self._open(name)
+        try:
+            size = os.fstat(fd).st_size
+            if size < HEADER:
+                raise ProtocolError(f"shared-memory arena {name} is too small")
+            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        if mm[:len(MAGIC)] != MAGIC:
+            mm.close()
+            raise ProtocolError(f"shared-memory segment {name} is not an arena")
+        mapped = self.mapped[name] = _Mapped(mm)
+        while len(self.mapped) > self.KEEP:
+            del self.mapped[next(iter(self.mapped))]
+        return mapped
+
+    def region(self, name: str, offset: int, length: int, slot: int) -> pa.Buffer:
+        mapped = self.map(name)
         if not (0 <= slot < SLOTS and HEADER <= offset <= len(mapped.mm) and 0 <= length <= len(mapped.mm) - offset):
             raise ProtocolError(f"payload region outside shared-memory arena {name}")
         return pa.foreign_buffer(mapped.address + offset, length, base=_Lease(mapped, slot))

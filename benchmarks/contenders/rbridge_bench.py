@@ -34,6 +34,7 @@ from common import (  # noqa: E402
     idle_cpu,
     magic_input,
     make_wide,
+    na,
     paired_ratio,
     peak_rss_mb,
     reset_peak_rss,
@@ -66,9 +67,13 @@ def echo_client(transport: str) -> EchoClient:
     return EchoClient("tcp://127.0.0.1:5798")
 
 
-def connect(transport: str) -> tuple[bridge.Session, subprocess.Popen | None]:
+#: what the *_cold_reserved workloads reserve (ipc only: shared memory)
+SHM_RESERVE = 128 << 20
+
+
+def connect(transport: str, shm_reserve: int = 0) -> tuple[bridge.Session, subprocess.Popen | None]:
     if transport == "ipc":
-        return bridge.connect(), None
+        return bridge.connect(shm_reserve=shm_reserve), None
     endpoint, proc = start_tcp_worker()
     return bridge.connect(endpoint, shm=False), proc
 
@@ -127,18 +132,30 @@ def main() -> None:
         close(s, p)
     errors_as_na(results, "cold_start", lambda: timed(start, COLD_REPEATS, warmup=0))
 
-    def fresh(setup: str = "NULL") -> tuple[bridge.Session, subprocess.Popen | None]:
-        s, p = connect(transport)
+    def fresh(setup: str = "NULL", shm_reserve: int = 0) -> tuple[bridge.Session, subprocess.Popen | None]:
+        s, p = connect(transport, shm_reserve)
         s.eval(setup + "; NULL")
         return s, p
 
     def done(it: tuple[bridge.Session, subprocess.Popen | None]) -> None:
         close(*it)
     x = f"x <- as.numeric(seq_len({N_DOUBLES}))"
-    errors_as_na(results, "dbl_r2py_cold", lambda: cold(lambda: fresh(x), lambda it: it[0]["x"], done))
-    errors_as_na(results, "dbl_py2r_cold", lambda: cold(fresh, lambda it: it[0].assign("y", arr), done))
-    errors_as_na(results, "df_r2py_cold", lambda: cold(lambda: fresh(R_FRAME), lambda it: it[0]["df"], done))
-    errors_as_na(results, "df_py2r_cold", lambda: cold(fresh, lambda it: it[0].assign("df2", frame), done))
+
+    def first_transfers(suffix: str, reserve: int) -> None:
+        errors_as_na(results, f"dbl_r2py_cold{suffix}",
+                     lambda: cold(lambda: fresh(x, reserve), lambda it: it[0]["x"], done))
+        errors_as_na(results, f"dbl_py2r_cold{suffix}",
+                     lambda: cold(lambda: fresh(shm_reserve=reserve), lambda it: it[0].assign("y", arr), done))
+        errors_as_na(results, f"df_r2py_cold{suffix}",
+                     lambda: cold(lambda: fresh(R_FRAME, reserve), lambda it: it[0]["df"], done))
+        errors_as_na(results, f"df_py2r_cold{suffix}",
+                     lambda: cold(lambda: fresh(shm_reserve=reserve), lambda it: it[0].assign("df2", frame), done))
+    first_transfers("", 0)
+    if transport == "ipc":
+        first_transfers("_reserved", SHM_RESERVE)
+    else:
+        for workload in ("dbl_r2py", "dbl_py2r", "df_r2py", "df_py2r"):
+            results[f"{workload}_cold_reserved"] = na("shared memory is reserved on one host only (ipc)")
 
     def memory() -> dict:
         s, p = connect(transport)

@@ -152,9 +152,12 @@ def main() -> None:
     results["idle_cpu"] = na("no worker")
     for paired in ("small_call_paired", "small_call_loaded_paired"):
         results[paired] = na("rbridge's ratio to this echo: see the rbridge columns")
-    for frame in ("df_r2py", "df_py2r", "wide_r2py", "wide_py2r", "df_r2py_cold", "df_py2r_cold"):
+    for frame in ("df_r2py", "df_py2r", "wide_r2py", "wide_py2r", "df_r2py_cold", "df_py2r_cold",
+                  "df_r2py_cold_reserved", "df_py2r_cold_reserved"):
         results[frame] = na("the wire moves bytes, not data frames")
     results["callback_loop"] = na("one callback is one round trip: see small_call")
+    for reserved in ("dbl_r2py_cold_reserved", "dbl_py2r_cold_reserved"):
+        results[reserved] = na("reserving is rbridge's: its ratio is to this column's cold row")
     if transport == "ipc":
         results["cold_start"] = timed(lambda: subprocess.run(["Rscript", "-e", "1"], check=True,
                                                              stdout=subprocess.DEVNULL), COLD_REPEATS)

@@ -36,6 +36,10 @@ OP_HANDLERS <- list(
     counts <- .Call(C_request_release, ctx)
     list(released = counts[[1L]], live = counts[[2L]])
   },
+  reserve = function(ctx, msg) {
+    arena <- .Call(C_request_reserve, ctx, msg$bytes)
+    list(reserved = if (is.null(arena)) 0 else msg$bytes, arena = arena)
+  },
   shutdown = function(ctx, msg) NULL,
   client_gone = function(ctx, msg) .Call(C_request_release_client, ctx)
 )

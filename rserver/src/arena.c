@@ -20,7 +20,7 @@
 #include "rserver.h"
 
 #define MIN_CAPACITY ((size_t)64 << 20)
-#define MAX_CAPACITY ((size_t)1 << 30)
+#define MAX_CAPACITY (2 * RB_ARENA_RESERVE_MAX)
 
 struct rb_arena {
   char name[RB_SHM_NAME_MAX];
@@ -118,10 +118,15 @@ void rb_arena_unhold(rb_arena *a) {
 
 /* ---- writing into the worker's arena for a client ---- */
 
-/* An arena for a client, with room for two payloads of the size that made
- * it; only the header is reserved now, the rest as regions first need it
- * (fresh pages cost about a millisecond per MB on a virtual machine: the
- * first payload should not pay for the second). */
+/* Room for two payloads of len bytes. */
+static size_t capacity_for(size_t len) {
+  return 2 * len + RB_ARENA_ALIGN > MIN_CAPACITY ? 2 * len + RB_ARENA_ALIGN : MIN_CAPACITY;
+}
+
+/* An arena for a client; only the header is reserved now, the rest as regions
+ * first need it (fresh pages cost about a millisecond per MB on a virtual
+ * machine: the first payload should not pay for the second), or at once when
+ * the client reserves it (rb_arena_reserve). */
 static rb_arena *create_own(size_t capacity, const uint8_t *rid, size_t rid_len) {
   rb_arena *a = calloc(1, sizeof *a);
   if (!a) return NULL;
@@ -133,7 +138,6 @@ static rb_arena *create_own(size_t capacity, const uint8_t *rid, size_t rid_len)
   memcpy(a->rid, rid, rid_len);
   a->rid_len = rid_len;
   a->own = a->attached = 1;
-  rb_shm_track(a->name, rid, rid_len);   /* unlinked if the client never maps it */
   if (add(a)) { destroy(a); return NULL; }
   return a;
 }
@@ -180,25 +184,30 @@ static int place(rb_arena *a, size_t len, size_t *off) {
   return -1;
 }
 
+/* The index of the client's own arena, or narenas. */
+static size_t own_of(const uint8_t *rid, size_t rid_len) {
+  size_t i = 0;
+  while (i < narenas && !(arenas[i]->own && same_client(arenas[i], rid, rid_len))) i++;
+  return i;
+}
+
 int rb_arena_alloc(const uint8_t *rid, size_t rid_len, size_t len, rb_arena_ref *out) {
-  if (len > MAX_CAPACITY / 2) return -1;
-  rb_arena *a = NULL;
-  size_t i;
-  for (i = 0; i < narenas; i++)
-    if (arenas[i]->own && same_client(arenas[i], rid, rid_len)) { a = arenas[i]; break; }
+  if (len > RB_ARENA_RESERVE_MAX) return -1;
+  size_t i = own_of(rid, rid_len);
+  rb_arena *a = i < narenas ? arenas[i] : NULL;
   size_t off;
   int slot = a ? place(a, len, &off) : -1;
   if (slot < 0) {
     /* Too small: replace it with a bigger one, unless regions are still out. */
     if (a && reclaim(a)) return -1;
     if (a) drop(i);
-    size_t cap = 2 * len + RB_ARENA_ALIGN > MIN_CAPACITY ? 2 * len + RB_ARENA_ALIGN : MIN_CAPACITY;   /* two payloads of this size */
-    if (!(a = create_own(cap, rid, rid_len))) return -1;
+    if (!(a = create_own(capacity_for(len), rid, rid_len))) return -1;
+    rb_shm_track(a->name, rid, rid_len);   /* unlinked if the client never maps it */
     if ((slot = place(a, len, &off)) < 0) return -1;
   }
   out->fd = -1;
   if (off + len > a->reserved) {   /* a full /dev/shm: the caller sends frames instead */
-    if (rb_shm_reserve(a->fd, a->base, a->reserved, off + len, 0) != 0) return -1;
+    if (rb_shm_reserve(a->fd, a->base, a->reserved, off + len, 0) < 0) return -1;
     a->reserved = off + len;
     out->fd = a->fd;   /* fresh pages: cheaper written through the file than faulted in */
   } else if (off + len > a->mapped) {
@@ -215,6 +224,36 @@ int rb_arena_alloc(const uint8_t *rid, size_t rid_len, size_t len, rb_arena_ref 
   out->slot = (uint32_t)slot;
   snprintf(out->name, sizeof out->name, "%s", a->name);
   return 0;
+}
+
+/* The reserve op: a new arena for the client's results whose first len data
+ * bytes are allocated and mapped in now, so that its first large results are
+ * written into pages that exist (80 MB of fresh pages cost about 25 ms on a
+ * virtual machine, more than the copy). It replaces the client's arena,
+ * unless regions of that are out. Its name, which the client maps at once,
+ * or NULL (regions out, or /dev/shm has no room: nothing is kept). Not
+ * tracked as a sent segment: its name must outlive the client's next
+ * request, and detaching the client unlinks it. */
+const char *rb_arena_reserve(const uint8_t *rid, size_t rid_len, size_t len) {
+  if (len > RB_ARENA_RESERVE_MAX) return NULL;
+  size_t i = own_of(rid, rid_len);
+  if (i < narenas) {
+    if (reclaim(arenas[i])) return NULL;
+    drop(i);
+  }
+  rb_arena *a = create_own(capacity_for(len), rid, rid_len);
+  if (!a) return NULL;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  size_t end = RB_ARENA_HEADER + (len + page - 1) / page * page;
+  if (end > a->size) end = a->size;
+  int got = rb_shm_reserve(a->fd, a->base, a->reserved, end, 1);
+  if (got < 0) {
+    drop(narenas - 1);   /* create_own appended it */
+    return NULL;
+  }
+  a->reserved = end;
+  if (got == 1) a->mapped = end;   /* else (Linux < 5.14) mapped on first write */
+  return a->name;
 }
 
 /* A client is gone (rid) or the server stops (NULL): forget its arenas. Mapped

@@ -10,11 +10,11 @@
 SEXP C_constants(void) {
   const char *names[] = {"protocol_version", "ext_handle", "ext_vector", "ext_payload", "ext_callable", "ext_code",
                          "shm_min", "arrow_min_length", "arena_header", "arena_states", "arena_slots",
-                         "arena_magic", "arena_align", "worker_id_bit", "client_key_bytes", "heartbeat_ms",
+                         "arena_magic", "arena_align", "arena_reserve_max", "worker_id_bit", "client_key_bytes", "heartbeat_ms",
                          "client_grace", "max_frames", "chunk_min", "max_chunks", "max_depth", "max_routing_id", NULL};
   double values[] = {RB_PROTOCOL_VERSION, RB_EXT_HANDLE, RB_EXT_VECTOR, RB_EXT_PAYLOAD, RB_EXT_CALLABLE,
                      RB_EXT_CODE, (double)RB_SHM_MIN, RB_ARROW_MIN_LENGTH, RB_ARENA_HEADER, RB_ARENA_STATES,
-                     RB_ARENA_SLOTS, 0, RB_ARENA_ALIGN, (double)RB_WORKER_ID_BIT, RB_CLIENT_KEY,
+                     RB_ARENA_SLOTS, 0, RB_ARENA_ALIGN, (double)RB_ARENA_RESERVE_MAX, (double)RB_WORKER_ID_BIT, RB_CLIENT_KEY,
                      RB_HEARTBEAT_MS, RB_CLIENT_GRACE, RB_MAX_FRAMES, (double)RB_CHUNK_MIN, RB_MAX_CHUNKS,
                      RB_MAX_DEPTH, RB_MAX_ROUTING_ID};
   int n = 0;

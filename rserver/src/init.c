@@ -24,6 +24,7 @@ static const R_CallMethodDef call_methods[] = {
   CALLDEF(C_request_begin, 2),
   CALLDEF(C_later_loaded, 0),
   CALLDEF(C_request_release, 1),
+  CALLDEF(C_request_reserve, 2),
   CALLDEF(C_request_timed_out, 1),
   CALLDEF(C_interrupt_was_own, 0),
   CALLDEF(C_terminate_requested, 0),

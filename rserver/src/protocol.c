@@ -149,7 +149,7 @@ int rb_same_client(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 const rb_op rb_ops[] = {
   {"hello", RB_OP_IO}, {"ping", RB_OP_IO}, {"interrupt", RB_OP_IO},
   {"eval", RB_OP_MAIN}, {"call", RB_OP_MAIN}, {"get", RB_OP_MAIN}, {"assign", RB_OP_MAIN},
-  {"release", RB_OP_MAIN}, {"shutdown", RB_OP_MAIN},
+  {"release", RB_OP_MAIN}, {"reserve", RB_OP_MAIN}, {"shutdown", RB_OP_MAIN},
   {"result", RB_OP_REPLY}, {"error", RB_OP_REPLY},
   {NULL, RB_OP_IO}
 };

@@ -317,6 +317,7 @@ void rb_shm_forget(const uint8_t *rid, size_t rid_len);
 #define RB_ARENA_HEADER 4096
 #define RB_ARENA_STATES 64       /* offset of the slot states in the header */
 #define RB_ARENA_SLOTS 64
+#define RB_ARENA_RESERVE_MAX ((size_t)1 << 29)   /* the largest payload an arena takes, and the most a client reserves */
 typedef struct rb_arena rb_arena;
 typedef struct {
   rb_arena *arena;
@@ -332,6 +333,7 @@ void rb_arena_hold(rb_arena *a);
 void rb_arena_release(rb_arena *a, uint32_t slot);   /* the reader is done with a region */
 void rb_arena_unhold(rb_arena *a);
 int rb_arena_alloc(const uint8_t *rid, size_t rid_len, size_t len, rb_arena_ref *out);
+const char *rb_arena_reserve(const uint8_t *rid, size_t rid_len, size_t len);   /* the arena's name, or NULL */
 void rb_arenas_detach(const uint8_t *rid, size_t rid_len);
 
 #endif

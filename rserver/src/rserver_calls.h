@@ -19,6 +19,7 @@ SEXP C_request_decode(SEXP);
 SEXP C_request_begin(SEXP, SEXP);
 SEXP C_later_loaded(void);
 SEXP C_request_release(SEXP);
+SEXP C_request_reserve(SEXP, SEXP);
 SEXP C_request_timed_out(SEXP);
 SEXP C_interrupt_was_own(void);
 SEXP C_terminate_requested(void);

@@ -7,6 +7,7 @@
  * output and is what a ping reports. The wait answers plain calls itself
  * (serve_plain_call): the serve loop's R code would cost more than they do. */
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -403,6 +404,19 @@ SEXP C_request_release_client(SEXP ctx) {
   rb_shm_forget(rq->rid, rq->client_len);
   rb_arenas_detach(rq->rid, rq->client_len);
   return Rf_ScalarReal((double)rb_handle_release_client(rq->rid, rq->client_len));
+}
+
+/* reserve: bytes is the request's "bytes". The name of the client's new
+ * result arena (rb_arena_reserve), or NULL when nothing was reserved: none
+ * asked for, a client without shared memory, regions of its arena out, or no
+ * room in /dev/shm. */
+SEXP C_request_reserve(SEXP ctx, SEXP bytes) {
+  rb_request *rq = rb_request_from(ctx);
+  double n = (TYPEOF(bytes) == REALSXP || TYPEOF(bytes) == INTSXP) && XLENGTH(bytes) == 1 ? Rf_asReal(bytes) : -1;
+  if (!(n >= 0 && n <= (double)RB_ARENA_RESERVE_MAX && n == floor(n)))
+    Rf_error("'bytes' must be a whole number from 0 to %.0f", (double)RB_ARENA_RESERVE_MAX);
+  const char *name = n > 0 && rq->shm ? rb_arena_reserve(rq->rid, rq->client_len, (size_t)n) : NULL;
+  return name ? Rf_mkString(name) : R_NilValue;
 }
 
 /* release: the envelope's "handles" is an array of handle references. */

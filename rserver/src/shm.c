@@ -89,14 +89,18 @@ void *rb_shm_map_rw(const char *name, size_t min_len, size_t *size, const char *
  * only ftruncate, so that a full /dev/shm (64 MB in a default Docker
  * container) fails here, not with SIGBUS on first touch. With populate, the
  * pages are also mapped in, in one call, which costs far less than a fault
- * per page; without, the caller writes most of them through fd. */
+ * per page; without, the caller writes most of them through fd. Returns -1
+ * when there is no room, 1 when the pages were mapped in, else 0. */
 int rb_shm_reserve(int fd, uint8_t *base, size_t from, size_t to, int populate) {
-  if (to <= from) return 0;
+  if (to <= from) return populate;
   if (posix_fallocate(fd, (off_t)from, (off_t)(to - from)) != 0) return -1;
   size_t page = (size_t)sysconf(_SC_PAGESIZE), start = from / page * page;
-  if (populate && madvise(base + start, to - start, MADV_POPULATE_WRITE) != 0)   /* Linux < 5.14: on first touch */
+  if (!populate) return 0;
+  if (madvise(base + start, to - start, MADV_POPULATE_WRITE) != 0) {   /* Linux < 5.14: on first touch */
     errno = 0;
-  return 0;
+    return 0;
+  }
+  return 1;
 }
 
 /* A new segment of `len` bytes, of which the first `reserve` are reserved
@@ -110,7 +114,7 @@ void *rb_shm_create(size_t len, size_t reserve, char name[RB_SHM_NAME_MAX], int 
   if (fd < 0) return NULL;
   void *p = MAP_FAILED;
   if (ftruncate(fd, (off_t)len) == 0) p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p != MAP_FAILED && rb_shm_reserve(fd, p, 0, reserve < len ? reserve : len, 1) != 0) {
+  if (p != MAP_FAILED && rb_shm_reserve(fd, p, 0, reserve < len ? reserve : len, 1) < 0) {
     munmap(p, len);
     p = MAP_FAILED;
   }

@@ -149,7 +149,7 @@ def test_the_client_has_the_numbers_of_constants_json():
         "ext_vector": _codec.EXT_VECTOR, "ext_payload": EXT_PAYLOAD, "ext_callable": _codec.EXT_CALLABLE,
         "ext_code": EXT_CODE, "shm_min": _payloads.SHM_MIN, "arrow_min_length": _convert.ARROW_MIN_LENGTH,
         "arena_header": _arena.HEADER, "arena_states": _arena.STATES, "arena_slots": _arena.SLOTS,
-        "arena_magic": _arena.MAGIC.decode(), "arena_align": _arena.ALIGN,
+        "arena_magic": _arena.MAGIC.decode(), "arena_align": _arena.ALIGN, "arena_reserve_max": _arena.RESERVE_MAX,
         "client_key_bytes": _session.CLIENT_KEY_BYTES, "heartbeat_ms": _transport.HEARTBEAT_MS,
         "liveness": _protocol.LIVENESS, "max_frames": _payloads.MAX_FRAMES, "chunk_min": _payloads.CHUNK_MIN,
         "max_chunks": _payloads.MAX_CHUNKS,

@@ -132,7 +132,7 @@ def test_payload_references_outside_the_message_are_protocol_errors(ref):
 
 
 def test_shared_memory_payloads_use_an_arena_and_regions_come_back():
-    writer = ArenaWriter(create_segment)
+    writer = ArenaWriter(create_segment, unlink_segment)
     try:
         payloads = PayloadWriter(writer)
         table = pa.table({"x": np.arange(300_000, dtype=np.float64)})     # 2.4 MB: shared memory
@@ -153,18 +153,61 @@ def test_shared_memory_payloads_use_an_arena_and_regions_come_back():
         writer.close()
 
 
+def test_a_reserved_arena_has_its_pages_before_the_first_payload_which_goes_into_it():
+    writer = ArenaWriter(create_segment, unlink_segment)
+    try:
+        assert writer.reserve(8 << 20) == 8 << 20 and writer.reserved == 8 << 20
+        (arena,) = writer.arenas
+        assert arena.reserved == arena.mapped == HEADER + (8 << 20)
+        assert os.fstat(arena.fd).st_blocks * 512 >= 8 << 20          # allocated, not sparse
+        payloads = PayloadWriter(writer)
+        table = pa.table({"x": np.arange(900_000, dtype=np.float64)})  # 7.2 MB
+        ref = payloads.add(table)
+        assert writer.arenas == [arena] and ref.data[21:].decode() == arena.name
+        offset, size, _ = struct.unpack("<QQI", ref.data[1:21])
+        assert pa.ipc.open_stream(pa.py_buffer(arena.mm[offset:offset + size])).read_all().equals(table)
+        payloads.discard(sent=False)
+        for bad in (0, -1, (1 << 29) + 1):
+            assert writer.reserve(bad) == 0
+        assert len(writer.arenas) == 1
+    finally:
+        for arena in writer.arenas:
+            unlink_segment(arena.name)
+        writer.close()
+
+
+def test_a_reservation_without_room_keeps_nothing():
+    # RLIMIT_FSIZE stands in for a /dev/shm without room: the segment cannot be
+    # sized (EFBIG). Room that runs out while pages are allocated is the
+    # worker suite's small /dev/shm test.
+    code = """
+import os, resource, signal
+from bridge._arena import ArenaWriter
+from bridge._payloads import create_segment, unlink_segment
+writer = ArenaWriter(create_segment, unlink_segment)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, resource.RLIM_INFINITY))
+assert writer.reserve(96 << 20) == 0 and writer.arenas == [] and writer.reserved == 0
+assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-c{os.getpid()}-")]
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert out.stdout.strip() == "ok", out.stderr
+
+
 def test_a_payload_that_does_not_fit_in_shared_memory_goes_in_frames(monkeypatch):
     def full(size, reserve=None):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("bridge._payloads.create_segment", full)   # /dev/shm is full (one-off segments too)
-    payloads = PayloadWriter(ArenaWriter(full))
+    payloads = PayloadWriter(ArenaWriter(full, unlink_segment))
     ref = payloads.add(pa.table({"x": np.arange(300_000, dtype=np.float64)}))
     assert ref.data[:1] in (b"f", b"F") and payloads.frames          # frames (large buffers on their own)
 
 
 def test_fresh_arena_pages_are_written_through_the_file_and_then_through_the_mapping():
-    writer = ArenaWriter(create_segment)
+    writer = ArenaWriter(create_segment, unlink_segment)
     rng = np.random.default_rng(3)
     try:
         for round_ in range(3):   # fresh pages, then the same pages again, then more
@@ -191,7 +234,7 @@ def test_a_write_that_fails_in_an_arena_gives_the_region_back_and_uses_frames():
 import resource, signal, struct, numpy as np, pyarrow as pa
 from bridge._arena import ArenaWriter
 from bridge._payloads import PayloadWriter, create_segment, unlink_segment
-writer = ArenaWriter(create_segment)
+writer = ArenaWriter(create_segment, unlink_segment)
 table = pa.table({"x": np.arange(300_000, dtype=np.float64)})
 first = PayloadWriter(writer).add(table)
 (arena,) = writer.arenas
