@@ -3,11 +3,13 @@ workers started from the shell, waiting, timing an exception, raw exchanges."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
@@ -138,6 +140,27 @@ def raw_exchange(endpoint: str, frames: list[bytes], timeout_ms: int = 5000) -> 
     try:
         sock.send_multipart(frames)
         return msgpack.unpackb(recv_reply(sock, timeout_ms)[0], raw=False)
+    finally:
+        sock.close()
+        ctx.term()
+
+
+@contextlib.contextmanager
+def shm_dealer(endpoint: str) -> Iterator[zmq.Socket]:
+    """A bare DEALER that has said hello with a shared-memory probe, and been
+    told ``"shm": true``."""
+    from bridge._payloads import make_probe
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        name, token = make_probe()
+        sock.send(msgpack.packb({"v": 1, "id": 1, "op": "hello", "versions": [1],
+                                 "shm_probe": {"name": name, "token": token}}))
+        assert msgpack.unpackb(recv_reply(sock, 5000)[0])["shm"] is True
+        yield sock
     finally:
         sock.close()
         ctx.term()

@@ -131,49 +131,60 @@ def test_payload_references_outside_the_message_are_protocol_errors(ref):
         read_payload(ref, [b"x"])
 
 
-def test_shared_memory_payloads_use_an_arena_and_regions_come_back():
+@pytest.fixture
+def arena_writer():
+    """The client's arenas, unlinked and closed after the test."""
     writer = ArenaWriter(create_segment, unlink_segment)
-    try:
-        payloads = PayloadWriter(writer)
-        table = pa.table({"x": np.arange(300_000, dtype=np.float64)})     # 2.4 MB: shared memory
-        ref = payloads.add(table)
-        assert ref.data[:1] == b"a" and payloads.frames == []
-        (arena,) = writer.arenas
-        assert bytes(arena.mm[:len(MAGIC)]) == MAGIC
-        offset, size, slot = struct.unpack("<QQI", ref.data[1:21])
-        assert offset >= HEADER and 0 <= slot < SLOTS
-        assert pa.ipc.open_stream(pa.py_buffer(arena.mm[offset:offset + size])).read_all().equals(table)
-        assert arena.reclaim() == 1                     # handed over until the reader gives it back
-        struct.pack_into("<I", arena.mm, 64 + 4 * slot, 0)
-        assert arena.reclaim() == 0
-        payloads.discard(sent=False)
-    finally:
-        for arena in writer.arenas:
-            unlink_segment(arena.name)
-        writer.close()
+    yield writer
+    for arena in writer.arenas:
+        unlink_segment(arena.name)
+    writer.close()
 
 
-def test_a_reserved_arena_has_its_pages_before_the_first_payload_which_goes_into_it():
-    writer = ArenaWriter(create_segment, unlink_segment)
-    try:
-        assert writer.reserve(8 << 20) == 8 << 20 and writer.reserved == 8 << 20
-        (arena,) = writer.arenas
-        assert arena.reserved == arena.mapped == HEADER + (8 << 20)
-        assert os.fstat(arena.fd).st_blocks * 512 >= 8 << 20          # allocated, not sparse
-        payloads = PayloadWriter(writer)
-        table = pa.table({"x": np.arange(900_000, dtype=np.float64)})  # 7.2 MB
-        ref = payloads.add(table)
-        assert writer.arenas == [arena] and ref.data[21:].decode() == arena.name
-        offset, size, _ = struct.unpack("<QQI", ref.data[1:21])
-        assert pa.ipc.open_stream(pa.py_buffer(arena.mm[offset:offset + size])).read_all().equals(table)
-        payloads.discard(sent=False)
-        for bad in (0, -1, (1 << 29) + 1):
-            assert writer.reserve(bad) == 0
-        assert len(writer.arenas) == 1
-    finally:
-        for arena in writer.arenas:
-            unlink_segment(arena.name)
-        writer.close()
+def test_shared_memory_payloads_use_an_arena_and_regions_come_back(arena_writer):
+    payloads = PayloadWriter(arena_writer)
+    table = pa.table({"x": np.arange(300_000, dtype=np.float64)})     # 2.4 MB: shared memory
+    ref = payloads.add(table)
+    assert ref.data[:1] == b"a" and payloads.frames == []
+    (arena,) = arena_writer.arenas
+    assert bytes(arena.mm[:len(MAGIC)]) == MAGIC
+    offset, size, slot = struct.unpack("<QQI", ref.data[1:21])
+    assert offset >= HEADER and 0 <= slot < SLOTS
+    assert read_region(arena, ref).equals(table)
+    assert arena.reclaim() == 1                     # handed over until the reader gives it back
+    struct.pack_into("<I", arena.mm, 64 + 4 * slot, 0)
+    assert arena.reclaim() == 0
+    payloads.discard(sent=False)
+
+
+def read_region(arena, ref: msgpack.ExtType) -> pa.Table:
+    """The table in the arena region a payload reference names."""
+    offset, size, _ = struct.unpack("<QQI", ref.data[1:21])
+    return pa.ipc.open_stream(pa.py_buffer(arena.mm[offset:offset + size])).read_all()
+
+
+def run_alone(code: str) -> None:
+    """Runs ``code`` in a Python process of its own (for limits that would
+    hurt this one), which must print "ok"."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_reserved_arena_has_its_pages_before_the_first_payload_which_goes_into_it(arena_writer):
+    assert arena_writer.reserve(8 << 20) == 8 << 20 and arena_writer.reserved == 8 << 20
+    (arena,) = arena_writer.arenas
+    assert arena.reserved == arena.mapped == HEADER + (8 << 20)
+    assert os.fstat(arena.fd).st_blocks * 512 >= 8 << 20          # allocated, not sparse
+    payloads = PayloadWriter(arena_writer)
+    table = pa.table({"x": np.arange(900_000, dtype=np.float64)})  # 7.2 MB
+    ref = payloads.add(table)
+    assert arena_writer.arenas == [arena] and ref.data[21:].decode() == arena.name
+    assert read_region(arena, ref).equals(table)
+    payloads.discard(sent=False)
+    for bad in (0, -1, (1 << 29) + 1):
+        assert arena_writer.reserve(bad) == 0
+    assert len(arena_writer.arenas) == 1
 
 
 def test_a_reservation_without_room_keeps_nothing():
@@ -191,9 +202,7 @@ assert writer.reserve(96 << 20) == 0 and writer.arenas == [] and writer.reserved
 assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-c{os.getpid()}-")]
 print("ok")
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    assert out.stdout.strip() == "ok", out.stderr
+    run_alone(code)
 
 
 def test_a_payload_that_does_not_fit_in_shared_memory_goes_in_frames(monkeypatch):
@@ -206,26 +215,20 @@ def test_a_payload_that_does_not_fit_in_shared_memory_goes_in_frames(monkeypatch
     assert ref.data[:1] in (b"f", b"F") and payloads.frames          # frames (large buffers on their own)
 
 
-def test_fresh_arena_pages_are_written_through_the_file_and_then_through_the_mapping():
-    writer = ArenaWriter(create_segment, unlink_segment)
+def test_fresh_arena_pages_are_written_through_the_file_and_then_through_the_mapping(arena_writer):
     rng = np.random.default_rng(3)
-    try:
-        for round_ in range(3):   # fresh pages, then the same pages again, then more
-            payloads = PayloadWriter(writer)
-            tables = [pa.table({"x": rng.normal(size=300_000)}) for _ in range(round_ + 1)]
-            refs = [payloads.add(t) for t in tables]
-            (arena,) = writer.arenas
-            for ref, table in zip(refs, tables, strict=True):
-                offset, size, slot = struct.unpack("<QQI", ref.data[1:21])
-                assert offset + size <= arena.reserved      # only what was written is taken to exist
-                assert pa.ipc.open_stream(pa.py_buffer(arena.mm[offset:offset + size])).read_all().equals(table)
-                struct.pack_into("<I", arena.mm, 64 + 4 * slot, 0)   # the reader gives it back
-            assert os.fstat(arena.fd).st_blocks * 512 >= arena.reserved
-            payloads.discard()
-    finally:
-        for arena in writer.arenas:
-            unlink_segment(arena.name)
-        writer.close()
+    for round_ in range(3):   # fresh pages, then the same pages again, then more
+        payloads = PayloadWriter(arena_writer)
+        tables = [pa.table({"x": rng.normal(size=300_000)}) for _ in range(round_ + 1)]
+        refs = [payloads.add(t) for t in tables]
+        (arena,) = arena_writer.arenas
+        for ref, table in zip(refs, tables, strict=True):
+            offset, size, slot = struct.unpack("<QQI", ref.data[1:21])
+            assert offset + size <= arena.reserved      # only what was written is taken to exist
+            assert read_region(arena, ref).equals(table)
+            struct.pack_into("<I", arena.mm, 64 + 4 * slot, 0)   # the reader gives it back
+        assert os.fstat(arena.fd).st_blocks * 512 >= arena.reserved
+        payloads.discard()
 
 
 def test_a_write_that_fails_in_an_arena_gives_the_region_back_and_uses_frames():
@@ -247,6 +250,4 @@ assert arena.reclaim() == 1 and pa.ipc.open_stream(b"".join(bytes(f) for f in pa
 unlink_segment(arena.name)
 print("ok")
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    assert out.stdout.strip() == "ok", out.stderr
+    run_alone(code)

@@ -16,14 +16,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-import zmq
-from helpers import VECTORS, raw_exchange, recv_reply, wait_until
+from helpers import VECTORS, raw_exchange, recv_reply, shm_dealer, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import bridge
-from bridge import _payloads
 
 #: Text pyarrow can encode (no lone surrogates) and R can hold (no NUL).
 UTF8_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
@@ -380,24 +378,13 @@ def test_segments_of_dead_processes_are_swept_at_start_up(tcp_worker):
 
 
 def test_an_unread_result_arena_goes_when_its_client_disconnects(tcp_worker):
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(tcp_worker[0])
-    try:
-        name, token = _payloads.make_probe()
-        sock.send(msgpack.packb({"v": 1, "id": 1, "op": "hello", "versions": [1],
-                                 "shm_probe": {"name": name, "token": token}}))
-        assert msgpack.unpackb(recv_reply(sock, 5000)[0])["shm"] is True
+    with shm_dealer(tcp_worker[0]) as sock:
         sock.send(msgpack.packb({"v": 1, "id": 2, "op": "eval", "code": "runif(1e6)", "shm": True}))
         reply = msgpack.unpackb(recv_reply(sock)[0], raw=False, ext_hook=lambda c, d: (c, d))
         code, ref = reply["value"]
         assert code == 3 and ref[:1] == b"a"          # a region of the worker's arena for this client
         seg = ref[21:].decode()
         assert Path("/dev/shm" + seg).exists()       # sent, and nobody has mapped it
-    finally:
-        sock.close()
-        ctx.term()
     assert wait_until(lambda: not Path("/dev/shm" + seg).exists(), 10)
 
 

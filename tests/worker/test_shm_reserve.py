@@ -9,11 +9,9 @@ import msgpack
 import numpy as np
 import pandas as pd
 import pytest
-import zmq
-from helpers import raw_exchange, recv_reply, segments
+from helpers import raw_exchange, recv_reply, segments, shm_dealer
 
 import bridge
-from bridge import _payloads
 
 RESERVE = 96 << 20
 N = 10_000_000   # 80 MB of doubles, as the benchmark's cold transfer
@@ -104,15 +102,7 @@ def test_a_bad_reserve_request_gets_an_error_reply(tcp_worker, value):
 
 def test_a_client_without_shared_memory_or_with_regions_out_gets_nothing_reserved(tcp_worker):
     assert raw_exchange(tcp_worker[0], _reserve(RESERVE, shm=False))["value"] == {"reserved": 0, "arena": None}
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(tcp_worker[0])
-    try:
-        name, token = _payloads.make_probe()
-        sock.send(msgpack.packb({"v": 1, "id": 1, "op": "hello", "versions": [1],
-                                 "shm_probe": {"name": name, "token": token}}))
-        assert msgpack.unpackb(recv_reply(sock, 5000)[0])["shm"] is True
+    with shm_dealer(tcp_worker[0]) as sock:
         sock.send_multipart(_reserve(RESERVE))
         value = msgpack.unpackb(recv_reply(sock)[0])["value"]
         assert value["reserved"] == RESERVE and value["arena"].startswith(f"/rbridge-w{tcp_worker[1].pid}-")
@@ -121,9 +111,6 @@ def test_a_client_without_shared_memory_or_with_regions_out_gets_nothing_reserve
         assert reply["value"][1][21:].decode() == value["arena"]   # the result is in the reserved arena
         sock.send_multipart(_reserve(RESERVE))                      # and its region is still out
         assert msgpack.unpackb(recv_reply(sock)[0])["value"] == {"reserved": 0, "arena": None}
-    finally:
-        sock.close()
-        ctx.term()
 
 
 SMALL_SHM_CLIENT = """
