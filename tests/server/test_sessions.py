@@ -52,6 +52,20 @@ def test_each_client_gets_its_own_forked_session(server):
         assert a.diagnostics().worker_pid == pa
 
 
+def test_a_session_on_the_servers_host_reserves_shared_memory_as_a_private_worker_does(server):
+    with bridge.connect(server.endpoint, shm_reserve=32 << 20) as r:
+        d = r.diagnostics()
+        assert (d.shm_reserved, d.worker_shm_reserved) == (32 << 20, 32 << 20)
+        (arena,) = d.worker_arenas_mapped
+        back = r.eval("as.numeric(seq_len(3e6))")                # 24 MB, into the reserved arena
+        assert back[-1] == 3e6 and r.diagnostics().worker_arenas_mapped == (arena,)
+        sent = np.linspace(0, 1, 3_000_000)
+        r.assign("s", sent)
+        assert r.eval("sum(s)") == pytest.approx(float(sent.sum())) and r.diagnostics().arenas == 1
+        pid = r.diagnostics().worker_pid
+    assert wait_until(lambda: not segments("w", pid), 10)
+
+
 def test_what_works_against_a_private_worker_works_against_a_session(server):
     with bridge.connect(server.endpoint) as r:
         assert r.sum(1, 2) == 3
