@@ -17,6 +17,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,11 @@ ABSOLUTE_TARGETS = [
 
 def run_contender(script: str, args: list[str], quick: bool) -> dict[str, Any]:
     cmd = [sys.executable, str(HERE / "contenders" / script), *args] + (["--quick"] if quick else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE, timeout=3600)
+    # A temporary directory of its own, removed after: embedded R (rpy2) and
+    # Rserve leave their session directories behind when their process ends.
+    with tempfile.TemporaryDirectory(prefix="rbridge-bench-") as tmp:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE, timeout=3600,
+                              env=dict(os.environ, TMPDIR=tmp))
     if proc.returncode != 0:
         reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {w: {"error": f"contender failed: {reason}"[:300]} for w in WORKLOADS}

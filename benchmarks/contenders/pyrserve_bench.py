@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import types
 
@@ -44,7 +45,10 @@ PORT = 6311
 
 
 def start_rserve() -> None:
-    subprocess.run(["Rscript", "-e", f'Rserve::Rserve(args="--no-save --RS-port {PORT}")'],
+    # Rserve's connections work in /tmp/Rserv unless told otherwise, and it
+    # leaves that behind: keep it in this run's own temporary directory
+    workdir = os.path.join(tempfile.gettempdir(), "Rserv")
+    subprocess.run(["Rscript", "-e", f'Rserve::Rserve(args="--no-save --RS-port {PORT} --RS-set workdir={workdir}")'],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     for _ in range(200):
         try:

@@ -49,15 +49,20 @@ import bridge  # noqa: E402
 
 
 def start_tcp_worker() -> tuple[str, subprocess.Popen]:
-    log = tempfile.NamedTemporaryFile(prefix="rbridge-bench-", suffix=".log", delete=False)
-    proc = subprocess.Popen(["Rscript", "-e", 'rserver::serve("tcp://127.0.0.1:*")'],
-                            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    for _ in range(400):
-        found = re.search(r"listening on (tcp://\S+)", open(log.name).read())
-        if found:
-            return found.group(1), proc
-        time.sleep(0.025)
-    raise RuntimeError("the tcp worker did not start")
+    """A serve() worker on a free loopback port. Its output goes to a file
+    that is removed once the endpoint is read (or the start fails)."""
+    with tempfile.NamedTemporaryFile(prefix="rbridge-bench-", suffix=".log") as log:
+        proc = subprocess.Popen(["Rscript", "-e", 'rserver::serve("tcp://127.0.0.1:*")'],
+                                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        for _ in range(400):
+            text = open(log.name).read()
+            found = re.search(r"listening on (tcp://\S+)", text)
+            if found:
+                return found.group(1), proc
+            time.sleep(0.025)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"the tcp worker did not start: {text}")
 
 
 def echo_client(transport: str) -> EchoClient:
