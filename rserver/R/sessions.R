@@ -45,7 +45,8 @@ serve_sessions <- function(endpoint = "tcp://127.0.0.1:5555", preload = characte
                  allow = if (is.null(allow)) "" else normalizePath(allow, mustWork = FALSE),
                  max_sessions = max_sessions, session_memory = parse_size(session_memory),
                  session_cpu = session_cpu, idle_timeout = idle_timeout, client_grace = client_grace,
-                 interrupt_grace = interrupt_grace, drain_timeout = drain_timeout, liveness = liveness)
+                 interrupt_grace = interrupt_grace, drain_timeout = drain_timeout, liveness = liveness,
+                 r_tempdir = tempdir())   # the front removes it if this process is killed
   started <- .Call(C_sessions_start, config)
   bound <- started[[1L]]
   if (!quiet) message("rserver: listening on ", bound, "\nrserver: sessions in ", started[[2L]])

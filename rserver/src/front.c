@@ -682,6 +682,7 @@ __attribute__((noreturn)) static void finish(int code) {
   if (code == 2) {
     rb_shm_sweep();
     rb_remove_tree(fr.cfg->dir);
+    if (fr.cfg->r_tempdir[0]) rb_remove_tree(fr.cfg->r_tempdir);
   }
   if (fr.router) {
     set_int(fr.router, ZMQ_LINGER, 500);   /* the last `ended` messages */

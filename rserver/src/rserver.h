@@ -228,6 +228,7 @@ int rb_zap_answer(void *zap, const char *allow_dir);
 typedef struct {
   char endpoint[1024];
   char dir[512];            /* the server's private directory (sessions' sockets) */
+  char r_tempdir[512];      /* the fork server's tempdir(), which R cannot remove if it is killed */
   char server_secret[41];   /* Z85; "" = no CURVE */
   char allow_dir[1024];     /* client public keys */
   int max_sessions;

@@ -147,6 +147,7 @@ SEXP C_sessions_start(SEXP config) {
   rb_front_config *c = &fs.cfg;
   snprintf(c->endpoint, sizeof c->endpoint, "%s", list_str(config, "endpoint"));
   snprintf(c->allow_dir, sizeof c->allow_dir, "%s", list_str(config, "allow"));
+  snprintf(c->r_tempdir, sizeof c->r_tempdir, "%s", list_str(config, "r_tempdir"));
   c->max_sessions = (int)list_num(config, "max_sessions", 64);
   c->idle_timeout = list_num(config, "idle_timeout", 0);
   c->client_grace = list_num(config, "client_grace", 10);

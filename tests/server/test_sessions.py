@@ -205,8 +205,11 @@ def test_a_second_sigterm_ends_sessions_at_once(tmp_path):
 
 
 def test_a_crash_of_the_parent_leaves_no_process_or_file(tmp_path):
-    srv = Server(tmp_path)
+    temp = tmp_path / "temp"           # where the server's R puts its tempdir() and its directory
+    temp.mkdir()
+    srv = Server(tmp_path, env={"TMPDIR": str(temp)})
     directory = srv.directory()
+    assert sorted(p.name[:4] for p in temp.iterdir()) == ["Rtmp", "rbri"]
     r = bridge.connect(srv.endpoint)
     pid = r.call("Sys.getpid")
     everyone = srv.processes()
@@ -215,6 +218,7 @@ def test_a_crash_of_the_parent_leaves_no_process_or_file(tmp_path):
     srv.proc.wait()
     assert wait_until(lambda: not any(pid_alive(p) for p in everyone), 10)
     assert wait_until(lambda: not directory.exists(), 10)
+    assert wait_until(lambda: not any(temp.iterdir()), 10)   # R's tempdir() too
     with pytest.raises(bridge.WorkerDied):
         r.sum(1)
     r.close()
