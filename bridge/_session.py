@@ -327,8 +327,9 @@ class _Core:
         assert self.arena_writer is not None
         ours = threading.Thread(target=self.arena_writer.reserve, args=(nbytes,), name="rbridge-reserve")
         ours.start()
-        try:
-            value = self.request("reserve", {"bytes": nbytes})
+        try:   # a worker older than the op reserves nothing
+            capable = "reserve" in (self.info.get("capabilities") or ())
+            value = self.request("reserve", {"bytes": nbytes}) if capable else {"reserved": 0, "arena": None}
         finally:
             ours.join()
         if value["arena"] is not None:
