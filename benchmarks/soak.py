@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -113,10 +114,14 @@ def soak(scale: float) -> tuple[list[str], bool]:
 
 
 def start_tcp_worker(*env: tuple[str, str]) -> tuple[str, subprocess.Popen]:
-    log = Path(f"/tmp/rbridge-soak-{os.getpid()}-{time.monotonic_ns()}.log")
+    """A serve() worker on a free loopback port, with its log and R's
+    tempdir() in this run's temporary directory (killed workers cannot remove
+    theirs)."""
+    log = Path(tempfile.gettempdir(), f"rbridge-soak-{time.monotonic_ns()}.log")
     with open(log, "wb") as out:
         proc = subprocess.Popen([shutil.which("Rscript"), "-e", 'rserver::serve("tcp://127.0.0.1:*")'],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env={**os.environ, **dict(env)})
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                env={**os.environ, "TMPDIR": tempfile.gettempdir(), **dict(env)})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         found = re.search(r"listening on (tcp://\S+)", log.read_text())
@@ -262,4 +267,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with tempfile.TemporaryDirectory(prefix="rbridge-soak-") as run_tmp:
+        tempfile.tempdir = run_tmp
+        main()

@@ -26,9 +26,10 @@ with bridge.connect() as r:
     # ggplot2: aesthetics are symbols or expressions, layers are added with +
     gg = r.importr("ggplot2")
     plot = gg.ggplot(cars, gg.aes(x=sym("wt"), y=sym("mpg"), colour=expr("factor(cyl)"))) + gg.geom_point()
-    out = Path(tempfile.mkdtemp()) / "cars.png"
-    gg.ggsave(str(out), plot, width=5, height=4, dpi=72)
-    print("plot written:", out.stat().st_size > 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cars.png"
+        gg.ggsave(str(out), plot, width=5, height=4, dpi=72)
+        print("plot written:", out.stat().st_size > 0)
 
     # survival: formulas as strings, results as DataFrames
     survival = r.importr("survival")

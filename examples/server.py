@@ -2,6 +2,7 @@
 isolated sessions, the server's status, and a graceful stop (SIGTERM)."""
 
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,3 +50,4 @@ alice.close()
 bob.close()
 server.send_signal(signal.SIGTERM)     # drains, then exits 0
 print("server exit status:", server.wait(30))
+shutil.rmtree(keys)                    # the keys, including secret ones, and the log
