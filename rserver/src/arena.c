@@ -118,11 +118,6 @@ void rb_arena_unhold(rb_arena *a) {
 
 /* ---- writing into the worker's arena for a client ---- */
 
-/* Room for two payloads of len bytes. */
-static size_t capacity_for(size_t len) {
-  return 2 * len + RB_ARENA_ALIGN > MIN_CAPACITY ? 2 * len + RB_ARENA_ALIGN : MIN_CAPACITY;
-}
-
 /* An arena for a client; only the header is reserved now, the rest as regions
  * first need it (fresh pages cost about a millisecond per MB on a virtual
  * machine: the first payload should not pay for the second), or at once when
@@ -191,17 +186,26 @@ static size_t own_of(const uint8_t *rid, size_t rid_len) {
   return i;
 }
 
+/* A new arena for the client, with room for two payloads of len bytes, in
+ * place of its present one (arenas[i], when i < narenas) unless regions of
+ * that are still out: NULL then, or when no segment can be made. */
+static rb_arena *replace_own(size_t i, const uint8_t *rid, size_t rid_len, size_t len) {
+  if (i < narenas) {
+    if (reclaim(arenas[i])) return NULL;
+    drop(i);
+  }
+  size_t cap = 2 * len + RB_ARENA_ALIGN > MIN_CAPACITY ? 2 * len + RB_ARENA_ALIGN : MIN_CAPACITY;
+  return create_own(cap, rid, rid_len);
+}
+
 int rb_arena_alloc(const uint8_t *rid, size_t rid_len, size_t len, rb_arena_ref *out) {
   if (len > RB_ARENA_RESERVE_MAX) return -1;
   size_t i = own_of(rid, rid_len);
   rb_arena *a = i < narenas ? arenas[i] : NULL;
   size_t off;
   int slot = a ? place(a, len, &off) : -1;
-  if (slot < 0) {
-    /* Too small: replace it with a bigger one, unless regions are still out. */
-    if (a && reclaim(a)) return -1;
-    if (a) drop(i);
-    if (!(a = create_own(capacity_for(len), rid, rid_len))) return -1;
+  if (slot < 0) {   /* none, or too small */
+    if (!(a = replace_own(i, rid, rid_len, len))) return -1;
     rb_shm_track(a->name, rid, rid_len);   /* unlinked if the client never maps it */
     if ((slot = place(a, len, &off)) < 0) return -1;
   }
@@ -236,12 +240,7 @@ int rb_arena_alloc(const uint8_t *rid, size_t rid_len, size_t len, rb_arena_ref 
  * request, and detaching the client unlinks it. */
 const char *rb_arena_reserve(const uint8_t *rid, size_t rid_len, size_t len) {
   if (len > RB_ARENA_RESERVE_MAX) return NULL;
-  size_t i = own_of(rid, rid_len);
-  if (i < narenas) {
-    if (reclaim(arenas[i])) return NULL;
-    drop(i);
-  }
-  rb_arena *a = create_own(capacity_for(len), rid, rid_len);
+  rb_arena *a = replace_own(own_of(rid, rid_len), rid, rid_len, len);
   if (!a) return NULL;
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   size_t end = RB_ARENA_HEADER + (len + page - 1) / page * page;
