@@ -48,12 +48,18 @@ def segments(kind: str, pid: int) -> set[str]:
     return {n for n in os.listdir("/dev/shm") if n.startswith(f"rbridge-{kind}{pid}-")}
 
 
+def proc_status_mb(pid: int, field: str) -> float:
+    """A memory figure of process ``pid`` from /proc/PID/status (``VmRSS``,
+    ``RssShmem``, ...), in MB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field}")
+
+
 def worker_rss_mb(pid: int) -> float:
     """The resident memory of process ``pid``, in MB."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    return proc_status_mb(pid, "VmRSS")
 
 
 def pid_alive(pid: int) -> bool:

@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import raw_exchange, recv_reply, segments, shm_dealer
+from helpers import proc_status_mb, raw_exchange, recv_reply, segments, shm_dealer
 
 import bridge
 
@@ -17,18 +17,10 @@ RESERVE = 96 << 20
 N = 10_000_000   # 80 MB of doubles, as the benchmark's cold transfer
 
 
-def rss_shmem_mb(pid: int) -> float:
-    """Shared memory mapped in by process ``pid``, in MB."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("RssShmem:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no RssShmem")
-
-
 def test_a_reserved_session_sends_its_first_transfers_through_the_reserved_pages():
     plain = bridge.connect()
     try:
-        assert rss_shmem_mb(plain.worker_pid) < 8
+        assert proc_status_mb(plain.worker_pid, "RssShmem") < 8
         d = plain.diagnostics()
         assert (d.shm_reserved, d.worker_shm_reserved, d.arenas) == (0, 0, 0)
     finally:
@@ -39,7 +31,7 @@ def test_a_reserved_session_sends_its_first_transfers_through_the_reserved_pages
         assert (d.shm_reserved, d.worker_shm_reserved, d.arenas) == (RESERVE, RESERVE, 1)
         (worker_arena,) = d.worker_arenas_mapped             # mapped while connecting ...
         assert not segments("w", r.worker_pid)                # ... so its name is gone already
-        assert rss_shmem_mb(r.worker_pid) >= RESERVE / 2**20  # the worker's pages exist and are mapped
+        assert proc_status_mb(r.worker_pid, "RssShmem") >= RESERVE / 2**20  # the worker's pages exist and are mapped
         (mine,) = segments("c", os.getpid()) - {n for n in os.listdir("/dev/shm") if "probe" in n}
         assert os.stat(f"/dev/shm/{mine}").st_blocks * 512 >= RESERVE   # and ours are allocated
 
